@@ -1,0 +1,17 @@
+"""Errors that end a run with one readable line (the CLI prints `error: <message>`, exit 2)."""
+
+
+class GauntletError(Exception):
+    """A problem the user can fix; the message names it and says how."""
+
+
+class ConfigError(GauntletError, ValueError):
+    """The configuration or a command-line value is wrong."""
+
+
+class DataError(GauntletError, ValueError):
+    """The input table cannot be trained on as it is."""
+
+
+class RegistryError(GauntletError):
+    """The model registry is missing a model, or a file in it fails its checksum."""

@@ -1,0 +1,29 @@
+"""Process-wide defaults set before Prefect or Comet is imported.
+
+Every entry point (flows/*.py, tests) calls `configure_environment()` first. Values already in the
+environment win, so a user can point at a Prefect server or another PREFECT_HOME.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def configure_environment() -> None:
+    defaults = {
+        # A fresh PREFECT_HOME needs ~15-18 s of migrations: Prefect's 20 s default start-up
+        # timeout and its analytics write at the same time make the first run fail.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        # Comet: no error reports to Sentry, no patching of sklearn/lightgbm/xgboost on import.
+        "COMET_ERROR_TRACKING_ENABLE": "false",
+        "COMET_DISABLE_AUTO_LOGGING": "1",
+    }
+    if (PROJECT_ROOT / "pyproject.toml").is_file():  # a source checkout: keep Prefect's state here
+        defaults["PREFECT_HOME"] = str(PROJECT_ROOT / ".prefect")
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)

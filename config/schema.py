@@ -1,0 +1,304 @@
+"""Typed configuration of a gauntlet run.
+
+Every section forbids unknown keys, so a typo fails at once with the key's name and the keys that
+are allowed. `load_config(path, overrides)` reads a YAML file, applies `key.path=value` overrides
+and validates the result; any problem is raised as a one-line `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from config.errors import ConfigError
+
+FAMILIES = ("logistic_regression", "random_forest", "lightgbm", "xgboost")
+
+# Metrics the evaluation can rank on; the value says whether higher or lower is better.
+METRIC_DIRECTIONS: dict[str, Literal["maximize", "minimize"]] = {
+    "fbeta": "maximize",
+    "f1": "maximize",
+    "accuracy": "maximize",
+    "balanced_accuracy": "maximize",
+    "precision": "maximize",
+    "recall": "maximize",
+    "roc_auc": "maximize",
+    "log_loss": "minimize",
+}
+BOUNDED_METRICS = {name for name in METRIC_DIRECTIONS if name != "log_loss"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the table comes from and what to predict."""
+
+    path: str = Field(
+        "builtin:breast_cancer",
+        description="CSV or Parquet file, or a bundled demo table: builtin:breast_cancer, "
+        "builtin:wine.",
+    )
+    target: str = Field("diagnosis", min_length=1, description="Column to predict.")
+    task: Literal["auto", "binary", "multiclass"] = Field(
+        "auto", description="auto: binary for 2 classes, multiclass for more."
+    )
+    drop_columns: list[str] = Field(
+        default_factory=list, description="Columns never used as features (ids, leaks)."
+    )
+    positive_class: str | int | bool | None = Field(
+        None,
+        description="Binary tasks: the class scored as positive. Default: 1/True when the labels "
+        "are 0/1 or booleans, otherwise the last label in sorted order.",
+    )
+
+
+class SplitConfig(_Section):
+    strategy: Literal["stratified", "random"] = "stratified"
+    test_size: float = Field(0.2, gt=0.0, lt=0.5, description="Fraction of rows held out for test.")
+    valid_size: float = Field(
+        0.2, gt=0.0, lt=0.5, description="Fraction of all rows used for validation."
+    )
+    seed: int = Field(42, ge=0)
+
+    @model_validator(mode="after")
+    def _leave_rows_for_training(self) -> SplitConfig:
+        if self.test_size + self.valid_size > 0.8:
+            raise ValueError(
+                f"test_size + valid_size = {self.test_size + self.valid_size:.2f} leaves under "
+                "20% of rows for training; lower one of them"
+            )
+        return self
+
+
+class ModelConfig(_Section):
+    enabled: bool = True
+    n_trials: int = Field(20, ge=1, le=100_000, description="Optuna trials for this family.")
+    timeout_s: float | None = Field(
+        None, gt=0, description="Stop this family's search after this many seconds."
+    )
+
+
+class ModelsConfig(_Section):
+    logistic_regression: ModelConfig = Field(default_factory=ModelConfig)
+    random_forest: ModelConfig = Field(default_factory=ModelConfig)
+    lightgbm: ModelConfig = Field(default_factory=ModelConfig)
+    xgboost: ModelConfig = Field(default_factory=ModelConfig)
+
+    def enabled(self) -> list[str]:
+        return [name for name in FAMILIES if getattr(self, name).enabled]
+
+
+class SearchConfig(_Section):
+    seed: int = Field(42, ge=0, description="Seed of the Optuna sampler and of the models.")
+    pruner: Literal["median", "none"] = "median"
+    storage: str | None = Field(
+        None,
+        description="Optuna storage: none (in memory), journal:PATH (a local file, resumable), "
+        "or a database URL (sqlite:///..., postgresql://...).",
+    )
+    early_stopping_rounds: int = Field(
+        50, ge=1, description="Boosting rounds without validation improvement before stopping."
+    )
+
+    @field_validator("storage")
+    @classmethod
+    def _known_storage(cls, value: str | None) -> str | None:
+        if value is None or value.lower() in ("none", "memory", ""):
+            return None
+        if value.startswith("journal:") or "://" in value:
+            return value
+        raise ValueError(
+            f"storage {value!r} is not understood; use none, journal:PATH or a database URL "
+            "such as sqlite:///optuna.db or postgresql://user@host/db"
+        )
+
+
+class TrackingConfig(_Section):
+    backend: Literal["comet", "none"] = "comet"
+    mode: Literal["auto", "online", "offline"] = Field(
+        "auto", description="auto: online when COMET_API_KEY is set, offline otherwise."
+    )
+    project: str = Field("gauntlet", min_length=1)
+    workspace: str | None = None
+    offline_dir: str | None = Field(
+        None, description="Where offline archives go. Default: <artifacts_dir>/comet."
+    )
+
+
+class EvaluationConfig(_Section):
+    comparison_metric: str = Field(
+        "fbeta", description="Validation metric that picks the champion: " + ", ".join(METRIC_DIRECTIONS)
+    )
+    beta: float = Field(0.5, gt=0, description="Beta of the F-beta score (0.5 favours precision).")
+    deployment_threshold: float = Field(
+        0.7,
+        ge=0,
+        description="The champion's test metric must reach this (at most this for lower-is-better "
+        "metrics) to be registered.",
+    )
+    direction: Literal["auto", "maximize", "minimize"] = Field(
+        "auto", description="auto: the metric's natural direction."
+    )
+    average: Literal["macro", "weighted", "micro"] = Field(
+        "macro", description="How multiclass precision/recall/F scores are averaged."
+    )
+
+    @field_validator("comparison_metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in METRIC_DIRECTIONS:
+            raise ValueError(f"unknown metric {value!r}; choose one of {', '.join(METRIC_DIRECTIONS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _threshold_in_range(self) -> EvaluationConfig:
+        if self.comparison_metric in BOUNDED_METRICS and self.deployment_threshold > 1:
+            raise ValueError(
+                f"deployment_threshold {self.deployment_threshold} is outside [0, 1], the range "
+                f"of {self.comparison_metric}"
+            )
+        return self
+
+    @property
+    def resolved_direction(self) -> Literal["maximize", "minimize"]:
+        if self.direction == "auto":
+            return METRIC_DIRECTIONS[self.comparison_metric]
+        return self.direction
+
+
+class RegistryConfig(_Section):
+    backend: Literal["local"] = "local"
+    model_name: str = Field(
+        "gauntlet-classifier", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100
+    )
+    path: str | None = Field(None, description="Local registry root. Default: <artifacts_dir>/registry.")
+
+
+class TrainConfig(_Section):
+    artifacts_dir: str = Field("artifacts", description="Root of runs/, registry/ and comet/.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    @model_validator(mode="after")
+    def _something_to_train(self) -> TrainConfig:
+        if not self.models.enabled():
+            raise ValueError(
+                "models: every family is disabled; enable at least one of " + ", ".join(FAMILIES)
+            )
+        return self
+
+    # Paths derived from artifacts_dir unless set explicitly.
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.artifacts_dir) / "runs"
+
+    @property
+    def registry_dir(self) -> Path:
+        return Path(self.registry.path) if self.registry.path else Path(self.artifacts_dir) / "registry"
+
+    @property
+    def comet_dir(self) -> Path:
+        if self.tracking.offline_dir:
+            return Path(self.tracking.offline_dir)
+        return Path(self.artifacts_dir) / "comet"
+
+    def config_hash(self) -> str:
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def _format_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, err["loc"][:-1])
+            problems.append(f"{loc}: unknown key; allowed keys here: {', '.join(allowed)}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            shown = f" (got {err['input']!r})" if "input" in err and not isinstance(
+                err["input"], dict
+            ) else ""
+            problems.append(f"{loc or 'config'}: {msg}{shown}")
+    return "; ".join(problems)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        field = current.model_fields.get(part) if hasattr(current, "model_fields") else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        current = field.annotation
+    return list(current.model_fields)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`models.xgboost.n_trials=5` -> (["models", "xgboost", "n_trials"], 5)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, for example models.xgboost.n_trials=5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides or []]
+    for key, value in items:
+        parts = key.split(".") if isinstance(key, str) else list(key)
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {'.'.join(parts)}: {'.'.join(parts[: i + 1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
+) -> TrainConfig:
+    """Read `path` (YAML), apply overrides, validate. Raises ConfigError with one readable line."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}; pass --config with an existing YAML file")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
+    return config_from_dict(raw, overrides, source=f" in {path}" if path else "")
+
+
+def config_from_dict(
+    raw: dict[str, Any], overrides: list[str] | dict[str, Any] | None = None, source: str = ""
+) -> TrainConfig:
+    """Validate a nested mapping (after overrides) as a TrainConfig; ConfigError on any problem."""
+    raw = apply_overrides(raw, overrides)
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config{source}: {_format_validation_error(exc, TrainConfig)}") from None

@@ -1,0 +1,132 @@
+"""train: a table in, a registered champion out.
+
+    python flows/train.py --config config/train.yaml [--set models.xgboost.n_trials=5 ...]
+
+load -> validate -> split (parquet + manifest) -> one tune_model subflow per enabled family, run
+concurrently as Prefect tasks -> evaluate (champion on validation, test once, gate, registry).
+"""
+
+from __future__ import annotations
+
+from config.runtime import configure_environment
+
+configure_environment()
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+
+from config.errors import GauntletError  # noqa: E402
+from config.schema import TrainConfig, load_config  # noqa: E402
+from flows.evaluate import evaluate  # noqa: E402
+from flows.tune import tune_model  # noqa: E402
+from tasks import data as data_tasks  # noqa: E402
+from tasks import reporting as rep  # noqa: E402
+from tasks.ml.results import Candidate, EvalReport  # noqa: E402
+from tasks.runs import RunPaths, new_run_id, write_candidate  # noqa: E402
+
+DEFAULT_CONFIG = "config/train.yaml"
+
+
+class AllFamiliesFailed(GauntletError):
+    """No model family produced a candidate."""
+
+
+def threads_per_family(n_families: int) -> int:
+    """Split the cores between concurrent searches so that they do not oversubscribe."""
+    return max(1, (os.cpu_count() or 1) // max(1, n_families))
+
+
+@task(name="search_family", task_run_name="search-{family}", cache_policy=NO_CACHE)
+def search_family(family: str, run_dir: str, config: TrainConfig, n_jobs: int) -> Candidate:
+    """Run the family's tune_model subflow; a family that fails becomes a failed Candidate."""
+    state = tune_model(family=family, run_dir=run_dir, config=config, n_jobs=n_jobs, return_state=True)
+    if state.is_completed():
+        return state.result()
+    exc = state.result(raise_on_failure=False)
+    message = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else (state.message or "failed")
+    get_run_logger().error("[%s] search failed: %s", family, message)
+    candidate = Candidate.failed(family, message, metric=config.evaluation.comparison_metric)
+    write_candidate(RunPaths(run_dir), candidate)
+    return candidate
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    config = flow_run.parameters.get("config")
+    path = config.data.path if isinstance(config, TrainConfig) else (config or {}).get("data", {}).get("path", "data")
+    name = Path(str(path).removeprefix("builtin:")).stem
+    return f"train-{name}"
+
+
+@flow(name="train", flow_run_name=_run_name, task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
+def train(config: TrainConfig) -> EvalReport:
+    logger = get_run_logger()
+    data_name = Path(config.data.path.removeprefix("builtin:")).stem
+    paths = RunPaths(config.runs_dir / new_run_id(data_name))
+    logger.info("run directory: %s", paths.root)
+
+    frame = data_tasks.load_dataset(config.data.path)
+    info = data_tasks.validate_dataset(frame, config)
+    data_tasks.split_dataset(frame, info, config, str(paths.root))
+    del frame
+
+    families = config.models.enabled()
+    n_jobs = threads_per_family(len(families))
+    logger.info("searching %s concurrently (%d thread(s) each)", ", ".join(families), n_jobs)
+    futures = [search_family.submit(f, str(paths.root), config, n_jobs) for f in families]
+    candidates = [future.result() for future in futures]
+
+    failed = [c for c in candidates if c.status != "ok"]
+    if len(failed) == len(candidates):
+        raise AllFamiliesFailed(
+            "every model family failed: " + "; ".join(f"{c.family}: {c.error}" for c in failed)
+        )
+    if failed:
+        logger.warning("%d famil%s failed and will not compete: %s", len(failed),
+                       "y" if len(failed) == 1 else "ies", ", ".join(c.family for c in failed))
+
+    report = evaluate(run_dir=str(paths.root), config=config)
+    logger.info("leaderboard\n%s", rep.format_leaderboard(report))
+    logger.info(rep.format_gate(report))
+    return report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python flows/train.py",
+        description="Train every enabled model family, pick a champion, gate and register it.",
+    )
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
+        help="override a config value, e.g. --set models.xgboost.n_trials=5 (repeatable)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        data_tasks.preflight(config)  # fails in a second, before Prefect and training start
+        report = train(config=config)
+    except GauntletError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(f"Run {report.run_id}: {report.run_dir}")
+    print(rep.format_leaderboard(report))
+    print()
+    print(rep.format_gate(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

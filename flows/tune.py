@@ -1,0 +1,182 @@
+"""tune_model: one family's Optuna search on a prepared run, tracked in one Comet experiment.
+
+    python flows/tune.py --run artifacts/runs/<run_id> --family lightgbm
+"""
+
+from __future__ import annotations
+
+from config.runtime import configure_environment
+
+configure_environment()
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+from prefect import flow, get_run_logger  # noqa: E402
+
+from config.schema import TrainConfig  # noqa: E402
+from tasks.ml.estimators import get_family  # noqa: E402
+from tasks.ml.results import Candidate  # noqa: E402
+from tasks.ml.search import SearchSettings, prepare_data, refit_best, run_study, trials_table  # noqa: E402
+from tasks.modeling import save_pipeline  # noqa: E402
+from tasks.runs import RunPaths, dataset_info, load_run_config, read_json, write_candidate  # noqa: E402
+from tasks.tracking import Tracker, start_tracker  # noqa: E402
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def study_name(config: TrainConfig, family: str, data_sha256: str) -> str:
+    """Deterministic from what defines the search (not from trial counts), so a rerun resumes it."""
+    key = {
+        "family": family,
+        "split": config.split.model_dump(mode="json"),
+        "search": {"seed": config.search.seed, "early_stopping_rounds": config.search.early_stopping_rounds},
+        "metric": [config.evaluation.comparison_metric, config.evaluation.beta, config.evaluation.average],
+        "features": [config.data.target, sorted(config.data.drop_columns)],
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{config.registry.model_name}-{family}-{data_sha256[:12]}-{digest}"
+
+
+class TrialProgress:
+    """Optuna callback: one log line and one Comet step per finished trial."""
+
+    def __init__(self, family: str, metric: str, n_trials: int, tracker: Tracker, logger) -> None:
+        self.family, self.metric, self.n_trials = family, metric, n_trials
+        self.tracker, self.logger = tracker, logger
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        state = trial.state.name.lower()
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, int | float)}
+        self.tracker.log_params(trial.params, step=trial.number)
+        self.tracker.log_metrics(
+            {**{f"valid_{k}": v for k, v in metrics.items()}, "trial_seconds": seconds,
+             "trial_pruned": float(state == "pruned")},
+            step=trial.number,
+        )
+        try:
+            best = f"{study.best_value:.4f}"
+        except ValueError:
+            best = "-"
+        value = f"{trial.value:.4f}" if trial.value is not None else state
+        self.logger.info(
+            "[%s] trial %d/%d: %s=%s (best %s), %.2fs", self.family, trial.number + 1, self.n_trials,
+            self.metric, value, best, seconds,
+        )
+
+
+@flow(name="tune_model", flow_run_name="tune-{family}", log_prints=True)
+def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) -> Candidate:
+    """Search `family`'s hyperparameters on the run's train/valid splits; refit and save the best."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    paths = RunPaths(run_dir)
+    manifest = read_json(paths.manifest)
+    info = dataset_info(manifest)
+    spec = get_family(family)
+    model_cfg = getattr(config.models, family)
+    evaluation = config.evaluation
+    settings = SearchSettings(
+        metric=evaluation.comparison_metric,
+        direction=evaluation.resolved_direction,
+        n_trials=model_cfg.n_trials,
+        timeout_s=model_cfg.timeout_s,
+        seed=config.search.seed,
+        beta=evaluation.beta,
+        average=evaluation.average,
+        early_stopping_rounds=config.search.early_stopping_rounds,
+        n_jobs=n_jobs,
+        pruner=config.search.pruner,
+        storage=config.search.storage,
+        study_name=study_name(config, family, manifest["data"]["sha256"]),
+    )
+    tracker = start_tracker(
+        config.tracking, config.comet_dir, name=f"{paths.run_id}-{family}",
+        tags=["gauntlet", "search", family],
+    )
+    try:
+        tracker.log_params(
+            {"family": family, "run_id": paths.run_id, "metric": settings.metric,
+             "direction": settings.direction, "n_trials": settings.n_trials, "seed": settings.seed,
+             "study_name": settings.study_name, "data_sha256": manifest["data"]["sha256"]}
+        )
+        train = pd.read_parquet(paths.split("train"))
+        valid = pd.read_parquet(paths.split("valid"))
+        data = prepare_data(spec, info, train, valid)
+        logger.info("[%s] %d trials on %d x %d features (study %s)", family, settings.n_trials,
+                    *data.X_train.shape, settings.study_name)
+        progress = TrialProgress(family, settings.metric, settings.n_trials, tracker, logger)
+        study = run_study(spec, data, settings, callbacks=[progress])
+
+        best = study.best_trial
+        pipeline, fit_info, fit_seconds = refit_best(spec, data, best.params, settings)
+        model_path = paths.candidates / f"{family}.pkl"
+        sha = save_pipeline(pipeline, model_path)
+        table = trials_table(study)
+        table.to_csv(paths.candidates / f"{family}_trials.csv", index=False)
+        states = [t.state for t in study.trials]
+        valid_metrics = {k: float(v) for k, v in best.user_attrs.items()
+                         if isinstance(v, int | float) and k not in ("fit_seconds", "best_iteration")}
+        candidate = Candidate(
+            family=family,
+            metric=settings.metric,
+            best_params=best.params,
+            valid_metrics=valid_metrics,
+            n_trials=len(states),
+            n_complete=states.count(optuna.trial.TrialState.COMPLETE),
+            n_pruned=states.count(optuna.trial.TrialState.PRUNED),
+            best_trial=best.number,
+            best_iteration=fit_info.get("best_iteration"),
+            fit_seconds=round(fit_seconds, 3),
+            search_seconds=round(time.perf_counter() - started, 3),
+            pipeline_path=str(model_path),
+            pipeline_sha256=sha,
+            study_name=settings.study_name,
+            tracking_key=tracker.key,
+        )
+        tracker.log_params({f"best_{k}": v for k, v in best.params.items()})
+        tracker.log_metrics({f"best_valid_{k}": v for k, v in valid_metrics.items()})
+        tracker.log_other("best_trial", best.number)
+        tracker.log_table("trials.csv", table)
+        tracker.log_model(family, model_path)
+        tracker.log_other("status", "ok")
+        logger.info("[%s] best %s=%.4f (trial %d); refit %.2fs", family, settings.metric,
+                    best.value, best.number, fit_seconds)
+        write_candidate(paths, candidate)
+        return candidate
+    except Exception as exc:
+        tracker.log_other("status", "failed")
+        tracker.log_other("error", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        tracker.end()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run one family's search on a prepared run.")
+    parser.add_argument("--run", required=True, help="artifacts/runs/<run_id>")
+    parser.add_argument("--family", required=True)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    from config.errors import GauntletError
+
+    try:
+        paths = RunPaths(args.run)
+        config = load_run_config(paths, args.set)
+        get_family(args.family)
+        candidate = tune_model(family=args.family, run_dir=str(paths.root), config=config)
+    except (GauntletError, KeyError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(candidate.model_dump(mode="json"), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

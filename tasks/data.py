@@ -1,0 +1,119 @@
+"""Prefect tasks for the data stage: load, validate, split and save with a manifest."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from config.errors import DataError
+from config.schema import TrainConfig
+from tasks.ml import data as ml_data
+from tasks.ml.data import DatasetInfo
+from tasks.runs import RunPaths, dataset_info_dict, git_commit, package_versions, save_config, write_json
+
+
+def preflight(config: TrainConfig) -> None:
+    """Cheap checks before any Prefect or training start-up: the file exists, the columns exist."""
+    path = config.data.path
+    if path.startswith(ml_data.BUILTIN_PREFIX):
+        name = path[len(ml_data.BUILTIN_PREFIX):]
+        if name not in ml_data.BUILTINS:
+            ml_data.load_builtin(name)  # raises the DataError listing the bundled tables
+        return
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"data file not found: {path}; set data.path to an existing CSV or Parquet file")
+    try:
+        if file.suffix.lower() in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            columns = list(pq.read_schema(file).names)
+        else:
+            columns = list(pd.read_csv(file, nrows=0, sep="\t" if file.suffix.lower() == ".tsv" else ",").columns)
+    except Exception as exc:
+        raise DataError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                        "check that the file is a valid CSV or Parquet table") from None
+    if config.data.target not in columns:
+        shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
+        raise DataError(f"target column {config.data.target!r} not found in {path}; set data.target to one of: {shown}")
+    missing = [c for c in config.data.drop_columns if c not in columns]
+    if missing:
+        raise DataError(f"data.drop_columns names columns not in {path}: {missing}")
+
+
+@task(name="load_dataset", cache_policy=NO_CACHE)
+def load_dataset(path: str) -> pd.DataFrame:
+    frame = ml_data.load_table(path)
+    get_run_logger().info("loaded %s: %d rows x %d columns", path, len(frame), frame.shape[1])
+    return frame
+
+
+@task(name="validate_dataset", cache_policy=NO_CACHE)
+def validate_dataset(frame: pd.DataFrame, config: TrainConfig) -> DatasetInfo:
+    info = ml_data.validate_dataset(
+        frame,
+        config.data.target,
+        task=config.data.task,
+        drop_columns=config.data.drop_columns,
+        positive_class=config.data.positive_class,
+        test_size=config.split.test_size,
+        valid_size=config.split.valid_size,
+    )
+    logger = get_run_logger()
+    logger.info(
+        "%s task on %r: classes %s; %d features (%d numeric, %d categorical)%s",
+        info.task, info.target, info.classes, len(info.features), len(info.numeric_features),
+        len(info.categorical_features),
+        f"; not used: {info.dropped_columns}" if info.dropped_columns else "",
+    )
+    if info.n_rows_missing_target:
+        logger.warning("%d rows have no target value and are left out", info.n_rows_missing_target)
+    return info
+
+
+@task(name="split_dataset", cache_policy=NO_CACHE)
+def split_dataset(frame: pd.DataFrame, info: DatasetInfo, config: TrainConfig, run_dir: str) -> dict:
+    """Write splits/{train,valid,test}.parquet (all original columns), config.json and manifest.json."""
+    paths = RunPaths(run_dir)
+    paths.splits.mkdir(parents=True, exist_ok=True)
+    parts = ml_data.split_dataset(
+        frame, info, strategy=config.split.strategy, test_size=config.split.test_size,
+        valid_size=config.split.valid_size, seed=config.split.seed,
+    )
+    from tasks.modeling import file_sha256
+
+    splits = {}
+    for name, part in parts.items():
+        part.to_parquet(paths.split(name), engine="pyarrow", index=False)
+        splits[name] = {
+            "rows": int(len(part)),
+            "class_balance": ml_data.class_balance(part, info.target),
+            "path": str(paths.split(name)),
+            "sha256": file_sha256(paths.split(name)),
+        }
+    save_config(paths, config)
+    manifest = {
+        "run_id": paths.run_id,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data": {
+            "path": config.data.path,
+            "sha256": ml_data.data_sha256(config.data.path, frame),
+            "rows": int(len(frame)),
+            "columns": int(frame.shape[1]),
+        },
+        "dataset": dataset_info_dict(info),
+        "splits": splits,
+        "config_hash": config.config_hash(),
+        "seeds": {"split": config.split.seed, "search": config.search.seed},
+        "packages": package_versions(),
+        "git_commit": git_commit(),
+    }
+    write_json(paths.manifest, manifest)
+    get_run_logger().info(
+        "split %s -> %s", {k: v["rows"] for k, v in splits.items()}, paths.splits
+    )
+    return manifest

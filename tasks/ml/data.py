@@ -1,0 +1,289 @@
+"""Loading, validating and splitting a table. Pure pandas/sklearn: no Prefect, no Comet."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from config.errors import DataError
+
+log = logging.getLogger("gauntlet.data")
+
+BUILTIN_PREFIX = "builtin:"
+BUILTINS = ("breast_cancer", "wine")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What validation learned about a table: the task, the classes and the feature columns."""
+
+    target: str
+    task: str  # "binary" | "multiclass"
+    classes: list[Any]  # original labels; index = encoded label. Binary: [negative, positive]
+    features: list[str]
+    numeric_features: list[str]
+    categorical_features: list[str]
+    dropped_columns: list[str] = field(default_factory=list)
+    n_rows: int = 0
+    n_rows_missing_target: int = 0
+
+    @property
+    def positive_class(self) -> Any:
+        return self.classes[1] if self.task == "binary" else None
+
+
+# ---------------------------------------------------------------------------------- loading
+
+
+def load_builtin(name: str) -> pd.DataFrame:
+    from sklearn import datasets
+
+    if name == "breast_cancer":
+        bunch = datasets.load_breast_cancer(as_frame=True)
+        frame = bunch.frame.rename(columns={"target": "diagnosis"})
+        frame["diagnosis"] = np.where(bunch.target == 0, "malignant", "benign")
+        return frame
+    if name == "wine":
+        bunch = datasets.load_wine(as_frame=True)
+        frame = bunch.frame.rename(columns={"target": "cultivar"})
+        frame["cultivar"] = "class_" + bunch.target.astype(str)
+        return frame
+    raise DataError(
+        f"unknown bundled dataset {name!r}; data.path accepts "
+        + ", ".join(BUILTIN_PREFIX + b for b in BUILTINS)
+        + " or a CSV/Parquet path"
+    )
+
+
+def load_table(path: str) -> pd.DataFrame:
+    """Read a CSV or Parquet file (pyarrow engine), or a bundled demo table `builtin:NAME`."""
+    if path.startswith(BUILTIN_PREFIX):
+        return load_builtin(path[len(BUILTIN_PREFIX) :])
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"data file not found: {path}; set data.path to an existing CSV or Parquet file")
+    suffix = "".join(file.suffixes[-2:]).lower()
+    try:
+        if suffix.endswith((".parquet", ".pq")):
+            return pd.read_parquet(file, engine="pyarrow")
+        if suffix.endswith((".csv", ".csv.gz", ".csv.zip", ".tsv")):
+            sep = "\t" if ".tsv" in suffix else ","
+            return pd.read_csv(file, sep=sep, engine="pyarrow")
+    except DataError:
+        raise
+    except Exception as exc:  # pyarrow/pandas raise many types for unreadable files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read {path}: {first}; check that the file is a valid table") from None
+    raise DataError(f"unsupported file type {file.suffix!r} for {path}; use .csv or .parquet")
+
+
+def data_sha256(path: str, frame: pd.DataFrame) -> str:
+    """sha256 of the input file's bytes; for bundled tables, of the table's contents."""
+    digest = hashlib.sha256()
+    if path.startswith(BUILTIN_PREFIX):
+        digest.update(pd.util.hash_pandas_object(frame, index=False).values.tobytes())
+        digest.update(",".join(map(str, frame.columns)).encode())
+    else:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------- validation
+
+
+def _default_positive(labels: list[Any]) -> Any:
+    as_set = {str(v).lower() for v in labels}
+    for pos in (1, True, "1", "true", "yes"):
+        if str(pos).lower() in as_set and len(as_set) == 2:
+            return next(v for v in labels if str(v).lower() == str(pos).lower())
+    return sorted(labels, key=str)[-1]
+
+
+def _is_categorical(series: pd.Series) -> bool:
+    return not (pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series))
+
+
+def min_rows_per_class(test_size: float, valid_size: float) -> int:
+    """Rows a class needs so that a stratified split puts at least one in every part."""
+    return max(3, math.ceil(1 / min(test_size, valid_size, 1 - test_size - valid_size)))
+
+
+def validate_dataset(
+    frame: pd.DataFrame,
+    target: str,
+    *,
+    task: str = "auto",
+    drop_columns: list[str] | None = None,
+    positive_class: Any = None,
+    test_size: float = 0.2,
+    valid_size: float = 0.2,
+) -> DatasetInfo:
+    """Check that the table can be trained on; raise DataError naming the problem and the fix."""
+    drop_columns = list(drop_columns or [])
+    columns = list(map(str, frame.columns))
+    if len(set(columns)) != len(columns):
+        dupes = sorted({c for c in columns if columns.count(c) > 1})
+        raise DataError(f"duplicate column names {dupes}; rename them so every column is unique")
+    if target not in frame.columns:
+        shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
+        raise DataError(f"target column {target!r} not found; set data.target to one of: {shown}")
+    missing_drop = [c for c in drop_columns if c not in frame.columns]
+    if missing_drop:
+        raise DataError(f"data.drop_columns names columns not in the table: {missing_drop}")
+    if target in drop_columns:
+        raise DataError(f"data.drop_columns contains the target {target!r}; remove it from that list")
+    if len(frame) == 0:
+        raise DataError("the table has no rows; point data.path at a file with data")
+
+    y = frame[target]
+    n_missing_target = int(y.isna().sum())
+    if n_missing_target == len(frame):
+        raise DataError(f"target column {target!r} is empty (all values missing); choose another data.target")
+    y = y.dropna()
+    counts = y.value_counts()
+    if len(counts) < 2:
+        raise DataError(
+            f"target {target!r} has a single class ({counts.index[0]!r}); a classifier needs at "
+            "least 2 classes: check data.target and the rows of the file"
+        )
+    resolved_task = "binary" if len(counts) == 2 else "multiclass"
+    if task == "binary" and resolved_task != "binary":
+        raise DataError(
+            f"data.task is binary but target {target!r} has {len(counts)} classes; "
+            "set data.task to multiclass or auto"
+        )
+    if task == "multiclass" and resolved_task == "binary":
+        resolved_task = "multiclass"
+    need = min_rows_per_class(test_size, valid_size)
+    rare = counts[counts < need]
+    if len(rare):
+        raise DataError(
+            f"class(es) {dict(rare)} of {target!r} have fewer than {need} rows, too few to appear in "
+            "train, valid and test; add rows, merge rare classes or drop them"
+        )
+
+    labels = list(counts.index)
+    if resolved_task == "binary":
+        if positive_class is None:
+            positive = _default_positive(labels)
+        else:
+            matches = [v for v in labels if v == positive_class or str(v) == str(positive_class)]
+            if not matches:
+                raise DataError(
+                    f"data.positive_class {positive_class!r} is not a label of {target!r}; "
+                    f"labels are {sorted(map(str, labels))}"
+                )
+            positive = matches[0]
+        negative = next(v for v in labels if v is not positive and v != positive)
+        classes = [negative, positive]
+    else:
+        classes = sorted(labels, key=str)
+
+    candidates = [c for c in frame.columns if c != target and c not in drop_columns]
+    dropped = list(drop_columns)
+    features: list[str] = []
+    for col in candidates:
+        series = frame[col]
+        if pd.api.types.is_datetime64_any_dtype(series) or isinstance(
+            series.dtype, pd.PeriodDtype | pd.IntervalDtype
+        ):
+            log.warning("column %r is a date/time; it is not used as a feature (drop it or derive "
+                        "numeric features from it)", col)
+            dropped.append(col)
+            continue
+        if series.isna().all():
+            log.warning("column %r is entirely missing; it is not used as a feature", col)
+            dropped.append(col)
+            continue
+        features.append(col)
+    if not features:
+        raise DataError(f"no feature columns left besides the target {target!r}; the table needs inputs")
+
+    numeric = [c for c in features if not _is_categorical(frame[c])]
+    categorical = [c for c in features if _is_categorical(frame[c])]
+    for col in numeric:
+        values = frame[col].to_numpy(dtype="float64", na_value=np.nan)
+        if np.isinf(values).any():
+            raise DataError(
+                f"column {col!r} holds infinite values; replace them (or set them missing) before training"
+            )
+    _check_no_target_copy(frame.loc[y.index], target, features, len(counts))
+
+    return DatasetInfo(
+        target=target,
+        task=resolved_task,
+        classes=[_plain(c) for c in classes],
+        features=features,
+        numeric_features=numeric,
+        categorical_features=categorical,
+        dropped_columns=dropped,
+        n_rows=int(len(frame)),
+        n_rows_missing_target=n_missing_target,
+    )
+
+
+def _check_no_target_copy(frame: pd.DataFrame, target: str, features: list[str], n_classes: int) -> None:
+    """A feature in one-to-one correspondence with the target leaks it: refuse to train."""
+    y = frame[target]
+    for col in features:
+        x = frame[col]
+        if x.isna().any() or x.nunique() != n_classes:
+            continue
+        pairs = pd.DataFrame({"x": x.to_numpy(), "y": y.to_numpy()}).drop_duplicates()
+        if len(pairs) == n_classes:
+            raise DataError(
+                f"feature {col!r} is a copy of the target {target!r} (one value per class), which "
+                f"leaks the answer; add it to data.drop_columns"
+            )
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python scalars, so labels serialise to JSON."""
+    return value.item() if hasattr(value, "item") else value
+
+
+# ---------------------------------------------------------------------------------- splitting
+
+
+def encode_target(y: pd.Series, classes: list[Any]) -> np.ndarray:
+    """Original labels -> 0..K-1 in the order of `classes` (binary: positive = 1)."""
+    lookup = {str(c): i for i, c in enumerate(classes)}
+    return y.map(lambda v: lookup[str(v)]).to_numpy(dtype=np.int64)
+
+
+def split_dataset(
+    frame: pd.DataFrame,
+    info: DatasetInfo,
+    *,
+    strategy: str = "stratified",
+    test_size: float = 0.2,
+    valid_size: float = 0.2,
+    seed: int = 42,
+) -> dict[str, pd.DataFrame]:
+    """Train/valid/test split keeping every original column. Rows with a missing target go nowhere."""
+    frame = frame.loc[frame[info.target].notna()]
+    stratify = frame[info.target].astype(str) if strategy == "stratified" else None
+    rest, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=stratify)
+    valid_of_rest = valid_size / (1 - test_size)
+    stratify = rest[info.target].astype(str) if strategy == "stratified" else None
+    train, valid = train_test_split(rest, test_size=valid_of_rest, random_state=seed, stratify=stratify)
+    return {"train": train, "valid": valid, "test": test}
+
+
+def class_balance(frame: pd.DataFrame, target: str) -> dict[str, int]:
+    counts = frame[target].value_counts()
+    return {str(k): int(v) for k, v in counts.sort_index(key=lambda s: s.astype(str)).items()}
+
+
+def features_and_target(frame: pd.DataFrame, info: DatasetInfo) -> tuple[pd.DataFrame, np.ndarray]:
+    return frame[info.features], encode_target(frame[info.target], info.classes)

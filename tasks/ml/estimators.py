@@ -1,0 +1,149 @@
+"""The estimator registry: one entry per model family (factory, search space, fit hook).
+
+`tune_model` is generic; families differ only in their `FamilySpec`. Gradient-boosted families
+early-stop on the validation split and report each boosting round to Optuna's pruner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+
+from tasks.ml.search_spaces import SEARCH_SPACES
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """What a fit hook may use beyond the training arrays."""
+
+    X_valid: np.ndarray
+    y_valid: np.ndarray
+    n_classes: int
+    early_stopping_rounds: int = 50
+    trial: optuna.Trial | None = None  # set while searching; None for the final refit
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    name: str
+    scale: bool  # needs standardised numeric inputs
+    space: Callable[[optuna.Trial], dict[str, Any]]
+    make: Callable[[dict[str, Any], int, int, int], Any]  # (params, seed, n_jobs, n_classes)
+    fit: Callable[[Any, np.ndarray, np.ndarray, FitContext], dict[str, Any]]  # -> fit info
+
+
+def _report(trial: optuna.Trial, step: int, loss: float) -> None:
+    """Report a validation loss to the pruner in the study's own direction, prune if told to.
+
+    Optuna's integration callbacks refuse a loss when the study maximises (F-beta, AUC...), so
+    the loss is negated for maximising studies: the pruner only compares trials at equal steps.
+    """
+    maximize = trial.study.direction == optuna.study.StudyDirection.MAXIMIZE
+    trial.report(-loss if maximize else loss, step)
+    if trial.should_prune():
+        raise optuna.TrialPruned(f"pruned at boosting round {step} (valid loss {loss:.4f})")
+
+
+def _plain_fit(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) -> dict[str, Any]:
+    estimator.fit(X, y)
+    return {}
+
+
+def _make_logistic_regression(params: dict[str, Any], seed: int, n_jobs: int, n_classes: int):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(max_iter=3000, random_state=seed, **params)
+
+
+def _make_random_forest(params: dict[str, Any], seed: int, n_jobs: int, n_classes: int):
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(random_state=seed, n_jobs=n_jobs, **params)
+
+
+def _make_lightgbm(params: dict[str, Any], seed: int, n_jobs: int, n_classes: int):
+    from lightgbm import LGBMClassifier
+
+    return LGBMClassifier(
+        n_estimators=2000, subsample_freq=1, random_state=seed, n_jobs=n_jobs, verbose=-1, **params
+    )
+
+
+def _fit_lightgbm(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) -> dict[str, Any]:
+    import lightgbm as lgb
+
+    metric = "binary_logloss" if ctx.n_classes == 2 else "multi_logloss"
+    callbacks = [lgb.early_stopping(ctx.early_stopping_rounds, verbose=False)]
+    if ctx.trial is not None:
+        trial = ctx.trial
+
+        def prune(env: Any) -> None:
+            for data_name, metric_name, value, _ in env.evaluation_result_list:
+                if data_name == "valid" and metric_name == metric:
+                    _report(trial, env.iteration, value)
+
+        callbacks.append(prune)
+    estimator.fit(
+        X, y, eval_X=(ctx.X_valid,), eval_y=(ctx.y_valid,), eval_names=["valid"], eval_metric=metric,
+        callbacks=callbacks,
+    )
+    return {"best_iteration": int(estimator.best_iteration_ or estimator.n_estimators)}
+
+
+def _make_xgboost(params: dict[str, Any], seed: int, n_jobs: int, n_classes: int):
+    from xgboost import XGBClassifier
+
+    return XGBClassifier(
+        n_estimators=2000,
+        tree_method="hist",
+        eval_metric="logloss" if n_classes == 2 else "mlogloss",
+        random_state=seed,
+        n_jobs=n_jobs,
+        verbosity=0,
+        **params,
+    )
+
+
+def _fit_xgboost(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) -> dict[str, Any]:
+    metric = "logloss" if ctx.n_classes == 2 else "mlogloss"
+    callbacks = None
+    if ctx.trial is not None:
+        from xgboost.callback import TrainingCallback
+
+        trial = ctx.trial
+
+        class Prune(TrainingCallback):
+            def after_iteration(self, model: Any, epoch: int, evals_log: dict) -> bool:
+                _report(trial, epoch, evals_log["validation_0"][metric][-1])
+                return False
+
+        callbacks = [Prune()]
+    estimator.set_params(early_stopping_rounds=ctx.early_stopping_rounds, callbacks=callbacks)
+    estimator.fit(X, y, eval_set=[(ctx.X_valid, ctx.y_valid)], verbose=False)
+    # The pruning callback holds the trial: never keep it inside a model that gets pickled.
+    estimator.set_params(callbacks=None)
+    return {"best_iteration": int(estimator.best_iteration)}
+
+
+FAMILIES: dict[str, FamilySpec] = {
+    "logistic_regression": FamilySpec(
+        "logistic_regression", True, SEARCH_SPACES["logistic_regression"],
+        _make_logistic_regression, _plain_fit,
+    ),
+    "random_forest": FamilySpec(
+        "random_forest", False, SEARCH_SPACES["random_forest"], _make_random_forest, _plain_fit
+    ),
+    "lightgbm": FamilySpec("lightgbm", False, SEARCH_SPACES["lightgbm"], _make_lightgbm, _fit_lightgbm),
+    "xgboost": FamilySpec("xgboost", False, SEARCH_SPACES["xgboost"], _make_xgboost, _fit_xgboost),
+}
+
+
+def get_family(name: str) -> FamilySpec:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise KeyError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}") from None

@@ -1,0 +1,107 @@
+"""Classification metrics, champion selection and the deployment gate (pure functions)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+from sklearn import metrics as skm
+
+from config.schema import METRIC_DIRECTIONS
+
+Direction = Literal["maximize", "minimize"]
+METRIC_NAMES = tuple(METRIC_DIRECTIONS)
+
+
+def predict_labels(proba: np.ndarray) -> np.ndarray:
+    return np.asarray(proba).argmax(axis=1)
+
+
+def compute_metrics(
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    *,
+    n_classes: int,
+    beta: float = 0.5,
+    average: str = "macro",
+) -> dict[str, float]:
+    """All metrics gauntlet reports, from encoded labels (binary: 1 = positive) and probabilities."""
+    y_true = np.asarray(y_true)
+    proba = np.clip(np.asarray(proba, dtype=np.float64), 1e-15, 1.0)
+    proba = proba / proba.sum(axis=1, keepdims=True)
+    y_pred = predict_labels(proba)
+    labels = list(range(n_classes))
+    if n_classes == 2:
+        kw: dict[str, Any] = {"average": "binary", "pos_label": 1, "zero_division": 0}
+    else:
+        kw = {"average": average, "labels": labels, "zero_division": 0}
+    out = {
+        "accuracy": skm.accuracy_score(y_true, y_pred),
+        "balanced_accuracy": skm.balanced_accuracy_score(y_true, y_pred),
+        "precision": skm.precision_score(y_true, y_pred, **kw),
+        "recall": skm.recall_score(y_true, y_pred, **kw),
+        "f1": skm.f1_score(y_true, y_pred, **kw),
+        "fbeta": skm.fbeta_score(y_true, y_pred, beta=beta, **kw),
+        "log_loss": skm.log_loss(y_true, proba, labels=labels),
+    }
+    try:
+        if n_classes == 2:
+            out["roc_auc"] = skm.roc_auc_score(y_true, proba[:, 1])
+        else:
+            out["roc_auc"] = skm.roc_auc_score(
+                y_true, proba, multi_class="ovr", average="macro", labels=labels
+            )
+    except ValueError:  # a class absent from y_true: AUC is undefined
+        out["roc_auc"] = float("nan")
+    return {k: float(v) for k, v in out.items()}
+
+
+def confusion_summary(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[Any]) -> list[dict[str, Any]]:
+    """TP/TN/FP/FN: one row for the positive class (binary), one row per class one-vs-rest otherwise."""
+    matrix = skm.confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
+    total = matrix.sum()
+    rows = []
+    shown = [1] if len(classes) == 2 else range(len(classes))
+    for k in shown:
+        tp = int(matrix[k, k])
+        fp = int(matrix[:, k].sum() - tp)
+        fn = int(matrix[k, :].sum() - tp)
+        rows.append({"class": classes[k], "TP": tp, "TN": int(total - tp - fp - fn), "FP": fp, "FN": fn})
+    return rows
+
+
+def is_better(a: float, b: float, direction: Direction) -> bool:
+    """Is score `a` strictly better than `b`? NaN is never better; anything beats NaN."""
+    if a is None or math.isnan(a):
+        return False
+    if b is None or math.isnan(b):
+        return True
+    return a > b if direction == "maximize" else a < b
+
+
+def passes_gate(value: float, threshold: float, direction: Direction) -> bool:
+    if value is None or math.isnan(value):
+        return False
+    return value >= threshold if direction == "maximize" else value <= threshold
+
+
+def select_champion(candidates: Sequence[Any], metric: str, direction: Direction) -> Any:
+    """The candidate with the best *validation* `metric`; failed candidates never win.
+
+    Ties keep the earlier candidate, so the order of the families decides deterministically.
+    Raises ValueError when no candidate has a finite score.
+    """
+    best = None
+    for cand in candidates:
+        if getattr(cand, "status", "ok") != "ok":
+            continue
+        score = cand.valid_metrics.get(metric, float("nan"))
+        if best is None or is_better(score, best.valid_metrics.get(metric, float("nan")), direction):
+            if not math.isnan(score):
+                best = cand
+    if best is None:
+        names = ", ".join(f"{c.family} ({c.status})" for c in candidates) or "none"
+        raise ValueError(f"no candidate has a usable validation {metric}; candidates: {names}")
+    return best

@@ -1,0 +1,86 @@
+"""Typed results that cross task and flow boundaries (plain values and paths only)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Candidate(BaseModel):
+    """The outcome of one family's search: its best model and how it scored on validation."""
+
+    model_config = ConfigDict(frozen=True)
+
+    family: str
+    status: Literal["ok", "failed"] = "ok"
+    error: str | None = None
+    metric: str = "fbeta"
+    best_params: dict[str, Any] = Field(default_factory=dict)
+    valid_metrics: dict[str, float] = Field(default_factory=dict)
+    n_trials: int = 0  # trials run in this search (complete + pruned + failed)
+    n_complete: int = 0
+    n_pruned: int = 0
+    best_trial: int | None = None
+    best_iteration: int | None = None
+    fit_seconds: float = 0.0  # final refit of the best parameters
+    search_seconds: float = 0.0  # the whole search, refit included
+    pipeline_path: str | None = None
+    pipeline_sha256: str | None = None
+    study_name: str | None = None
+    tracking_key: str | None = None
+
+    @classmethod
+    def failed(cls, family: str, error: str, **extra: Any) -> Candidate:
+        return cls(family=family, status="failed", error=error, **extra)
+
+
+class GateDecision(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    metric: str
+    direction: Literal["maximize", "minimize"]
+    threshold: float
+    test_value: float
+    passed: bool
+    reason: str
+
+
+class EvalReport(BaseModel):
+    """What the evaluation decided: the champion, its test metrics, the gate and the registry."""
+
+    run_id: str
+    run_dir: str
+    champion: str
+    metric: str
+    champion_valid: float
+    test_metrics: dict[str, float]
+    confusion: list[dict[str, Any]]
+    gate: GateDecision
+    registered: bool
+    registry_version: int | None = None
+    previous_champion_version: int | None = None
+    candidates: list[Candidate]
+    tracking_key: str | None = None
+    reports: dict[str, str] = Field(default_factory=dict)
+
+    def leaderboard(self) -> list[dict[str, Any]]:
+        """One row per family, the best validation score first, failed families last."""
+        direction = self.gate.direction
+        ok = [c for c in self.candidates if c.status == "ok"]
+        ok.sort(key=lambda c: c.valid_metrics.get(self.metric, float("nan")), reverse=direction == "maximize")
+        rows = []
+        for cand in ok + [c for c in self.candidates if c.status != "ok"]:
+            rows.append(
+                {
+                    "family": cand.family,
+                    "status": cand.status,
+                    f"valid_{self.metric}": cand.valid_metrics.get(self.metric),
+                    "trials": cand.n_trials,
+                    "pruned": cand.n_pruned,
+                    "seconds": round(cand.search_seconds, 1),
+                    "champion": cand.family == self.champion,
+                    "error": cand.error,
+                }
+            )
+        return rows

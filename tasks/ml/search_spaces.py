@@ -1,0 +1,55 @@
+"""Optuna search spaces, one function per model family: trial -> estimator keyword arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+
+
+def logistic_regression_space(trial: optuna.Trial) -> dict[str, Any]:
+    return {
+        "C": trial.suggest_float("C", 1e-3, 1e2, log=True),
+        "class_weight": trial.suggest_categorical("class_weight", [None, "balanced"]),
+    }
+
+
+def random_forest_space(trial: optuna.Trial) -> dict[str, Any]:
+    return {
+        "n_estimators": trial.suggest_int("n_estimators", 50, 300, step=50),
+        "max_depth": trial.suggest_int("max_depth", 3, 20),
+        "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 10),
+        "max_features": trial.suggest_categorical("max_features", ["sqrt", "log2", 0.5]),
+        "class_weight": trial.suggest_categorical("class_weight", [None, "balanced", "balanced_subsample"]),
+    }
+
+
+def lightgbm_space(trial: optuna.Trial) -> dict[str, Any]:
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        "num_leaves": trial.suggest_int("num_leaves", 7, 127, log=True),
+        "min_child_samples": trial.suggest_int("min_child_samples", 5, 100, log=True),
+        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+    }
+
+
+def xgboost_space(trial: optuna.Trial) -> dict[str, Any]:
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        "max_depth": trial.suggest_int("max_depth", 2, 10),
+        "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 20.0, log=True),
+        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+    }
+
+
+SEARCH_SPACES: dict[str, Callable[[optuna.Trial], dict[str, Any]]] = {
+    "logistic_regression": logistic_regression_space,
+    "random_forest": random_forest_space,
+    "lightgbm": lightgbm_space,
+    "xgboost": xgboost_space,
+}

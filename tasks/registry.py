@@ -1,0 +1,171 @@
+"""The local model registry (the embedded default).
+
+    <root>/<model_name>/<version>/model.pkl      the fitted pipeline
+                                  metadata.json  metrics, params, hashes, sha256 of model.pkl
+                                  MODEL_CARD.md
+    <root>/<model_name>/aliases.json             {"champion": 3}
+
+A version is written in full into a hidden temporary folder and then renamed into place, and the
+alias file is replaced by an atomic rename under a file lock: a crash leaves either the old state
+or the new one, never a half-written champion. Loading checks the sha256 before unpickling.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from filelock import FileLock
+
+from config.errors import RegistryError
+from tasks.modeling import load_pipeline, save_pipeline
+from tasks.runs import read_json, write_json
+
+ALIASES = "aliases.json"
+
+
+def _model_dir(root: str | Path, model_name: str) -> Path:
+    return Path(root) / model_name
+
+
+def _lock(model_dir: Path) -> FileLock:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(model_dir / ".lock"), timeout=120)
+
+
+def list_versions(root: str | Path, model_name: str) -> list[int]:
+    model_dir = _model_dir(root, model_name)
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def get_aliases(root: str | Path, model_name: str) -> dict[str, int]:
+    path = _model_dir(root, model_name) / ALIASES
+    return {k: int(v) for k, v in read_json(path).items()} if path.is_file() else {}
+
+
+def get_alias(root: str | Path, model_name: str, alias: str = "champion") -> int | None:
+    return get_aliases(root, model_name).get(alias)
+
+
+def read_metadata(root: str | Path, model_name: str, version: int) -> dict[str, Any]:
+    path = _model_dir(root, model_name) / str(version) / "metadata.json"
+    if not path.is_file():
+        raise RegistryError(f"model {model_name!r} has no version {version} in {root}")
+    return read_json(path)
+
+
+def set_alias(root: str | Path, model_name: str, alias: str, version: int) -> None:
+    model_dir = _model_dir(root, model_name)
+    with _lock(model_dir):
+        if not (model_dir / str(version) / "metadata.json").is_file():
+            raise RegistryError(f"cannot point {alias!r} at missing version {version} of {model_name!r}")
+        aliases = get_aliases(root, model_name)
+        aliases[alias] = version
+        write_json(model_dir / ALIASES, aliases)
+
+
+def register_model(
+    root: str | Path,
+    model_name: str,
+    pipeline: Any,
+    metadata: dict[str, Any],
+    model_card: str = "",
+    alias: str | None = "champion",
+) -> int:
+    """Add a new version (complete before it becomes visible) and optionally move `alias` to it."""
+    model_dir = _model_dir(root, model_name)
+    staging = model_dir / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    try:
+        sha = save_pipeline(pipeline, staging / "model.pkl")
+        with _lock(model_dir):
+            versions = list_versions(root, model_name)
+            version = (versions[-1] if versions else 0) + 1
+            full = {
+                **metadata,
+                "model_name": model_name,
+                "version": version,
+                "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "model_file": "model.pkl",
+                "model_sha256": sha,
+            }
+            write_json(staging / "metadata.json", full)
+            (staging / "MODEL_CARD.md").write_text(model_card.replace("{version}", str(version)))
+            _fsync_dir(staging)
+            os.rename(staging, model_dir / str(version))
+            _fsync_dir(model_dir)
+            if alias:
+                aliases = get_aliases(root, model_name)
+                aliases[alias] = version
+                write_json(model_dir / ALIASES, aliases)
+        return version
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class RegisteredModel:
+    """A registry version loaded for use: predictions come back as the original labels."""
+
+    pipeline: Any
+    metadata: dict[str, Any]
+
+    @property
+    def classes(self) -> list[Any]:
+        return list(self.metadata["classes"])
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.metadata["features"])
+
+    def _inputs(self, frame: pd.DataFrame) -> pd.DataFrame:
+        missing = [c for c in self.features if c not in frame.columns]
+        if missing:
+            raise RegistryError(
+                f"input lacks {len(missing)} feature column(s) the model was trained on: {missing[:10]}"
+            )
+        return frame[self.features]
+
+    def predict_proba(self, frame: pd.DataFrame) -> pd.DataFrame:
+        proba = self.pipeline.predict_proba(self._inputs(frame))
+        return pd.DataFrame(proba, columns=[str(c) for c in self.classes], index=frame.index)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        encoded = self.pipeline.predict(self._inputs(frame))
+        return np.asarray(self.classes, dtype=object)[np.asarray(encoded, dtype=int)]
+
+
+def load_model(
+    root: str | Path, model_name: str, alias: str | None = "champion", version: int | None = None
+) -> RegisteredModel:
+    """Load a version (by number, or the one an alias points to) after checking its sha256."""
+    if version is None:
+        version = get_alias(root, model_name, alias or "champion")
+        if version is None:
+            raise RegistryError(
+                f"model {model_name!r} has no {alias!r} version in {root}; run `make train` first"
+            )
+    metadata = read_metadata(root, model_name, version)
+    path = _model_dir(root, model_name) / str(version) / metadata["model_file"]
+    return RegisteredModel(load_pipeline(path, metadata["model_sha256"]), metadata)

@@ -1,0 +1,116 @@
+"""The run directory contract: artifacts/runs/<run_id>/{splits,candidates,reports}, manifest.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import subprocess
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from config.runtime import PROJECT_ROOT
+from config.schema import TrainConfig
+from tasks.ml.data import DatasetInfo
+from tasks.ml.results import Candidate
+
+PACKAGES = (
+    "gauntlet", "prefect", "scikit-learn", "lightgbm", "xgboost", "xgboost-cpu", "optuna",
+    "comet-ml", "pandas", "pyarrow", "numpy", "pydantic",
+)
+
+
+def new_run_id(label: str = "") -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(3)}" + (f"-{label}" if label else "")
+
+
+class RunPaths:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    splits = property(lambda self: self.root / "splits")
+    candidates = property(lambda self: self.root / "candidates")
+    reports = property(lambda self: self.root / "reports")
+    manifest = property(lambda self: self.root / "manifest.json")
+    config = property(lambda self: self.root / "config.json")
+    report = property(lambda self: self.root / "report.json")
+
+    def split(self, name: str) -> Path:
+        return self.splits / f"{name}.parquet"
+
+    def candidate_file(self, family: str) -> Path:
+        return self.candidates / f"{family}.json"
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def save_config(paths: RunPaths, config: TrainConfig) -> None:
+    write_json(paths.config, config.model_dump(mode="json"))
+
+
+def load_run_config(paths: RunPaths, overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
+    """The configuration a run was made with (its config.json), with optional overrides."""
+    from config.errors import ConfigError
+    from config.schema import config_from_dict
+
+    if not paths.config.is_file():
+        raise ConfigError(
+            f"{paths.root} is not a gauntlet run (no config.json); pass --run artifacts/runs/<run_id>"
+        )
+    return config_from_dict(read_json(paths.config), overrides, source=f" of run {paths.run_id}")
+
+
+def dataset_info(manifest: dict[str, Any]) -> DatasetInfo:
+    return DatasetInfo(**manifest["dataset"])
+
+
+def dataset_info_dict(info: DatasetInfo) -> dict[str, Any]:
+    return asdict(info)
+
+
+def write_candidate(paths: RunPaths, candidate: Candidate) -> None:
+    write_json(paths.candidate_file(candidate.family), candidate.model_dump(mode="json"))
+
+
+def read_candidates(paths: RunPaths) -> list[Candidate]:
+    files = sorted(paths.candidates.glob("*.json")) if paths.candidates.is_dir() else []
+    return [Candidate.model_validate(read_json(f)) for f in files]
