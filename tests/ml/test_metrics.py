@@ -1,0 +1,94 @@
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import fbeta_score
+
+from tasks.ml.metrics import compute_metrics, confusion_summary, is_better, passes_gate, select_champion
+from tasks.ml.results import Candidate
+
+
+def proba_for(pred_pos: list[float]) -> np.ndarray:
+    p = np.asarray(pred_pos, dtype=float)
+    return np.column_stack([1 - p, p])
+
+
+def test_binary_metrics_match_hand_computed_values():
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
+    p = proba_for([0.9, 0.8, 0.2, 0.7, 0.1, 0.1, 0.3, 0.2])  # TP=2, FN=1, FP=1, TN=4
+    m = compute_metrics(y, p, n_classes=2, beta=0.5)
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
+    # F-beta = (1 + b^2) P R / (b^2 P + R)
+    assert m["fbeta"] == pytest.approx((1.25 * (2 / 3) * (2 / 3)) / (0.25 * (2 / 3) + 2 / 3))
+    assert m["roc_auc"] == pytest.approx(12.5 / 15)  # one tie (0.2 vs 0.2) counts half
+    assert m["log_loss"] > 0
+
+
+def test_beta_weights_precision_over_recall():
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    p = proba_for([0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])  # precision 1.0, recall 0.5
+    half = compute_metrics(y, p, n_classes=2, beta=0.5)["fbeta"]
+    two = compute_metrics(y, p, n_classes=2, beta=2.0)["fbeta"]
+    assert half > two
+    assert half == pytest.approx(fbeta_score(y, (p[:, 1] > 0.5).astype(int), beta=0.5))
+
+
+def test_multiclass_metrics_and_one_vs_rest_confusion():
+    y = np.array([0, 1, 2, 2, 1, 0])
+    p = np.eye(3)[[0, 1, 2, 1, 1, 0]] * 0.8 + 0.2 / 3
+    m = compute_metrics(y, p, n_classes=3, average="macro")
+    assert m["accuracy"] == pytest.approx(5 / 6)
+    rows = confusion_summary(y, p.argmax(axis=1), ["a", "b", "c"])
+    assert [r["class"] for r in rows] == ["a", "b", "c"]
+    assert rows[1] == {"class": "b", "TP": 2, "TN": 3, "FP": 1, "FN": 0}
+    assert all(r["TP"] + r["TN"] + r["FP"] + r["FN"] == 6 for r in rows)
+
+
+def test_binary_confusion_is_about_the_positive_class():
+    rows = confusion_summary(np.array([1, 1, 0, 0, 0]), np.array([1, 0, 1, 0, 0]), ["no", "yes"])
+    assert rows == [{"class": "yes", "TP": 1, "TN": 2, "FP": 1, "FN": 1}]
+
+
+def test_auc_is_nan_when_a_class_is_absent():
+    m = compute_metrics(np.array([1, 1]), proba_for([0.9, 0.8]), n_classes=2)
+    assert math.isnan(m["roc_auc"])
+
+
+def cand(family, status="ok", **metrics):
+    return Candidate(family=family, status=status, valid_metrics=metrics)
+
+
+def test_champion_maximises_by_default():
+    pool = [cand("lr", fbeta=0.80), cand("rf", fbeta=0.91), cand("xgb", fbeta=0.85)]
+    assert select_champion(pool, "fbeta", "maximize").family == "rf"
+
+
+def test_champion_with_a_lower_is_better_metric():
+    pool = [cand("lr", log_loss=0.30), cand("rf", log_loss=0.12), cand("xgb", log_loss=0.25)]
+    assert select_champion(pool, "log_loss", "minimize").family == "rf"
+
+
+def test_failed_and_nan_candidates_never_win_and_ties_keep_the_first():
+    pool = [
+        cand("broken", status="failed", fbeta=0.99),
+        cand("nan", fbeta=float("nan")),
+        cand("lr", fbeta=0.9),
+        cand("rf", fbeta=0.9),
+    ]
+    assert select_champion(pool, "fbeta", "maximize").family == "lr"
+
+
+def test_no_usable_candidate_is_an_error():
+    with pytest.raises(ValueError, match="no candidate has a usable validation fbeta"):
+        select_champion([cand("a", status="failed")], "fbeta", "maximize")
+
+
+def test_gate_and_comparison_respect_direction():
+    assert passes_gate(0.7, 0.7, "maximize") and not passes_gate(0.69, 0.7, "maximize")
+    assert passes_gate(0.2, 0.3, "minimize") and not passes_gate(0.31, 0.3, "minimize")
+    assert not passes_gate(float("nan"), 0.0, "maximize")
+    assert is_better(0.2, 0.3, "minimize") and not is_better(0.2, 0.3, "maximize")
+    assert is_better(0.1, float("nan"), "maximize") and not is_better(float("nan"), 0.1, "maximize")

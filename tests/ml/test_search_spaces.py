@@ -1,0 +1,93 @@
+import numpy as np
+import optuna
+import pytest
+
+from tasks.ml.data import split_dataset, validate_dataset
+from tasks.ml.estimators import FAMILIES, get_family
+from tasks.ml.search import SearchSettings, fit_estimator, prepare_data, refit_best, run_study
+from tasks.ml.search_spaces import SEARCH_SPACES
+
+FIXED = {
+    "logistic_regression": {"C": 0.5, "class_weight": "balanced"},
+    "random_forest": {"n_estimators": 50, "max_depth": 4, "min_samples_leaf": 2, "max_features": "sqrt",
+                      "class_weight": None},
+    "lightgbm": {"learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 10, "subsample": 0.8,
+                 "colsample_bytree": 0.8, "reg_lambda": 1.0},
+    "xgboost": {"learning_rate": 0.1, "max_depth": 3, "min_child_weight": 1.0, "subsample": 0.8,
+                "colsample_bytree": 0.8, "reg_lambda": 1.0},
+}
+
+
+@pytest.fixture(scope="module")
+def prepared_parts(breast_cancer):
+    info = validate_dataset(breast_cancer, "diagnosis")
+    return info, split_dataset(breast_cancer, info, seed=0)
+
+
+def test_every_family_has_a_space_and_a_fixed_example():
+    assert set(SEARCH_SPACES) == set(FAMILIES) == set(FIXED)
+
+
+@pytest.mark.parametrize("family", list(FIXED))
+def test_fixed_trial_builds_and_fits(family, prepared_parts):
+    info, parts = prepared_parts
+    spec = get_family(family)
+    params = spec.space(optuna.trial.FixedTrial(FIXED[family]))
+    assert params == FIXED[family]
+    data = prepare_data(spec, info, parts["train"], parts["valid"])
+    settings = SearchSettings(metric="fbeta", direction="maximize", n_trials=1, early_stopping_rounds=10)
+    estimator, fit_info = fit_estimator(spec, data, params, settings)
+    proba = estimator.predict_proba(data.X_valid)
+    assert proba.shape == (len(data.y_valid), 2)
+    assert np.allclose(proba.sum(axis=1), 1.0)
+    # The models learn something on this easy table: far better than the majority class.
+    assert ((proba[:, 1] >= 0.5) == data.y_valid).mean() > 0.85
+    if family in ("lightgbm", "xgboost"):
+        assert 0 < fit_info["best_iteration"] < 2000  # early stopping on the validation split worked
+
+
+@pytest.mark.parametrize("family", list(FIXED))
+def test_space_values_stay_in_declared_ranges(family):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(20):
+        trial = study.ask()
+        params = SEARCH_SPACES[family](trial)
+        study.tell(trial, 0.0)
+        for name, dist in trial.distributions.items():
+            assert dist._contains(dist.to_internal_repr(params[name])), (name, params[name])
+
+
+def test_unknown_family_is_named():
+    with pytest.raises(KeyError, match="unknown model family 'catboost'"):
+        get_family("catboost")
+
+
+def test_study_resumes_from_a_journal_file(tmp_path, prepared_parts):
+    """A rerun with the same study name only runs the trials still owed."""
+    info, parts = prepared_parts
+    spec = get_family("logistic_regression")
+    data = prepare_data(spec, info, parts["train"], parts["valid"])
+    storage = f"journal:{tmp_path / 'optuna.log'}"
+    settings = SearchSettings(metric="fbeta", direction="maximize", n_trials=2, storage=storage, study_name="s")
+    assert len(run_study(spec, data, settings).trials) == 2
+    more = SearchSettings(metric="fbeta", direction="maximize", n_trials=3, storage=storage, study_name="s")
+    study = run_study(spec, data, more)
+    assert len(study.trials) == 3
+    pipeline, _, _ = refit_best(spec, data, study.best_params, more)
+    assert set(pipeline.predict(parts["test"][info.features])) <= {0, 1}
+
+
+def test_a_family_whose_every_trial_raises_fails_fast(prepared_parts):
+    import dataclasses
+
+    info, parts = prepared_parts
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("injected fit failure")
+
+    spec = dataclasses.replace(get_family("random_forest"), fit=boom)
+    data = prepare_data(spec, info, parts["train"], parts["valid"])
+    settings = SearchSettings(metric="fbeta", direction="maximize", n_trials=50)
+    with pytest.raises(RuntimeError, match="injected fit failure") as err:
+        run_study(spec, data, settings)
+    assert "(3 failed)" in str(err.value)  # stopped after 3 failures, not 50

@@ -1,0 +1,71 @@
+import pytest
+
+from config.errors import ConfigError
+from config.runtime import PROJECT_ROOT
+from config.schema import TrainConfig, load_config, parse_override
+
+TRAIN = PROJECT_ROOT / "config" / "train.yaml"
+SMOKE = PROJECT_ROOT / "config" / "smoke.yaml"
+
+
+def test_shipped_configs_load():
+    train, smoke = load_config(TRAIN), load_config(SMOKE)
+    assert train.data.path == "builtin:breast_cancer"
+    assert train.evaluation.comparison_metric == "fbeta" and train.evaluation.beta == 0.5
+    assert train.evaluation.deployment_threshold == 0.7
+    assert smoke.models.enabled() == ["logistic_regression", "random_forest", "lightgbm", "xgboost"]
+    assert {getattr(smoke.models, f).n_trials for f in smoke.models.enabled()} == {2}
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(SMOKE, ["models.xgboost.n_trials=5", "data.path=x.parquet", "data.target=y",
+                              "models.lightgbm.enabled=false", "data.drop_columns=[id, ts]"])
+    assert cfg.models.xgboost.n_trials == 5
+    assert (cfg.data.path, cfg.data.target) == ("x.parquet", "y")
+    assert "lightgbm" not in cfg.models.enabled()
+    assert cfg.data.drop_columns == ["id", "ts"]
+    assert parse_override("a.b=0.5") == (["a", "b"], 0.5)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.trget=x"], "data.trget: unknown key; allowed keys here: path, target, task, drop_columns, positive_class"),
+        (["colour=red"], "colour: unknown key; allowed keys here: artifacts_dir, data, split"),
+        (["models.catboost.n_trials=3"], "models.catboost: unknown key; allowed keys here: logistic_regression, random_forest, lightgbm, xgboost"),
+        (["models.xgboost.n_trials=-3"], "models.xgboost.n_trials: Input should be greater than or equal to 1 (got -3)"),
+        (["split.test_size=0.7"], "split.test_size: Input should be less than 0.5 (got 0.7)"),
+        (["evaluation.deployment_threshold=1.5"], "deployment_threshold 1.5 is outside [0, 1]"),
+        (["evaluation.comparison_metric=mae"], "unknown metric 'mae'; choose one of fbeta"),
+        (["data.task=regression"], "data.task: Input should be 'auto', 'binary' or 'multiclass' (got 'regression')"),
+        (["search.storage=redis-ish"], "storage 'redis-ish' is not understood"),
+        (["tracking.backend=wandb"], "tracking.backend: Input should be 'comet' or 'none'"),
+    ],
+)
+def test_bad_config_values_name_the_key_and_what_is_allowed(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(SMOKE, overrides)
+    text = str(err.value)
+    assert message in text
+    assert "\n" not in text  # one line
+
+
+def test_disabling_every_family_and_bad_set_syntax():
+    off = [f"models.{f}.enabled=false" for f in ("logistic_regression", "random_forest", "lightgbm", "xgboost")]
+    with pytest.raises(ConfigError, match="every family is disabled"):
+        load_config(SMOKE, off)
+    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+        load_config(SMOKE, ["models.xgboost.n_trials"])
+    with pytest.raises(ConfigError, match="config file not found: nope.yaml"):
+        load_config("nope.yaml")
+
+
+def test_lower_is_better_metric_resolves_its_direction():
+    cfg = load_config(SMOKE, ["evaluation.comparison_metric=log_loss", "evaluation.deployment_threshold=2.5"])
+    assert cfg.evaluation.resolved_direction == "minimize"
+    assert TrainConfig().evaluation.resolved_direction == "maximize"
+
+
+def test_config_hash_changes_with_content():
+    assert load_config(SMOKE).config_hash() == load_config(SMOKE).config_hash()
+    assert load_config(SMOKE).config_hash() != load_config(SMOKE, ["split.seed=1"]).config_hash()
