@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger  # noqa: E402
 
 from config.errors import GauntletError  # noqa: E402
 from config.schema import TrainConfig  # noqa: E402
+from flows._cli import fail, stop_local_server  # noqa: E402
 from tasks import registry  # noqa: E402
 from tasks import reporting as rep  # noqa: E402
 from tasks.ml.data import features_and_target  # noqa: E402
@@ -156,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_run_config(paths, args.set)
         report = evaluate(run_dir=str(paths.root), config=config)
     except GauntletError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
+    stop_local_server()
     print()
     print(rep.format_leaderboard(report))
     print()

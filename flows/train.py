@@ -23,6 +23,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from config.errors import GauntletError  # noqa: E402
 from config.schema import TrainConfig, load_config  # noqa: E402
+from flows._cli import fail, stop_local_server  # noqa: E402
 from flows.evaluate import evaluate  # noqa: E402
 from flows.tune import tune_model  # noqa: E402
 from tasks import data as data_tasks  # noqa: E402
@@ -118,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         data_tasks.preflight(config)  # fails in a second, before Prefect and training start
         report = train(config=config)
     except GauntletError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
+    stop_local_server()
     print()
     print(f"Run {report.run_id}: {report.run_dir}")
     print(rep.format_leaderboard(report))

@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     from config.errors import GauntletError
+    from flows._cli import fail, stop_local_server
 
     try:
         paths = RunPaths(args.run)
@@ -172,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         get_family(args.family)
         candidate = tune_model(family=args.family, run_dir=str(paths.root), config=config)
     except (GauntletError, KeyError) as exc:
-        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
-        return 2
+        return fail(exc.args[0] if exc.args else exc)
+    stop_local_server()
     print(json.dumps(candidate.model_dump(mode="json"), indent=2))
     return 0
 

@@ -4,13 +4,19 @@ A tracker is created and ended inside one flow run; it never crosses a task boun
 COMET_API_KEY (mode auto) Comet runs offline and writes `<offline_dir>/<experiment key>.zip`,
 with no network attempt. An online experiment that cannot reach Comet falls back to offline, so
 a run is never lost to the network.
+
+Comet allows one live experiment per process, and the family searches run concurrently on threads
+(two live experiments corrupt each other's offline archives). So a `CometTracker` records its
+calls in memory and writes them to Comet when it ends, one experiment at a time under a process
+lock. Its key is chosen up front, so results can name their experiment before it is written.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import threading
+import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -74,43 +80,95 @@ _QUIET = dict(
 )
 
 
+# Comet keeps one live experiment per process: experiments are written one at a time.
+_COMET_LOCK = threading.Lock()
+
+
 class CometTracker:
-    def __init__(self, experiment: Any, mode: str, offline_dir: Path | None) -> None:
-        self._exp = experiment
-        self.mode = mode
-        self.key = experiment.get_key()
-        self._offline_dir = offline_dir
+    """Records tracking calls; `end()` writes them as one Comet experiment (online or offline)."""
+
+    def __init__(self, config: TrackingConfig, offline_dir: Path, name: str, tags: list[str]) -> None:
+        self.config, self.offline_dir, self.name, self.tags = config, Path(offline_dir), name, tags
+        self.key = uuid.uuid4().hex  # Comet accepts a caller-chosen key of 32-50 alphanumerics
+        self.mode = "online" if _wants_online(config) else "offline"
         self.archive: Path | None = None
+        self._calls: list[tuple[str, tuple, dict]] = []
+        self._ended = False
+
+    def _record(self, method: str, *args: Any, **kwargs: Any) -> None:
+        self._calls.append((method, args, kwargs))
 
     def log_params(self, params: dict[str, Any], step: int | None = None) -> None:
-        self._exp.log_parameters({k: _plain(v) for k, v in params.items()}, step=step)
+        self._record("log_parameters", {k: _plain(v) for k, v in params.items()}, step=step)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self._exp.log_metrics({k: float(v) for k, v in metrics.items() if v is not None}, step=step)
+        self._record("log_metrics", {k: float(v) for k, v in metrics.items() if v is not None}, step=step)
 
     def log_other(self, key: str, value: Any) -> None:
-        self._exp.log_other(key, _plain(value))
+        self._record("log_other", key, _plain(value))
 
     def log_artifact(self, path: str | Path, name: str | None = None) -> None:
-        self._exp.log_asset(str(path), file_name=name or Path(path).name)
+        self._record("log_asset", str(path), file_name=name or Path(path).name)
 
     def log_model(self, name: str, path: str | Path) -> None:
-        self._exp.log_model(name, str(path))
+        self._record("log_model", name, str(path))
 
     def log_figure(self, name: str, figure: Any) -> None:
-        self._exp.log_figure(figure_name=name, figure=figure)
+        self._record("log_figure", figure_name=name, figure=figure)
 
     def log_table(self, name: str, frame: pd.DataFrame) -> None:
-        self._exp.log_table(name, tabular_data=frame)
+        self._record("log_table", name, tabular_data=frame.copy())
 
     def log_confusion_matrix(self, y_true: Any, y_pred: Any, labels: list[str]) -> None:
-        self._exp.log_confusion_matrix(y_true=list(y_true), y_predicted=list(y_pred), labels=labels)
+        self._record("log_confusion_matrix", y_true=list(y_true), y_predicted=list(y_pred), labels=labels)
 
     def end(self) -> None:
-        self._exp.end()
-        if self.mode == "offline" and self._offline_dir is not None:
-            archive = self._offline_dir / f"{self.key}.zip"
+        """Write the experiment. Never raises: tracking must not fail a training run."""
+        if self._ended:
+            return
+        self._ended = True
+        with _COMET_LOCK:
+            try:
+                experiment = self._open()
+                for method, args, kwargs in self._calls:
+                    getattr(experiment, method)(*args, **kwargs)
+                experiment.end()
+            except Exception as exc:  # keep the run; say what was lost
+                log.error("Comet experiment %s (%s) could not be written: %s", self.key, self.name, exc)
+                return
+        if self.mode == "offline":
+            archive = self.offline_dir / f"{self.key}.zip"
             self.archive = archive if archive.is_file() else None
+
+    def _open(self) -> Any:
+        import comet_ml
+
+        if self.mode == "online":
+            try:
+                experiment = comet_ml.Experiment(
+                    api_key=os.environ.get("COMET_API_KEY"), project_name=self.config.project,
+                    workspace=self.config.workspace, experiment_key=self.key, **_QUIET,
+                )
+                if getattr(experiment, "alive", True):
+                    return self._named(experiment)
+                experiment.end()
+                reason = "the experiment did not come alive (no network, or a wrong key)"
+            except Exception as exc:  # Comet's client raises many types for network and auth problems
+                reason = f"{type(exc).__name__}: {exc}"
+            log.warning("Comet online is unavailable (%s); writing %s offline to %s instead",
+                        reason, self.name, self.offline_dir)
+            self.mode = "offline"
+        self.offline_dir.mkdir(parents=True, exist_ok=True)
+        experiment = comet_ml.OfflineExperiment(
+            project_name=self.config.project, workspace=self.config.workspace,
+            offline_directory=str(self.offline_dir), experiment_key=self.key, **_QUIET,
+        )
+        return self._named(experiment)
+
+    def _named(self, experiment: Any) -> Any:
+        experiment.set_name(self.name)
+        experiment.add_tags(self.tags)
+        return experiment
 
 
 def _plain(value: Any) -> Any:
@@ -119,54 +177,14 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else str(value)
 
 
-def _offline(config: TrackingConfig, offline_dir: Path, name: str, tags: list[str]) -> CometTracker:
-    import comet_ml
-
-    offline_dir.mkdir(parents=True, exist_ok=True)
-    exp = comet_ml.OfflineExperiment(
-        project_name=config.project, workspace=config.workspace,
-        offline_directory=str(offline_dir), **_QUIET,
-    )
-    exp.set_name(name)
-    exp.add_tags(tags)
-    return CometTracker(exp, "offline", offline_dir)
+def _wants_online(config: TrackingConfig) -> bool:
+    return config.mode == "online" or (config.mode == "auto" and bool(os.environ.get("COMET_API_KEY")))
 
 
 def start_tracker(
     config: TrackingConfig, offline_dir: Path, name: str, tags: list[str] | None = None
 ) -> Tracker:
-    """Open one experiment. auto: online with COMET_API_KEY, offline without (no network, no wait)."""
+    """One experiment. auto: online with COMET_API_KEY, offline without (no network, no wait)."""
     if config.backend == "none":
         return NullTracker()
-    tags = list(tags or [])
-    api_key = os.environ.get("COMET_API_KEY")
-    online = config.mode == "online" or (config.mode == "auto" and bool(api_key))
-    if not online:
-        return _offline(config, Path(offline_dir), name, tags)
-    import comet_ml
-
-    try:
-        exp = comet_ml.Experiment(
-            api_key=api_key, project_name=config.project, workspace=config.workspace, **_QUIET
-        )
-        if getattr(exp, "alive", True):
-            exp.set_name(name)
-            exp.add_tags(tags)
-            return CometTracker(exp, "online", None)
-        exp.end()
-        reason = "the experiment did not come alive (no network, or a wrong key)"
-    except Exception as exc:  # Comet's client raises many types for network and auth problems
-        reason = f"{type(exc).__name__}: {exc}"
-    log.warning("Comet online is unavailable (%s); logging offline to %s instead", reason, offline_dir)
-    return _offline(config, Path(offline_dir), name, tags)
-
-
-def figure_to_png(figure: Any, path: Path) -> Path:
-    """Save a matplotlib figure (used by reports and by log_figure callers)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    return path
-
-
-def scratch_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="gauntlet-"))
+    return CometTracker(config, Path(offline_dir), name, list(tags or []))

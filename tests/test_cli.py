@@ -1,0 +1,72 @@
+"""The command line as a user meets it: bad input ends with one readable line and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from config.runtime import PROJECT_ROOT
+
+
+def run_cli(*args: str, script: str = "flows/train.py", timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "COMET_API_KEY")}
+    return subprocess.run(
+        [sys.executable, script, *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+        timeout=timeout, env=env,
+    )
+
+
+def last_line(text: str) -> str:
+    return [line for line in text.strip().splitlines() if line.strip()][-1]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "data.trget=x"], "error: invalid config in config/smoke.yaml: data.trget: unknown key; allowed keys here: path, target"),
+        (["--set", "models.xgboost.n_trials=-1"], "models.xgboost.n_trials: Input should be greater than or equal to 1 (got -1)"),
+        (["--set", "models.catboost.enabled=true"], "models.catboost: unknown key"),
+        (["--set", "evaluation.deployment_threshold=1.2"], "deployment_threshold 1.2 is outside [0, 1]"),
+        (["--set", "data.path=no/such/file.csv"], "error: data file not found: no/such/file.csv; set data.path to an existing CSV or Parquet file"),
+    ],
+)
+def test_bad_config_or_missing_file_ends_with_one_line(args, message, tmp_path):
+    out = run_cli("--config", "config/smoke.yaml", "--set", f"artifacts_dir={tmp_path}", *args)
+    assert out.returncode == 2, out.stderr
+    assert message in last_line(out.stderr)
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists()  # nothing started
+
+
+def test_missing_target_column_is_named_before_training(tmp_path):
+    pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]}).to_csv(tmp_path / "t.csv", index=False)
+    out = run_cli("--config", "config/smoke.yaml", "--set", f"artifacts_dir={tmp_path}",
+                  "--set", f"data.path={tmp_path / 't.csv'}", "--set", "data.target=label")
+    assert out.returncode == 2
+    assert "target column 'label' not found" in last_line(out.stderr)
+    assert "set data.target to one of: a, b" in last_line(out.stderr)
+
+
+def test_single_class_target_fails_in_validation_with_one_line(tmp_path):
+    """Validation inside the flow (after Prefect starts) still ends with one line, and no run output."""
+    frame = pd.DataFrame({"x": range(40), "y": ["same"] * 40})
+    frame.to_parquet(tmp_path / "one.parquet")
+    out = run_cli("--config", "config/smoke.yaml", "--set", f"artifacts_dir={tmp_path}",
+                  "--set", f"data.path={tmp_path / 'one.parquet'}", "--set", "data.target=y")
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert last_line(out.stderr) == (
+        "error: target 'y' has a single class ('same'); a classifier needs at least 2 classes: "
+        "check data.target and the rows of the file"
+    )
+    assert not (tmp_path / "registry").exists()
+    assert not list((tmp_path / "runs").glob("*/splits/*.parquet")) if (tmp_path / "runs").exists() else True
+
+
+def test_evaluate_cli_refuses_a_folder_that_is_not_a_run(tmp_path):
+    out = run_cli("--run", str(tmp_path), script="flows/evaluate.py")
+    assert out.returncode == 2
+    assert "is not a gauntlet run (no config.json)" in last_line(out.stderr)

@@ -1,0 +1,191 @@
+"""The real `train` flow on config/smoke.yaml: real Prefect runs, Optuna studies, model fits, Comet
+offline archives and the local registry."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tasks import registry
+from tasks.modeling import file_sha256
+from tests.conftest import smoke_config
+
+FAMILIES = ["logistic_regression", "random_forest", "lightgbm", "xgboost"]
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def comet_archives(directory: Path) -> dict[str, dict]:
+    """Open every offline archive: experiment name -> params, metrics (name -> [(step, value)]), others."""
+    found = {}
+    for archive in sorted(directory.glob("*.zip")):
+        with zipfile.ZipFile(archive) as zf:
+            messages = [json.loads(line) for line in zf.read("messages.json").decode().splitlines() if line]
+        params, metrics, others, uploads = {}, defaultdict(list), {}, []
+        for msg in messages:
+            payload = msg.get("payload", {})
+            if msg["type"] == "parameter_msg":
+                params[payload["param"]["paramName"]] = payload["param"]["paramValue"]
+            elif msg["type"] == "metric_msg":
+                m = payload["metric"]
+                metrics[m["metricName"]].append((m["step"], m["metricValue"]))
+            elif msg["type"] == "log_other":
+                others[payload["key"]] = payload["value"]
+            elif msg["type"] == "file_upload":
+                uploads.append((payload.get("upload_type"), payload["additional_params"].get("fileName")))
+        name = others.get("Name") or params.get("family")
+        found[name] = {"params": params, "metrics": metrics, "others": others, "uploads": uploads,
+                       "file": archive}
+    return found
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    from flows.train import train
+
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    report = train(config=smoke_config(artifacts))
+    return report, artifacts
+
+
+def test_smoke_run_registers_a_champion(smoke_run, breast_cancer):
+    report, artifacts = smoke_run
+    assert report.registered and report.registry_version == 1
+    assert report.gate.passed and report.gate.test_value >= 0.7
+    assert {c.family for c in report.candidates} == set(FAMILIES)
+    assert all(c.status == "ok" and c.n_trials == 2 for c in report.candidates)
+
+    root = artifacts / "registry"
+    assert registry.get_alias(root, "gauntlet-classifier") == 1
+    version_dir = root / "gauntlet-classifier" / "1"
+    metadata = json.loads((version_dir / "metadata.json").read_text())
+    assert metadata["family"] == report.champion
+    assert metadata["model_sha256"] == file_sha256(version_dir / "model.pkl")
+    assert metadata["run_id"] == report.run_id
+    assert metadata["test_metrics"]["fbeta"] == pytest.approx(report.test_metrics["fbeta"])
+    model = registry.load_model(root, "gauntlet-classifier")
+    new_rows = breast_cancer.drop(columns="diagnosis").sample(25, random_state=1)
+    predictions = model.predict(new_rows)
+    assert set(predictions) <= {"benign", "malignant"}
+    truth = breast_cancer.loc[new_rows.index, "diagnosis"].to_numpy()
+    assert (predictions == truth).mean() > 0.8
+
+
+def test_run_directory_holds_splits_manifest_and_reports(smoke_run, breast_cancer):
+    report, _ = smoke_run
+    run = Path(report.run_dir)
+    sizes = {}
+    for name in ("train", "valid", "test"):
+        part = pd.read_parquet(run / "splits" / f"{name}.parquet")
+        assert list(part.columns) == list(breast_cancer.columns)  # every original column kept
+        sizes[name] = len(part)
+    assert sum(sizes.values()) == len(breast_cancer)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert len(manifest["data"]["sha256"]) == 64 and len(manifest["config_hash"]) == 64
+    assert {k: v["rows"] for k, v in manifest["splits"].items()} == sizes
+    assert set(manifest["splits"]["test"]["class_balance"]) == {"benign", "malignant"}
+    assert manifest["seeds"] == {"split": 42, "search": 42}
+    assert {"prefect", "scikit-learn", "optuna", "lightgbm"} <= set(manifest["packages"])
+
+    perf = pd.read_csv(run / "reports" / "performance_metrics.csv")
+    assert sorted(perf.loc[perf["split"] == "valid", "family"]) == sorted(FAMILIES)
+    test_row = perf[perf["split"] == "test"]
+    assert list(test_row["family"]) == [report.champion]
+    for col in ("accuracy", "precision", "recall", "f1", "fbeta", "roc_auc"):
+        assert 0.5 < float(test_row[col].iloc[0]) <= 1.0
+    conf = pd.read_csv(run / "reports" / "confusion_matrix_summary.csv")
+    assert list(conf.columns) == ["class", "TP", "TN", "FP", "FN"]
+    assert conf[["TP", "TN", "FP", "FN"]].sum(axis=1).iloc[0] == sizes["test"]
+    assert conf["class"].iloc[0] == "malignant"
+    assert (run / "reports" / "confusion_matrix.png").stat().st_size > 1000
+    assert (run / "reports" / "roc_curve.png").stat().st_size > 1000
+    assert json.loads((run / "report.json").read_text())["champion"] == report.champion
+    for family in FAMILIES:
+        assert (run / "candidates" / f"{family}.pkl").is_file()
+        assert len(pd.read_csv(run / "candidates" / f"{family}_trials.csv")) == 2
+
+
+def test_comet_offline_archives_hold_what_was_logged(smoke_run):
+    report, artifacts = smoke_run
+    archives = comet_archives(artifacts / "comet")
+    assert len(archives) == 5  # one experiment per family search, one for the evaluation
+    for cand in report.candidates:
+        exp = next(a for a in archives.values() if a["params"].get("family") == cand.family)
+        assert exp["file"].stem == cand.tracking_key
+        steps = [step for step, _ in exp["metrics"]["valid_fbeta"]]
+        assert steps == [0, 1]  # one point per trial, step = trial number
+        for name, value in cand.best_params.items():
+            assert exp["params"][f"best_{name}"] == value
+        assert exp["metrics"]["best_valid_fbeta"][0][1] == pytest.approx(cand.valid_metrics["fbeta"])
+        assert exp["others"]["status"] == "ok"
+        assert ("dataframe", "trials.csv") in exp["uploads"]  # the study's trials table
+        assert ("model-element", f"{cand.family}.pkl") in exp["uploads"]
+    evaluation = next(a for a in archives.values() if "champion_family" in a["others"])
+    assert evaluation["others"]["champion_family"] == report.champion
+    assert evaluation["metrics"]["test_fbeta"][0][1] == pytest.approx(report.test_metrics["fbeta"])
+    assert str(evaluation["others"]["gate_passed"]).lower() == "true"
+    assert "confusion-matrix" in [kind for kind, _ in evaluation["uploads"]]
+
+
+def test_champion_below_threshold_is_not_registered_and_alias_stays(smoke_run):
+    """Re-evaluate the same run with a gate no model can pass (log loss <= 0, lower is better)."""
+    from flows.evaluate import evaluate
+
+    report, artifacts = smoke_run
+    root = artifacts / "registry"
+    before = registry.list_versions(root, "gauntlet-classifier")
+    strict = smoke_config(artifacts, **{"evaluation.comparison_metric": "log_loss",
+                                        "evaluation.deployment_threshold": 0.0})
+    again = evaluate(run_dir=report.run_dir, config=strict)
+    assert again.gate.direction == "minimize" and not again.gate.passed
+    assert not again.registered and again.registry_version is None
+    assert again.previous_champion_version == 1
+    assert registry.get_alias(root, "gauntlet-classifier") == 1
+    assert registry.list_versions(root, "gauntlet-classifier") == before
+    # The champion was chosen on validation log loss: the lowest among the candidates.
+    losses = {c.family: c.valid_metrics["log_loss"] for c in again.candidates}
+    assert again.champion == min(losses, key=losses.get)
+
+
+def test_a_family_that_raises_does_not_stop_the_others(tmp_path, monkeypatch):
+    from flows.train import train
+    from tasks.ml import estimators
+
+    def broken_fit(*args, **kwargs):
+        raise RuntimeError("injected: random forest cannot fit")
+
+    spec = estimators.FAMILIES["random_forest"]
+    monkeypatch.setitem(estimators.FAMILIES, "random_forest", dataclasses.replace(spec, fit=broken_fit))
+    config = smoke_config(tmp_path, **{"tracking.backend": "none"})
+    report = train(config=config)
+    by_family = {c.family: c for c in report.candidates}
+    assert by_family["random_forest"].status == "failed"
+    assert "injected: random forest cannot fit" in by_family["random_forest"].error
+    assert all(by_family[f].status == "ok" for f in FAMILIES if f != "random_forest")
+    assert report.champion != "random_forest" and report.registered
+    perf = pd.read_csv(Path(report.run_dir) / "reports" / "performance_metrics.csv")
+    assert perf.set_index("family").loc["random_forest", "status"] == "failed"
+    assert not (tmp_path / "comet").exists()  # tracking.backend: none writes nothing
+
+
+def test_multiclass_run_on_wine(tmp_path):
+    from flows.train import train
+
+    config = smoke_config(tmp_path, **{
+        "data.path": "builtin:wine", "data.target": "cultivar", "tracking.backend": "none",
+        "models.random_forest.enabled": False, "models.xgboost.n_trials": 1,
+        "models.lightgbm.n_trials": 1, "models.logistic_regression.n_trials": 1,
+    })
+    report = train(config=config)
+    assert report.registered
+    assert [r["class"] for r in report.confusion] == ["class_0", "class_1", "class_2"]
+    model = registry.load_model(tmp_path / "registry", "gauntlet-classifier")
+    assert model.metadata["task"] == "multiclass"
+    assert list(model.predict_proba(pd.read_parquet(Path(report.run_dir) / "splits" / "test.parquet")).columns) == [
+        "class_0", "class_1", "class_2"]

@@ -1,0 +1,59 @@
+"""Comet offline, for real: archives written by concurrent searches are complete and readable."""
+
+from __future__ import annotations
+
+import threading
+
+import pandas as pd
+
+from config.schema import TrackingConfig
+from tasks.tracking import NullTracker, start_tracker
+from tests.test_flows import comet_archives
+
+
+def test_concurrent_trackers_each_write_a_complete_archive(tmp_path):
+    """Comet allows one live experiment per process; four threads at once must not corrupt each other."""
+    trackers = {}
+
+    def search(family: str) -> None:
+        tracker = start_tracker(TrackingConfig(), tmp_path, name=family, tags=["test"])
+        trackers[family] = tracker
+        tracker.log_params({"family": family})
+        for step in range(5):
+            tracker.log_params({"C": step * 0.1}, step=step)
+            tracker.log_metrics({"valid_fbeta": 0.5 + step / 10}, step=step)
+        tracker.log_table("trials.csv", pd.DataFrame({"number": range(5)}))
+        tracker.log_other("status", "ok")
+        tracker.end()
+
+    threads = [threading.Thread(target=search, args=(f"family{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    archives = comet_archives(tmp_path)
+    assert sorted(archives) == [f"family{i}" for i in range(4)]
+    for name, exp in archives.items():
+        assert exp["file"].stem == trackers[name].key == trackers[name].archive.stem
+        assert [s for s, _ in exp["metrics"]["valid_fbeta"]] == [0, 1, 2, 3, 4]
+        assert exp["params"]["family"] == name and exp["others"]["status"] == "ok"
+        assert ("dataframe", "trials.csv") in exp["uploads"]
+
+
+def test_tracking_failure_never_fails_the_run(tmp_path, caplog):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the offline folder should be")
+    tracker = start_tracker(TrackingConfig(), blocker, name="x")
+    tracker.log_metrics({"a": 1.0})
+    tracker.end()  # must not raise
+    assert tracker.archive is None
+    assert "could not be written" in caplog.text
+
+
+def test_backend_none_is_a_no_op(tmp_path):
+    tracker = start_tracker(TrackingConfig(backend="none"), tmp_path, name="x")
+    assert isinstance(tracker, NullTracker)
+    tracker.log_metrics({"a": 1.0})
+    tracker.end()
+    assert list(tmp_path.iterdir()) == []
