@@ -11,6 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export DO_NOT_TRACK := 1
 export COMET_ERROR_TRACKING_ENABLE := false
+export COMET_LOGGING_CONSOLE := WARNING
 
 .PHONY: help setup train test lint evaluate clean clean-artifacts
 

@@ -22,6 +22,8 @@ def configure_environment() -> None:
         # Comet: no error reports to Sentry, no patching of sklearn/lightgbm/xgboost on import.
         "COMET_ERROR_TRACKING_ENABLE": "false",
         "COMET_DISABLE_AUTO_LOGGING": "1",
+        # gauntlet logs where each experiment went; Comet's own INFO chatter is left out.
+        "COMET_LOGGING_CONSOLE": "WARNING",
     }
     if (PROJECT_ROOT / "pyproject.toml").is_file():  # a source checkout: keep Prefect's state here
         defaults["PREFECT_HOME"] = str(PROJECT_ROOT / ".prefect")

@@ -130,6 +130,7 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
         tracker.log_artifact(reports["confusion_matrix_summary"])
     finally:
         tracker.end()
+        logger.info(tracker.describe())
         import matplotlib.pyplot as plt
 
         plt.close("all")

@@ -156,6 +156,7 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
         raise
     finally:
         tracker.end()
+        logger.info("[%s] %s", family, tracker.describe())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,6 +116,7 @@ def format_leaderboard(report: EvalReport) -> str:
     rows = report.leaderboard()
     for row in rows:
         row["champion"] = "*" if row["champion"] else ""
+        row["seconds"] = f"{row['seconds']:.1f}"
         if row["status"] != "ok" and row["error"]:
             row["status"] = f"failed: {row['error'][:70]}"
     cols = ["family", f"valid_{report.metric}", "trials", "pruned", "seconds", "champion", "status"]

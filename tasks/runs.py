@@ -112,5 +112,10 @@ def write_candidate(paths: RunPaths, candidate: Candidate) -> None:
 
 
 def read_candidates(paths: RunPaths) -> list[Candidate]:
-    files = sorted(paths.candidates.glob("*.json")) if paths.candidates.is_dir() else []
+    """The run's candidates in the configured family order (the last tie-break of selection)."""
+    from config.schema import FAMILIES
+
+    files = list(paths.candidates.glob("*.json")) if paths.candidates.is_dir() else []
+    order = {name: i for i, name in enumerate(FAMILIES)}
+    files.sort(key=lambda f: (order.get(f.stem, len(order)), f.stem))
     return [Candidate.model_validate(read_json(f)) for f in files]

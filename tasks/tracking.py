@@ -41,6 +41,7 @@ class Tracker(Protocol):
     def log_table(self, name: str, frame: pd.DataFrame) -> None: ...
     def log_confusion_matrix(self, y_true: Any, y_pred: Any, labels: list[str]) -> None: ...
     def end(self) -> None: ...
+    def describe(self) -> str: ...
 
 
 class NullTracker:
@@ -59,6 +60,9 @@ class NullTracker:
     def log_table(self, name: str, frame: pd.DataFrame) -> None: ...
     def log_confusion_matrix(self, y_true: Any, y_pred: Any, labels: list[str]) -> None: ...
     def end(self) -> None: ...
+
+    def describe(self) -> str:
+        return "tracking is off (tracking.backend: none)"
 
 
 _QUIET = dict(
@@ -139,6 +143,13 @@ class CometTracker:
         if self.mode == "offline":
             archive = self.offline_dir / f"{self.key}.zip"
             self.archive = archive if archive.is_file() else None
+
+    def describe(self) -> str:
+        if self.archive is not None:
+            return f"Comet offline experiment {self.name}: {self.archive} (upload: comet upload {self.archive})"
+        if self.mode == "online" and self._ended:
+            return f"Comet experiment {self.name}: key {self.key} in project {self.config.project}"
+        return f"Comet experiment {self.name} was not written"
 
     def _open(self) -> Any:
         import comet_ml

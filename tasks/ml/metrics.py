@@ -90,17 +90,27 @@ def passes_gate(value: float, threshold: float, direction: Direction) -> bool:
 def select_champion(candidates: Sequence[Any], metric: str, direction: Direction) -> Any:
     """The candidate with the best *validation* `metric`; failed candidates never win.
 
-    Ties keep the earlier candidate, so the order of the families decides deterministically.
-    Raises ValueError when no candidate has a finite score.
+    Ties on `metric` go to the lower validation log loss (the better-calibrated model), then to
+    the earlier candidate, so the choice is deterministic. Raises ValueError when no candidate
+    has a finite score.
     """
     best = None
     for cand in candidates:
-        if getattr(cand, "status", "ok") != "ok":
-            continue
         score = cand.valid_metrics.get(metric, float("nan"))
-        if best is None or is_better(score, best.valid_metrics.get(metric, float("nan")), direction):
-            if not math.isnan(score):
-                best = cand
+        if getattr(cand, "status", "ok") != "ok" or math.isnan(score):
+            continue
+        if best is None:
+            best = cand
+            continue
+        best_score = best.valid_metrics[metric]
+        if is_better(score, best_score, direction):
+            best = cand
+        elif score == best_score and metric != "log_loss" and is_better(
+            cand.valid_metrics.get("log_loss", float("nan")),
+            best.valid_metrics.get("log_loss", float("nan")),
+            "minimize",
+        ):
+            best = cand
     if best is None:
         names = ", ".join(f"{c.family} ({c.status})" for c in candidates) or "none"
         raise ValueError(f"no candidate has a usable validation {metric}; candidates: {names}")

@@ -52,6 +52,7 @@ def test_binary_confusion_is_about_the_positive_class():
     assert rows == [{"class": "yes", "TP": 1, "TN": 2, "FP": 1, "FN": 1}]
 
 
+@pytest.mark.filterwarnings("ignore:.*(single label|Only one class).*")
 def test_auc_is_nan_when_a_class_is_absent():
     m = compute_metrics(np.array([1, 1]), proba_for([0.9, 0.8]), n_classes=2)
     assert math.isnan(m["roc_auc"])
@@ -78,6 +79,12 @@ def test_failed_and_nan_candidates_never_win_and_ties_keep_the_first():
         cand("lr", fbeta=0.9),
         cand("rf", fbeta=0.9),
     ]
+    assert select_champion(pool, "fbeta", "maximize").family == "lr"
+
+
+def test_ties_go_to_the_lower_validation_log_loss():
+    pool = [cand("lgbm", fbeta=0.99, log_loss=0.20), cand("lr", fbeta=0.99, log_loss=0.08),
+            cand("rf", fbeta=0.97, log_loss=0.01)]
     assert select_champion(pool, "fbeta", "maximize").family == "lr"
 
 
