@@ -41,7 +41,9 @@ def performance_table(candidates: list[Candidate], champion: str, test_metrics: 
             **{m: test_metrics.get(m) for m in METRIC_COLUMNS},
         }
     )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table[["trials", "pruned"]] = table[["trials", "pruned"]].astype("Int64")  # blank on the test row
+    return table
 
 
 def write_reports(
