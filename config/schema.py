@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,8 +176,12 @@ class EvaluationConfig(_Section):
 
 class RegistryConfig(_Section):
     backend: Literal["local"] = "local"
-    model_name: str = Field(
-        "gauntlet-classifier", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100
+    model_name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        max_length=100,
+        description="Registry name. Default: <data file stem>-<target>, e.g. adult-income, so that "
+        "models of different tables never replace each other's champion.",
     )
     path: str | None = Field(None, description="Local registry root. Default: <artifacts_dir>/registry.")
 
@@ -213,6 +218,14 @@ class TrainConfig(_Section):
         if self.tracking.offline_dir:
             return Path(self.tracking.offline_dir)
         return Path(self.artifacts_dir) / "comet"
+
+    @property
+    def model_name(self) -> str:
+        if self.registry.model_name:
+            return self.registry.model_name
+        stem = Path(self.data.path.removeprefix("builtin:")).name.split(".")[0]
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{stem}-{self.data.target}").strip("_.-")
+        return slug[:100] or "gauntlet-model"
 
     def config_hash(self) -> str:
         payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()

@@ -75,7 +75,7 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
     gate = decide_gate(metric, direction, config.evaluation.deployment_threshold, test_metrics[metric])
     logger.info("gate: %s", gate.reason)
 
-    root, name = config.registry_dir, config.registry.model_name
+    root, name = config.registry_dir, config.model_name
     previous = registry.get_alias(root, name)
     version = None
     card_fields = {

@@ -40,7 +40,7 @@ def study_name(config: TrainConfig, family: str, data_sha256: str) -> str:
         "features": [config.data.target, sorted(config.data.drop_columns)],
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{config.registry.model_name}-{family}-{data_sha256[:12]}-{digest}"
+    return f"{config.model_name}-{family}-{data_sha256[:12]}-{digest}"
 
 
 class TrialProgress:

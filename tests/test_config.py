@@ -69,3 +69,12 @@ def test_lower_is_better_metric_resolves_its_direction():
 def test_config_hash_changes_with_content():
     assert load_config(SMOKE).config_hash() == load_config(SMOKE).config_hash()
     assert load_config(SMOKE).config_hash() != load_config(SMOKE, ["split.seed=1"]).config_hash()
+
+
+def test_registry_name_defaults_to_data_and_target():
+    assert load_config(SMOKE).model_name == "breast_cancer-diagnosis"
+    cfg = load_config(SMOKE, ["data.path=../shared/datasets/adult.parquet", "data.target=income"])
+    assert cfg.model_name == "adult-income"
+    assert load_config(SMOKE, ["registry.model_name=churn"]).model_name == "churn"
+    with pytest.raises(ConfigError, match="registry.model_name: String should match pattern"):
+        load_config(SMOKE, ["registry.model_name=../escape"])

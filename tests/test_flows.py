@@ -16,6 +16,7 @@ from tasks import registry
 from tasks.modeling import file_sha256
 from tests.conftest import smoke_config
 
+MODEL = "breast_cancer-diagnosis"  # the default registry name: <data>-<target>
 FAMILIES = ["logistic_regression", "random_forest", "lightgbm", "xgboost"]
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -62,14 +63,14 @@ def test_smoke_run_registers_a_champion(smoke_run, breast_cancer):
     assert all(c.status == "ok" and c.n_trials == 2 for c in report.candidates)
 
     root = artifacts / "registry"
-    assert registry.get_alias(root, "gauntlet-classifier") == 1
-    version_dir = root / "gauntlet-classifier" / "1"
+    assert registry.get_alias(root, MODEL) == 1
+    version_dir = root / MODEL / "1"
     metadata = json.loads((version_dir / "metadata.json").read_text())
     assert metadata["family"] == report.champion
     assert metadata["model_sha256"] == file_sha256(version_dir / "model.pkl")
     assert metadata["run_id"] == report.run_id
     assert metadata["test_metrics"]["fbeta"] == pytest.approx(report.test_metrics["fbeta"])
-    model = registry.load_model(root, "gauntlet-classifier")
+    model = registry.load_model(root, MODEL)
     new_rows = breast_cancer.drop(columns="diagnosis").sample(25, random_state=1)
     predictions = model.predict(new_rows)
     assert set(predictions) <= {"benign", "malignant"}
@@ -139,15 +140,15 @@ def test_champion_below_threshold_is_not_registered_and_alias_stays(smoke_run):
 
     report, artifacts = smoke_run
     root = artifacts / "registry"
-    before = registry.list_versions(root, "gauntlet-classifier")
+    before = registry.list_versions(root, MODEL)
     strict = smoke_config(artifacts, **{"evaluation.comparison_metric": "log_loss",
                                         "evaluation.deployment_threshold": 0.0})
     again = evaluate(run_dir=report.run_dir, config=strict)
     assert again.gate.direction == "minimize" and not again.gate.passed
     assert not again.registered and again.registry_version is None
     assert again.previous_champion_version == 1
-    assert registry.get_alias(root, "gauntlet-classifier") == 1
-    assert registry.list_versions(root, "gauntlet-classifier") == before
+    assert registry.get_alias(root, MODEL) == 1
+    assert registry.list_versions(root, MODEL) == before
     # The champion was chosen on validation log loss: the lowest among the candidates.
     losses = {c.family: c.valid_metrics["log_loss"] for c in again.candidates}
     assert again.champion == min(losses, key=losses.get)
@@ -185,7 +186,24 @@ def test_multiclass_run_on_wine(tmp_path):
     report = train(config=config)
     assert report.registered
     assert [r["class"] for r in report.confusion] == ["class_0", "class_1", "class_2"]
-    model = registry.load_model(tmp_path / "registry", "gauntlet-classifier")
+    model = registry.load_model(tmp_path / "registry", "wine-cultivar")
     assert model.metadata["task"] == "multiclass"
     assert list(model.predict_proba(pd.read_parquet(Path(report.run_dir) / "splits" / "test.parquet")).columns) == [
         "class_0", "class_1", "class_2"]
+
+
+def test_leaderboard_and_gate_are_prefect_artifacts(smoke_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    report, _ = smoke_run
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["leaderboard", "gate-decision"]))
+        )
+    by_key = {a.key: a for a in found}
+    assert {"leaderboard", "gate-decision"} <= set(by_key)
+    table = by_key["leaderboard"].data
+    table = json.loads(table) if isinstance(table, str) else table
+    assert {row["family"] for row in table} == set(FAMILIES)
+    assert "Gate PASSED" in by_key["gate-decision"].data

@@ -57,3 +57,45 @@ def test_backend_none_is_a_no_op(tmp_path):
     tracker.log_metrics({"a": 1.0})
     tracker.end()
     assert list(tmp_path.iterdir()) == []
+
+
+class FakeCloudExperiment:
+    """Stands in for Comet's cloud, the one part that cannot exist here."""
+
+    made: list = []
+
+    def __init__(self, alive=True, **kwargs):
+        self.kwargs, self.alive, self.calls = kwargs, alive, []
+        FakeCloudExperiment.made.append(self)
+
+    def __getattr__(self, name):
+        return lambda *a, **k: self.calls.append((name, a, k))
+
+
+def test_with_a_key_experiments_go_online(tmp_path, monkeypatch):
+    import comet_ml
+
+    FakeCloudExperiment.made = []
+    monkeypatch.setenv("COMET_API_KEY", "test-key-not-real")
+    monkeypatch.setattr(comet_ml, "Experiment", lambda **kw: FakeCloudExperiment(**kw))
+    tracker = start_tracker(TrackingConfig(project="p"), tmp_path, name="run-x")
+    tracker.log_metrics({"valid_fbeta": 0.9}, step=0)
+    tracker.end()
+    (exp,) = FakeCloudExperiment.made
+    assert exp.kwargs["api_key"] == "test-key-not-real" and exp.kwargs["experiment_key"] == tracker.key
+    assert ("log_metrics", ({"valid_fbeta": 0.9},), {"step": 0}) in exp.calls
+    assert tracker.mode == "online" and list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_comet_falls_back_to_an_offline_archive(tmp_path, monkeypatch, caplog):
+    import comet_ml
+
+    monkeypatch.setenv("COMET_API_KEY", "test-key-not-real")
+    monkeypatch.setattr(comet_ml, "Experiment", lambda **kw: FakeCloudExperiment(alive=False, **kw))
+    tracker = start_tracker(TrackingConfig(), tmp_path, name="run-y")
+    tracker.log_metrics({"valid_fbeta": 0.8}, step=3)
+    tracker.end()
+    assert tracker.mode == "offline" and tracker.archive is not None
+    archive = comet_archives(tmp_path)["run-y"]
+    assert archive["metrics"]["valid_fbeta"] == [(3, 0.8)]
+    assert "writing run-y offline" in caplog.text
