@@ -26,3 +26,15 @@ def fail(message: object) -> int:
     stop_local_server()
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+def print_summary(report) -> None:
+    """The end of a command: the leaderboard and the gate decision, after the server has stopped."""
+    from tasks import reporting
+
+    stop_local_server()
+    print()
+    print(f"Run {report.run_id}: {report.run_dir}")
+    print(reporting.format_leaderboard(report))
+    print()
+    print(reporting.format_gate(report))

@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger  # noqa: E402
 
 from config.errors import GauntletError  # noqa: E402
 from config.schema import TrainConfig  # noqa: E402
-from flows._cli import fail, stop_local_server  # noqa: E402
+from flows._cli import fail, print_summary  # noqa: E402
 from tasks import registry  # noqa: E402
 from tasks import reporting as rep  # noqa: E402
 from tasks.ml.data import features_and_target  # noqa: E402
@@ -60,7 +60,10 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
     direction = config.evaluation.resolved_direction
 
     candidates = read_candidates(paths)
-    champion = select_champion(candidates, metric, direction)
+    try:
+        champion = select_champion(candidates, metric, direction)
+    except ValueError as exc:
+        raise GauntletError(f"run {paths.run_id}: {exc}; rerun the training") from None
     logger.info("champion on validation %s: %s (%.4f)", metric, champion.family, champion.valid_metrics[metric])
 
     pipeline = load_pipeline(champion.pipeline_path, champion.pipeline_sha256)
@@ -159,11 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate(run_dir=str(paths.root), config=config)
     except GauntletError as exc:
         return fail(exc)
-    stop_local_server()
-    print()
-    print(rep.format_leaderboard(report))
-    print()
-    print(rep.format_gate(report))
+    print_summary(report)
     return 0
 
 

@@ -23,7 +23,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from config.errors import GauntletError  # noqa: E402
 from config.schema import TrainConfig, load_config  # noqa: E402
-from flows._cli import fail, stop_local_server  # noqa: E402
+from flows._cli import fail, print_summary  # noqa: E402
 from flows.evaluate import evaluate  # noqa: E402
 from flows.tune import tune_model  # noqa: E402
 from tasks import data as data_tasks  # noqa: E402
@@ -120,12 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         report = train(config=config)
     except GauntletError as exc:
         return fail(exc)
-    stop_local_server()
-    print()
-    print(f"Run {report.run_id}: {report.run_dir}")
-    print(rep.format_leaderboard(report))
-    print()
-    print(rep.format_gate(report))
+    print_summary(report)
     return 0
 
 

@@ -13,6 +13,7 @@ from config.errors import DataError
 from config.schema import TrainConfig
 from tasks.ml import data as ml_data
 from tasks.ml.data import DatasetInfo
+from tasks.modeling import file_sha256
 from tasks.runs import RunPaths, dataset_info_dict, git_commit, package_versions, save_config, write_json
 
 
@@ -37,12 +38,7 @@ def preflight(config: TrainConfig) -> None:
     except Exception as exc:
         raise DataError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
                         "check that the file is a valid CSV or Parquet table") from None
-    if config.data.target not in columns:
-        shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
-        raise DataError(f"target column {config.data.target!r} not found in {path}; set data.target to one of: {shown}")
-    missing = [c for c in config.data.drop_columns if c not in columns]
-    if missing:
-        raise DataError(f"data.drop_columns names columns not in {path}: {missing}")
+    ml_data.check_columns(columns, config.data.target, config.data.drop_columns, where=f" in {path}")
 
 
 @task(name="load_dataset", cache_policy=NO_CACHE)
@@ -84,8 +80,6 @@ def split_dataset(frame: pd.DataFrame, info: DatasetInfo, config: TrainConfig, r
         frame, info, strategy=config.split.strategy, test_size=config.split.test_size,
         valid_size=config.split.valid_size, seed=config.split.seed,
     )
-    from tasks.modeling import file_sha256
-
     splits = {}
     for name, part in parts.items():
         part.to_parquet(paths.split(name), engine="pyarrow", index=False)

@@ -70,3 +70,14 @@ def test_evaluate_cli_refuses_a_folder_that_is_not_a_run(tmp_path):
     out = run_cli("--run", str(tmp_path), script="flows/evaluate.py")
     assert out.returncode == 2
     assert "is not a gauntlet run (no config.json)" in last_line(out.stderr)
+
+
+def test_evaluate_cli_on_a_run_without_candidates(tmp_path):
+    run = tmp_path / "20260101-000000-abcdef-x"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "manifest.json").write_text('{"dataset": {"target": "y", "task": "binary", "classes": [0, 1], '
+                                       '"features": ["a"], "numeric_features": ["a"], "categorical_features": []}}')
+    out = run_cli("--run", str(run), script="flows/evaluate.py")
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "no candidate has a usable validation fbeta" in last_line(out.stderr)

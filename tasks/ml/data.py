@@ -118,6 +118,18 @@ def min_rows_per_class(test_size: float, valid_size: float) -> int:
     return max(3, math.ceil(1 / min(test_size, valid_size, 1 - test_size - valid_size)))
 
 
+def check_columns(columns: list[str], target: str, drop_columns: list[str], where: str = "") -> None:
+    """The target and every column to drop exist; the target is not among the dropped columns."""
+    if target not in columns:
+        shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
+        raise DataError(f"target column {target!r} not found{where}; set data.target to one of: {shown}")
+    missing = [c for c in drop_columns if c not in columns]
+    if missing:
+        raise DataError(f"data.drop_columns names columns not in the table{where}: {missing}")
+    if target in drop_columns:
+        raise DataError(f"data.drop_columns contains the target {target!r}; remove it from that list")
+
+
 def validate_dataset(
     frame: pd.DataFrame,
     target: str,
@@ -134,14 +146,7 @@ def validate_dataset(
     if len(set(columns)) != len(columns):
         dupes = sorted({c for c in columns if columns.count(c) > 1})
         raise DataError(f"duplicate column names {dupes}; rename them so every column is unique")
-    if target not in frame.columns:
-        shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
-        raise DataError(f"target column {target!r} not found; set data.target to one of: {shown}")
-    missing_drop = [c for c in drop_columns if c not in frame.columns]
-    if missing_drop:
-        raise DataError(f"data.drop_columns names columns not in the table: {missing_drop}")
-    if target in drop_columns:
-        raise DataError(f"data.drop_columns contains the target {target!r}; remove it from that list")
+    check_columns(columns, target, drop_columns)
     if len(frame) == 0:
         raise DataError("the table has no rows; point data.path at a file with data")
 

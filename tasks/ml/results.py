@@ -69,6 +69,7 @@ class EvalReport(BaseModel):
         direction = self.gate.direction
         ok = [c for c in self.candidates if c.status == "ok"]
         ok.sort(key=lambda c: c.valid_metrics.get(self.metric, float("nan")), reverse=direction == "maximize")
+        ok.sort(key=lambda c: c.family != self.champion)  # stable: the champion first, even on a tie
         rows = []
         for cand in ok + [c for c in self.candidates if c.status != "ok"]:
             rows.append(
