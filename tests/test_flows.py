@@ -201,7 +201,7 @@ def test_leaderboard_and_gate_are_prefect_artifacts(smoke_run):
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["leaderboard", "gate-decision"]))
         )
-    by_key = {a.key: a for a in found}
+    by_key = {a.key: a for a in found if report.run_id in (a.description or "")}  # this run's, not a later one's
     assert {"leaderboard", "gate-decision"} <= set(by_key)
     table = by_key["leaderboard"].data
     table = json.loads(table) if isinstance(table, str) else table
