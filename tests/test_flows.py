@@ -201,9 +201,9 @@ def test_leaderboard_and_gate_are_prefect_artifacts(smoke_run):
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["leaderboard", "gate-decision"]))
         )
-    by_key = {a.key: a for a in found if report.run_id in (a.description or "")}  # this run's, not a later one's
-    assert {"leaderboard", "gate-decision"} <= set(by_key)
-    table = by_key["leaderboard"].data
-    table = json.loads(table) if isinstance(table, str) else table
-    assert {row["family"] for row in table} == set(FAMILIES)
-    assert "Gate PASSED" in by_key["gate-decision"].data
+    # This run's artifacts (a later re-evaluation of the same run may add more).
+    mine = [a for a in found if report.run_id in (a.description or "")]
+    tables = [json.loads(a.data) if isinstance(a.data, str) else a.data for a in mine if a.key == "leaderboard"]
+    gates = [a.data for a in mine if a.key == "gate-decision"]
+    assert any({row["family"] for row in table} == set(FAMILIES) for table in tables), tables
+    assert any("Gate PASSED" in text and "registered as version 1" in text for text in gates), gates
