@@ -19,6 +19,8 @@ def configure_environment() -> None:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
+        # tasks/ml logs through the standard "gauntlet" logger: show it with the flow run's logs.
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "gauntlet",
         # Comet: no error reports to Sentry, no patching of sklearn/lightgbm/xgboost on import.
         "COMET_ERROR_TRACKING_ENABLE": "false",
         "COMET_DISABLE_AUTO_LOGGING": "1",

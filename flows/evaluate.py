@@ -102,7 +102,8 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
             },
             model_card=rep.model_card(card_fields),
         )
-        logger.info("registered %s version %d; 'champion' moved from %s", name, version, previous)
+        logger.info("registered %s version %d; 'champion' moved from %s", name, version,
+                    f"version {previous}" if previous else "nowhere (first champion)")
     else:
         logger.warning("not registered: %s; 'champion' stays at %s", gate.reason, previous)
 

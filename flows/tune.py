@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger  # noqa: E402
 from config.schema import TrainConfig  # noqa: E402
 from tasks.ml.estimators import get_family  # noqa: E402
 from tasks.ml.results import Candidate  # noqa: E402
-from tasks.ml.search import SearchSettings, prepare_data, refit_best, run_study, trials_table  # noqa: E402
+from tasks.ml.search import SearchSettings, best_pipeline, prepare_data, run_study, trials_table  # noqa: E402
 from tasks.modeling import save_pipeline  # noqa: E402
 from tasks.runs import RunPaths, dataset_info, load_run_config, read_json, write_candidate  # noqa: E402
 from tasks.tracking import Tracker, start_tracker  # noqa: E402
@@ -112,10 +112,10 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
         logger.info("[%s] %d trials on %d x %d features (study %s)", family, settings.n_trials,
                     *data.X_train.shape, settings.study_name)
         progress = TrialProgress(family, settings.metric, settings.n_trials, tracker, logger)
-        study = run_study(spec, data, settings, callbacks=[progress])
+        study, kept = run_study(spec, data, settings, callbacks=[progress])
 
         best = study.best_trial
-        pipeline, fit_info, fit_seconds = refit_best(spec, data, best.params, settings)
+        pipeline, fit_info, fit_seconds, refitted = best_pipeline(spec, data, study, kept, settings)
         model_path = paths.candidates / f"{family}.pkl"
         sha = save_pipeline(pipeline, model_path)
         table = trials_table(study)
@@ -146,8 +146,8 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
         tracker.log_table("trials.csv", table)
         tracker.log_model(family, model_path)
         tracker.log_other("status", "ok")
-        logger.info("[%s] best %s=%.4f (trial %d); refit %.2fs", family, settings.metric,
-                    best.value, best.number, fit_seconds)
+        logger.info("[%s] best %s=%.4f (trial %d, %s in %.2fs)", family, settings.metric, best.value,
+                    best.number, "refitted" if refitted else "model kept from the trial", fit_seconds)
         write_candidate(paths, candidate)
         return candidate
     except Exception as exc:

@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 
 from tasks.ml.data import DatasetInfo, features_and_target
 from tasks.ml.estimators import FamilySpec, FitContext
-from tasks.ml.metrics import compute_metrics
+from tasks.ml.metrics import compute_metrics, is_better
 from tasks.ml.preprocessing import build_preprocessor
 
 log = logging.getLogger("gauntlet.search")
@@ -114,13 +114,27 @@ def fit_estimator(
     return estimator, info
 
 
+@dataclass
+class BestModel:
+    """The fitted estimator of the best trial so far, kept so that it need not be refitted."""
+
+    trial: int
+    estimator: Any
+    info: dict[str, Any]
+    fit_seconds: float
+
+
 def run_study(
     spec: FamilySpec,
     data: PreparedData,
     settings: SearchSettings,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
-) -> optuna.Study:
-    """Create (or resume) the family's study and run the trials it still owes."""
+) -> tuple[optuna.Study, BestModel | None]:
+    """Create (or resume) the family's study and run the trials it still owes.
+
+    Returns the study and the best fitted estimator of this process's trials (None when no trial
+    ran here, e.g. a resumed study that owed none).
+    """
     study = optuna.create_study(
         study_name=settings.study_name,
         storage=make_storage(settings.storage),
@@ -129,6 +143,7 @@ def run_study(
         pruner=make_pruner(settings.pruner),
         load_if_exists=True,
     )
+    kept: list[BestModel] = []
 
     def objective(trial: optuna.Trial) -> float:
         params = spec.space(trial)
@@ -144,10 +159,14 @@ def run_study(
             data.y_valid, estimator.predict_proba(data.X_valid), n_classes=data.n_classes,
             beta=settings.beta, average=settings.average,
         )
-        trial.set_user_attr("fit_seconds", round(time.perf_counter() - start, 4))
+        seconds = time.perf_counter() - start
+        trial.set_user_attr("fit_seconds", round(seconds, 4))
         for key, value in {**scores, **info}.items():
             trial.set_user_attr(key, value)
-        return scores[settings.metric]
+        value = scores[settings.metric]
+        if not kept or is_better(value, kept[0].info["_value"], settings.direction):
+            kept[:] = [BestModel(trial.number, estimator, {**info, "_value": value}, seconds)]
+        return value
 
     done = sum(
         t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -170,18 +189,27 @@ def run_study(
         failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
         reason = failed[0].user_attrs.get("error", "unknown error") if failed else "no trial completed"
         raise RuntimeError(f"{spec.name}: no trial completed ({len(failed)} failed): {reason}")
-    return study
+    return study, (kept[0] if kept else None)
 
 
-def refit_best(
-    spec: FamilySpec, data: PreparedData, params: dict[str, Any], settings: SearchSettings
-) -> tuple[Pipeline, dict[str, Any], float]:
-    """Refit the best parameters on train (early-stopped on valid): a Pipeline on raw columns."""
-    start = time.perf_counter()
-    estimator, info = fit_estimator(spec, data, params, settings, trial=None)
-    seconds = time.perf_counter() - start
-    pipeline = Pipeline([("preprocess", data.preprocessor), ("model", estimator)])
-    return pipeline, info, seconds
+def best_pipeline(
+    spec: FamilySpec, data: PreparedData, study: optuna.Study, kept: BestModel | None,
+    settings: SearchSettings,
+) -> tuple[Pipeline, dict[str, Any], float, bool]:
+    """The study's best model as a Pipeline on raw columns: (pipeline, fit info, fit seconds, refitted).
+
+    The estimator fitted during the best trial is reused; it is refitted on train (early-stopped on
+    valid, same seed) only when the best trial ran in an earlier process.
+    """
+    best = study.best_trial
+    if kept is not None and kept.trial == best.number:
+        estimator, info, seconds, refitted = kept.estimator, kept.info, kept.fit_seconds, False
+    else:
+        start = time.perf_counter()
+        estimator, info = fit_estimator(spec, data, best.params, settings, trial=None)
+        seconds, refitted = time.perf_counter() - start, True
+    info = {k: v for k, v in info.items() if not k.startswith("_")}
+    return Pipeline([("preprocess", data.preprocessor), ("model", estimator)]), info, seconds, refitted
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:

@@ -4,7 +4,7 @@ import pytest
 
 from tasks.ml.data import split_dataset, validate_dataset
 from tasks.ml.estimators import FAMILIES, get_family
-from tasks.ml.search import SearchSettings, fit_estimator, prepare_data, refit_best, run_study
+from tasks.ml.search import SearchSettings, best_pipeline, fit_estimator, prepare_data, run_study
 from tasks.ml.search_spaces import SEARCH_SPACES
 
 FIXED = {
@@ -69,12 +69,32 @@ def test_study_resumes_from_a_journal_file(tmp_path, prepared_parts):
     data = prepare_data(spec, info, parts["train"], parts["valid"])
     storage = f"journal:{tmp_path / 'optuna.log'}"
     settings = SearchSettings(metric="fbeta", direction="maximize", n_trials=2, storage=storage, study_name="s")
-    assert len(run_study(spec, data, settings).trials) == 2
+    study, kept = run_study(spec, data, settings)
+    assert len(study.trials) == 2 and kept.trial == study.best_trial.number
     more = SearchSettings(metric="fbeta", direction="maximize", n_trials=3, storage=storage, study_name="s")
-    study = run_study(spec, data, more)
+    study, kept = run_study(spec, data, more)
     assert len(study.trials) == 3
-    pipeline, _, _ = refit_best(spec, data, study.best_params, more)
+    assert kept.trial == 2  # only the owed trial ran in this process
+    pipeline, _, _, refitted = best_pipeline(spec, data, study, kept, more)
+    assert refitted == (study.best_trial.number != 2)  # a best trial from the first process is refitted
     assert set(pipeline.predict(parts["test"][info.features])) <= {0, 1}
+    _, kept = run_study(spec, data, more)  # nothing owed: nothing runs, the best model is refitted
+    assert kept is None
+
+
+def test_the_best_trials_model_is_kept_not_refitted(prepared_parts):
+    info, parts = prepared_parts
+    spec = get_family("xgboost")
+    data = prepare_data(spec, info, parts["train"], parts["valid"])
+    settings = SearchSettings(metric="log_loss", direction="minimize", n_trials=3, early_stopping_rounds=10)
+    study, kept = run_study(spec, data, settings)
+    pipeline, fit_info, _, refitted = best_pipeline(spec, data, study, kept, settings)
+    assert not refitted and pipeline.named_steps["model"] is kept.estimator
+    assert fit_info["best_iteration"] == study.best_trial.user_attrs["best_iteration"]
+    proba = pipeline.predict_proba(parts["valid"][info.features])
+    from tasks.ml.metrics import compute_metrics
+
+    assert compute_metrics(data.y_valid, proba, n_classes=2)["log_loss"] == pytest.approx(study.best_value, rel=1e-6)
 
 
 def test_a_family_whose_every_trial_raises_fails_fast(prepared_parts):
