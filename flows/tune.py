@@ -73,7 +73,7 @@ class TrialProgress:
 
 @flow(name="tune_model", flow_run_name="tune-{family}", log_prints=True)
 def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) -> Candidate:
-    """Search `family`'s hyperparameters on the run's train/valid splits; refit and save the best."""
+    """Search `family`'s hyperparameters on the run's train/valid splits; save the best pipeline."""
     logger = get_run_logger()
     started = time.perf_counter()
     paths = RunPaths(run_dir)
@@ -109,7 +109,7 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
         train = pd.read_parquet(paths.split("train"))
         valid = pd.read_parquet(paths.split("valid"))
         data = prepare_data(spec, info, train, valid)
-        logger.info("[%s] %d trials on %d x %d features (study %s)", family, settings.n_trials,
+        logger.info("[%s] %d trials on %d rows x %d encoded features (study %s)", family, settings.n_trials,
                     *data.X_train.shape, settings.study_name)
         progress = TrialProgress(family, settings.metric, settings.n_trials, tracker, logger)
         study, kept = run_study(spec, data, settings, callbacks=[progress])

@@ -207,3 +207,20 @@ def test_leaderboard_and_gate_are_prefect_artifacts(smoke_run):
     gates = [a.data for a in mine if a.key == "gate-decision"]
     assert any({row["family"] for row in table} == set(FAMILIES) for table in tables), tables
     assert any("Gate PASSED" in text and "registered as version 1" in text for text in gates), gates
+
+
+def test_the_run_fails_only_when_no_family_survives(tmp_path, monkeypatch):
+    from flows.train import AllFamiliesFailed, train
+    from tasks.ml import estimators
+
+    def broken_fit(*args, **kwargs):
+        raise ValueError("injected: cannot fit")
+
+    for family in ("logistic_regression", "lightgbm"):
+        spec = estimators.FAMILIES[family]
+        monkeypatch.setitem(estimators.FAMILIES, family, dataclasses.replace(spec, fit=broken_fit))
+    config = smoke_config(tmp_path, **{"tracking.backend": "none", "models.random_forest.enabled": False,
+                                       "models.xgboost.enabled": False})
+    with pytest.raises(AllFamiliesFailed, match="every model family failed: logistic_regression: .*injected"):
+        train(config=config)
+    assert not (tmp_path / "registry").exists()  # nothing registered
