@@ -21,6 +21,8 @@ def configure_environment() -> None:
         "DO_NOT_TRACK": "1",
         # tasks/ml logs through the standard "gauntlet" logger: show it with the flow run's logs.
         "PREFECT_LOGGING_EXTRA_LOGGERS": "gauntlet",
+        # ...and outside a flow run (a notebook, a unit test) just log locally, without a warning.
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
         # Comet: no error reports to Sentry, no patching of sklearn/lightgbm/xgboost on import.
         "COMET_ERROR_TRACKING_ENABLE": "false",
         "COMET_DISABLE_AUTO_LOGGING": "1",
