@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from config.errors import ConfigError
 
 FAMILIES = ("logistic_regression", "random_forest", "lightgbm", "xgboost")
+DEFAULT_CONFIG_PATH = "config/train.yaml"
 
 # Metrics the evaluation can rank on; the value says whether higher or lower is better.
 METRIC_DIRECTIONS: dict[str, Literal["maximize", "minimize"]] = {
@@ -315,3 +316,61 @@ def config_from_dict(
         return TrainConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"invalid config{source}: {_format_validation_error(exc, TrainConfig)}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Flow parameters: what a person sets in the Prefect UI form or a deployment
+
+
+class TrainParameters(BaseModel):
+    """The `train` flow's parameters: a config file plus the values people change most.
+
+    Prefect renders this model as the run form and validates it on the server. Every field left
+    empty keeps the config file's value; `overrides` reaches any other key (`--set` on the CLI).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    config_path: str = Field(DEFAULT_CONFIG_PATH, description="YAML config, relative to the project root.")
+    models: list[Literal["logistic_regression", "random_forest", "lightgbm", "xgboost"]] | None = Field(
+        None, min_length=1, description="Model families to search; empty: those enabled in the config."
+    )
+    n_trials: int | None = Field(None, ge=1, le=10_000, description="Optuna trials per family.")
+    deployment_threshold: float | None = Field(
+        None, ge=0, le=1, description="Test metric the champion must reach to be registered."
+    )
+    data_path: str | None = Field(None, description="CSV/Parquet file (or builtin:NAME) to train on.")
+    target: str | None = Field(None, description="Column to predict.")
+    tags: list[str] = Field(default_factory=list, description="Tags for this run's tasks and subflows.")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Any other config value by dotted key, e.g. {"split.seed": 7}.',
+    )
+
+    def config_overrides(self) -> dict[str, Any]:
+        values: dict[str, Any] = dict(self.overrides)
+        if self.models is not None:
+            values.update({f"models.{f}.enabled": f in self.models for f in FAMILIES})
+        if self.n_trials is not None:
+            values.update({f"models.{f}.n_trials": self.n_trials for f in FAMILIES})
+        if self.deployment_threshold is not None:
+            values["evaluation.deployment_threshold"] = self.deployment_threshold
+        if self.data_path is not None:
+            values["data.path"] = self.data_path
+        if self.target is not None:
+            values["data.target"] = self.target
+        return values
+
+    def to_config(self) -> TrainConfig:
+        """The validated TrainConfig (ConfigError naming the problem otherwise)."""
+        from config.runtime import PROJECT_ROOT
+
+        path = Path(self.config_path)
+        if not path.is_absolute() and not path.is_file() and (PROJECT_ROOT / path).is_file():
+            path = PROJECT_ROOT / path
+        return load_config(path, self.config_overrides())
+
+    @classmethod
+    def from_cli(cls, config_path: str, overrides: list[str]) -> TrainParameters:
+        pairs = (parse_override(item) for item in overrides)
+        return cls(config_path=config_path, overrides={".".join(key): value for key, value in pairs})

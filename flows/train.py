@@ -17,12 +17,12 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect import flow, get_run_logger, tags, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from config.errors import GauntletError  # noqa: E402
-from config.schema import TrainConfig, load_config  # noqa: E402
+from config.schema import DEFAULT_CONFIG_PATH, TrainConfig, TrainParameters  # noqa: E402
 from flows._cli import fail, print_summary  # noqa: E402
 from flows.evaluate import evaluate  # noqa: E402
 from flows.tune import tune_model  # noqa: E402
@@ -30,8 +30,6 @@ from tasks import data as data_tasks  # noqa: E402
 from tasks import reporting as rep  # noqa: E402
 from tasks.ml.results import Candidate, EvalReport  # noqa: E402
 from tasks.runs import RunPaths, new_run_id, write_candidate  # noqa: E402
-
-DEFAULT_CONFIG = "config/train.yaml"
 
 
 class AllFamiliesFailed(GauntletError):
@@ -57,21 +55,38 @@ def search_family(family: str, run_dir: str, config: TrainConfig, n_jobs: int) -
     return candidate
 
 
+def _dataset_name(config: TrainConfig) -> str:
+    return Path(config.data.path.removeprefix("builtin:")).name.split(".")[0]
+
+
 def _run_name() -> str:
+    """train-<dataset>-<UTC timestamp>, readable in the Prefect UI's run list."""
+    from datetime import UTC, datetime
+
     from prefect.runtime import flow_run
 
-    config = flow_run.parameters.get("config")
-    path = config.data.path if isinstance(config, TrainConfig) else (config or {}).get("data", {}).get("path", "data")
-    name = Path(str(path).removeprefix("builtin:")).stem
-    return f"train-{name}"
+    params = flow_run.parameters.get("params")
+    try:
+        params = params if isinstance(params, TrainParameters) else TrainParameters.model_validate(params or {})
+        name = _dataset_name(params.to_config())
+    except Exception:  # a bad parameter fails the run itself, with its message; the name is cosmetic
+        name = "invalid-config"
+    return f"train-{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
 
 @flow(name="train", flow_run_name=_run_name, task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
-def train(config: TrainConfig) -> EvalReport:
+def train(params: TrainParameters = TrainParameters()) -> EvalReport:  # noqa: B008 - an immutable default
+    """Split the table, search every enabled family concurrently, evaluate, gate and register."""
+    config = params.to_config()  # a bad parameter fails here, before any work
+    data_tasks.preflight(config)
+    with tags(*params.tags):
+        return _train(config)
+
+
+def _train(config: TrainConfig) -> EvalReport:
     logger = get_run_logger()
-    data_name = Path(config.data.path.removeprefix("builtin:")).stem
-    paths = RunPaths(config.runs_dir / new_run_id(data_name))
-    logger.info("run directory: %s", paths.root)
+    paths = RunPaths(config.runs_dir / new_run_id(_dataset_name(config)))
+    logger.info("run directory: %s; registry model %s", paths.root, config.model_name)
 
     frame = data_tasks.load_dataset(config.data.path)
     info = data_tasks.validate_dataset(frame, config)
@@ -104,7 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python flows/train.py",
         description="Train every enabled model family, pick a champion, gate and register it.",
     )
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
+    parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, help=f"YAML config (default {DEFAULT_CONFIG_PATH})")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
         help="override a config value, e.g. --set models.xgboost.n_trials=5 (repeatable)",
@@ -115,9 +130,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        config = load_config(args.config, args.overrides)
-        data_tasks.preflight(config)  # fails in a second, before Prefect and training start
-        report = train(config=config)
+        params = TrainParameters.from_cli(args.config, args.overrides)
+        data_tasks.preflight(params.to_config())  # fails in a second, before Prefect and training start
+        report = train(params=params)
     except GauntletError as exc:
         return fail(exc)
     print_summary(report)

@@ -42,3 +42,13 @@ def smoke_config(artifacts_dir: Path, **overrides):
     return load_config(
         PROJECT_ROOT / "config" / "smoke.yaml", {"artifacts_dir": str(artifacts_dir), **overrides}
     )
+
+
+def smoke_params(artifacts_dir: Path, **overrides):
+    """The `train` flow's parameters for config/smoke.yaml with outputs under `artifacts_dir`."""
+    from config.schema import TrainParameters
+
+    return TrainParameters(
+        config_path=str(PROJECT_ROOT / "config" / "smoke.yaml"),
+        overrides={"artifacts_dir": str(artifacts_dir), **overrides},
+    )

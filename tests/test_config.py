@@ -78,3 +78,48 @@ def test_registry_name_defaults_to_data_and_target():
     assert load_config(SMOKE, ["registry.model_name=churn"]).model_name == "churn"
     with pytest.raises(ConfigError, match="registry.model_name: String should match pattern"):
         load_config(SMOKE, ["registry.model_name=../escape"])
+
+
+def test_train_parameters_map_onto_the_config(tmp_path, monkeypatch):
+    from typing import get_args
+
+    from config.schema import FAMILIES, TrainParameters
+
+    params = TrainParameters(config_path="config/smoke.yaml", models=["lightgbm", "xgboost"], n_trials=3,
+                             deployment_threshold=0.8, data_path="builtin:wine", target="cultivar",
+                             overrides={"split.seed": 7})
+    monkeypatch.chdir(tmp_path)  # a relative config path also resolves against the project root
+    cfg = params.to_config()
+    assert cfg.models.enabled() == ["lightgbm", "xgboost"]
+    assert cfg.models.lightgbm.n_trials == 3 and cfg.models.logistic_regression.n_trials == 3
+    assert cfg.evaluation.deployment_threshold == 0.8
+    assert (cfg.data.path, cfg.data.target, cfg.split.seed) == ("builtin:wine", "cultivar", 7)
+    assert TrainParameters().to_config() == load_config(TRAIN)  # no parameters: the config file as it is
+    family_field = TrainParameters.model_fields["models"].annotation
+    assert set(get_args(get_args(family_field)[0])[0].__args__) == set(FAMILIES)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"n_trials": 0}, "n_trials\n  Input should be greater than or equal to 1"),
+        ({"models": ["catboost"]}, "Input should be 'logistic_regression', 'random_forest', 'lightgbm' or 'xgboost'"),
+        ({"deployment_threshold": 2}, "deployment_threshold\n  Input should be less than or equal to 1"),
+        ({"colour": "red"}, "colour\n  Extra inputs are not permitted"),
+    ],
+)
+def test_train_parameters_reject_bad_values(fields, message):
+    from pydantic import ValidationError
+
+    from config.schema import TrainParameters
+
+    with pytest.raises(ValidationError) as err:
+        TrainParameters(**fields)
+    assert message in str(err.value)
+
+
+def test_train_parameters_bad_override_is_a_config_error():
+    from config.schema import TrainParameters
+
+    with pytest.raises(ConfigError, match="models.xgboost.n_trials: Input should be greater than or equal to 1"):
+        TrainParameters(config_path=str(SMOKE), overrides={"models.xgboost.n_trials": -1}).to_config()

@@ -14,7 +14,7 @@ import pytest
 
 from tasks import registry
 from tasks.modeling import file_sha256
-from tests.conftest import smoke_config
+from tests.conftest import smoke_config, smoke_params
 
 MODEL = "breast_cancer-diagnosis"  # the default registry name: <data>-<target>
 FAMILIES = ["logistic_regression", "random_forest", "lightgbm", "xgboost"]
@@ -51,7 +51,7 @@ def smoke_run(tmp_path_factory):
     from flows.train import train
 
     artifacts = tmp_path_factory.mktemp("artifacts")
-    report = train(config=smoke_config(artifacts))
+    report = train(params=smoke_params(artifacts))
     return report, artifacts
 
 
@@ -163,8 +163,7 @@ def test_a_family_that_raises_does_not_stop_the_others(tmp_path, monkeypatch):
 
     spec = estimators.FAMILIES["random_forest"]
     monkeypatch.setitem(estimators.FAMILIES, "random_forest", dataclasses.replace(spec, fit=broken_fit))
-    config = smoke_config(tmp_path, **{"tracking.backend": "none"})
-    report = train(config=config)
+    report = train(params=smoke_params(tmp_path, **{"tracking.backend": "none"}))
     by_family = {c.family: c for c in report.candidates}
     assert by_family["random_forest"].status == "failed"
     assert "injected: random forest cannot fit" in by_family["random_forest"].error
@@ -178,12 +177,12 @@ def test_a_family_that_raises_does_not_stop_the_others(tmp_path, monkeypatch):
 def test_multiclass_run_on_wine(tmp_path):
     from flows.train import train
 
-    config = smoke_config(tmp_path, **{
+    params = smoke_params(tmp_path, **{
         "data.path": "builtin:wine", "data.target": "cultivar", "tracking.backend": "none",
         "models.random_forest.enabled": False, "models.xgboost.n_trials": 1,
         "models.lightgbm.n_trials": 1, "models.logistic_regression.n_trials": 1,
     })
-    report = train(config=config)
+    report = train(params=params)
     assert report.registered
     assert [r["class"] for r in report.confusion] == ["class_0", "class_1", "class_2"]
     model = registry.load_model(tmp_path / "registry", "wine-cultivar")
@@ -219,8 +218,8 @@ def test_the_run_fails_only_when_no_family_survives(tmp_path, monkeypatch):
     for family in ("logistic_regression", "lightgbm"):
         spec = estimators.FAMILIES[family]
         monkeypatch.setitem(estimators.FAMILIES, family, dataclasses.replace(spec, fit=broken_fit))
-    config = smoke_config(tmp_path, **{"tracking.backend": "none", "models.random_forest.enabled": False,
+    params = smoke_params(tmp_path, **{"tracking.backend": "none", "models.random_forest.enabled": False,
                                        "models.xgboost.enabled": False})
     with pytest.raises(AllFamiliesFailed, match="every model family failed: logistic_regression: .*injected"):
-        train(config=config)
+        train(params=params)
     assert not (tmp_path / "registry").exists()  # nothing registered
