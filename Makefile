@@ -13,13 +13,23 @@ export DO_NOT_TRACK := 1
 export COMET_ERROR_TRACKING_ENABLE := false
 export COMET_LOGGING_CONSOLE := WARNING
 
-.PHONY: help setup train test lint evaluate clean clean-artifacts
+# Deployments (prefect.yaml): the nightly schedule, and where `make deploy` registers them.
+GAUNTLET_NIGHTLY_CRON ?= 0 3 * * *
+GAUNTLET_TIMEZONE     ?= UTC
+PREFECT_PORT          ?= 4200
+SERVER_API            ?= http://127.0.0.1:$(PREFECT_PORT)/api
+export GAUNTLET_NIGHTLY_CRON GAUNTLET_TIMEZONE
+
+.PHONY: help setup train test lint evaluate server deploy worker clean
 
 help:
 	@echo "make train   set up .venv, then train on $(CONFIG) (extra flags: ARGS='--set key=value')"
 	@echo "make test    set up .venv, then run the test suite"
 	@echo "make lint    ruff over the project"
 	@echo "make evaluate RUN=artifacts/runs/<run_id>   re-evaluate a finished run"
+	@echo "make server  Prefect server + UI on http://127.0.0.1:$(PREFECT_PORT)"
+	@echo "make deploy  register train/nightly, train/manual, evaluate/manual on that server"
+	@echo "make worker  run the deployments' flow runs (process work pool gauntlet-process)"
 	@echo "make clean   remove .venv, .prefect and caches (artifacts/ stays)"
 
 $(BIN)/python:
@@ -49,6 +59,16 @@ evaluate: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+server: setup
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+deploy: setup
+	PREFECT_API_URL=$(SERVER_API) $(BIN)/prefect work-pool create gauntlet-process --type process --overwrite
+	PREFECT_API_URL=$(SERVER_API) $(BIN)/prefect --no-prompt deploy --all
+
+worker: setup
+	PREFECT_API_URL=$(SERVER_API) $(BIN)/prefect worker start --pool gauntlet-process --type process
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -124,6 +124,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
         help="override a config value, e.g. --set models.xgboost.n_trials=5 (repeatable)",
     )
+    parser.add_argument("--serve", action="store_true",
+                        help="serve the flow from this process (runs triggered from the UI, and --cron)")
+    parser.add_argument("--cron", default=None, help='with --serve: a schedule, e.g. "0 3 * * *"')
     return parser.parse_args(argv)
 
 
@@ -132,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = TrainParameters.from_cli(args.config, args.overrides)
         data_tasks.preflight(params.to_config())  # fails in a second, before Prefect and training start
+        if args.serve:  # the simplest deployment: this process runs what the server schedules
+            train.serve(name="served", cron=args.cron, parameters={"params": params.model_dump(mode="json")},
+                        tags=["gauntlet", "served"])
+            return 0
         report = train(params=params)
     except GauntletError as exc:
         return fail(exc)

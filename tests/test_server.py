@@ -1,0 +1,150 @@
+"""A real Prefect server on 127.0.0.1: deploy with prefect.yaml, run a worker, trigger through the API.
+
+Everything the README's "Schedule retraining" and "Trigger a run from the UI" sections tell a user
+to run, run here as subprocesses against a fresh server with its own PREFECT_HOME.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from config.runtime import PROJECT_ROOT
+from tasks import registry
+
+BIN = Path(sys.executable).parent
+PREFECT = str(BIN / "prefect")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(api: str, proc: subprocess.Popen, timeout: float = 150) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"prefect server at {api} not healthy after {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """Server + process work pool + `prefect deploy --all` + worker; yields (api url, env)."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "COMET_API_KEY")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               GAUNTLET_NIGHTLY_CRON="30 2 * * *", GAUNTLET_TIMEZONE="Europe/Paris")
+    logs = tmp_path_factory.mktemp("logs")
+    server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT)
+    worker = None
+    try:
+        started = time.monotonic()
+        wait_healthy(api, server)
+        print(f"server healthy after {time.monotonic() - started:.1f}s")
+        env["PREFECT_API_URL"] = api
+        run = dict(cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=180)
+        out = subprocess.run([PREFECT, "work-pool", "create", "gauntlet-process", "--type", "process"], **run)
+        assert out.returncode == 0, out.stdout + out.stderr
+        out = subprocess.run([PREFECT, "--no-prompt", "deploy", "--all"], **run)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "gauntlet-process", "--type", "process"],
+                                  cwd=PROJECT_ROOT, env=env, stdout=open(logs / "worker.log", "w"),
+                                  stderr=subprocess.STDOUT)
+        yield api, env, logs
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGINT)
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def deployment(api: str, name: str) -> dict:
+    response = httpx.get(f"{api}/deployments/name/{name}", timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def trigger(api: str, name: str, parameters: dict) -> httpx.Response:
+    dep = deployment(api, name)
+    return httpx.post(f"{api}/deployments/{dep['id']}/create_flow_run", json={"parameters": parameters}, timeout=30)
+
+
+def wait_final(api: str, flow_run_id: str, timeout: float = 420) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
+        if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return run
+        time.sleep(1)
+    raise TimeoutError(f"flow run {flow_run_id} not finished after {timeout}s")
+
+
+def test_manual_deployment_runs_on_a_worker_and_registers_a_champion(deployed, tmp_path):
+    api, _, logs = deployed
+    params = {"params": {"config_path": "config/smoke.yaml", "models": ["logistic_regression", "lightgbm"],
+                         "n_trials": 2, "tags": ["from-test"],
+                         "overrides": {"artifacts_dir": str(tmp_path), "tracking.backend": "none"}}}
+    started = time.monotonic()
+    response = trigger(api, "train/manual", params)
+    assert response.status_code == 201, response.text
+    run = wait_final(api, response.json()["id"])
+    worker_log = (logs / "worker.log").read_text()[-3000:]
+    assert run["state"]["type"] == "COMPLETED", run["state"]["message"] + "\n" + worker_log
+    print(f"train/manual: triggered to Completed in {time.monotonic() - started:.1f}s")
+    assert run["name"].startswith("train-breast_cancer-")
+    assert registry.get_alias(tmp_path / "registry", "breast_cancer-diagnosis") == 1
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    report = json.loads((run_dir / "report.json").read_text())
+    assert sorted(c["family"] for c in report["candidates"]) == ["lightgbm", "logistic_regression"]
+
+
+def test_nightly_schedule_reads_back_with_the_configured_cron(deployed):
+    api, _, _ = deployed
+    dep = deployment(api, "train/nightly")
+    (schedule,) = dep["schedules"]
+    assert schedule["schedule"]["cron"] == "30 2 * * *"
+    assert schedule["schedule"]["timezone"] == "Europe/Paris"
+    assert schedule["active"] is True
+    assert dep["global_concurrency_limit"]["limit"] == 1  # two nightly runs never overlap
+
+
+def test_manual_deployment_exposes_typed_parameters_and_rejects_bad_ones(deployed):
+    api, _, _ = deployed
+    dep = deployment(api, "train/manual")
+    assert dep["enforce_parameter_schema"] is True
+    fields = dep["parameter_openapi_schema"]["definitions"]["TrainParameters"]["properties"]
+    assert {"config_path", "models", "n_trials", "deployment_threshold", "data_path", "target", "tags"} <= set(fields)
+    assert fields["n_trials"]["anyOf"][0]["minimum"] == 1
+    response = trigger(api, "train/manual", {"params": {"n_trials": 0}})
+    assert response.status_code in (409, 422), response.text
+    assert "n_trials" in response.text or "greater than or equal to 1" in response.text
+    response = trigger(api, "train/manual", {"params": {"models": ["catboost"]}})
+    assert response.status_code in (409, 422), response.text
