@@ -6,12 +6,15 @@ to run, run here as subprocesses against a fresh server with its own PREFECT_HOM
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,15 +48,56 @@ def wait_healthy(api: str, proc: subprocess.Popen, timeout: float = 150) -> None
     raise TimeoutError(f"prefect server at {api} not healthy after {timeout}s")
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def postgres_cluster():
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (5432 when free); yields the server's database URL."""
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins and not shutil.which("initdb"):
+        pytest.skip("PostgreSQL server binaries are absent (no initdb); install postgresql to run this test")
+    bindir = Path(bins[-1]).parent if bins else Path(shutil.which("initdb")).parent
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data = Path(tempfile.mkdtemp(prefix="gauntlet-pg-", dir="/tmp"))
+    if as_postgres:
+        shutil.chown(data, "postgres", "postgres")
+    port = 5432 if port_is_free(5432) else free_port()
+    run = dict(check=True, capture_output=True, text=True, timeout=120)
+    subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(data / "db"), "--auth=trust", "-U", "postgres"], **run)
+    subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "log"), "-w",
+                    "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"], **run)
+    try:
+        subprocess.run([*as_postgres, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                        "prefect"], **run)
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/prefect"
+    finally:
+        subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "fast", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database(request):
+    """The server's database: its own SQLite file, then a PostgreSQL cluster (skipped when absent)."""
+    if request.param == "sqlite":
+        yield None
+    else:
+        yield from postgres_cluster()
+
+
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
-    """Server + process work pool + `prefect deploy --all` + worker; yields (api url, env)."""
+def deployed(tmp_path_factory, database):
+    """Server + process work pool + `prefect deploy --all` + worker; yields (api url, env, logs)."""
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "COMET_API_KEY")}
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                GAUNTLET_NIGHTLY_CRON="30 2 * * *", GAUNTLET_TIMEZONE="Europe/Paris")
+    if database:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database
     logs = tmp_path_factory.mktemp("logs")
     server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT)
@@ -61,7 +105,7 @@ def deployed(tmp_path_factory):
     try:
         started = time.monotonic()
         wait_healthy(api, server)
-        print(f"server healthy after {time.monotonic() - started:.1f}s")
+        print(f"server on {database or 'sqlite'} healthy after {time.monotonic() - started:.1f}s")
         env["PREFECT_API_URL"] = api
         run = dict(cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=180)
         out = subprocess.run([PREFECT, "work-pool", "create", "gauntlet-process", "--type", "process"], **run)
