@@ -26,6 +26,9 @@ from tasks import registry
 
 BIN = Path(sys.executable).parent
 PREFECT = str(BIN / "prefect")
+# docker-compose.yml runs these same commands in its services (tests/test_compose.py checks it).
+SERVER_COMMAND = ["prefect", "server", "start"]
+WORKER_COMMAND = ["prefect", "worker", "start", "--pool", "gauntlet-process", "--type", "process"]
 
 
 def free_port() -> int:
@@ -99,7 +102,7 @@ def deployed(tmp_path_factory, database):
     if database:
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database
     logs = tmp_path_factory.mktemp("logs")
-    server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+    server = subprocess.Popen([PREFECT, *SERVER_COMMAND[1:], "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT)
     worker = None
     try:
@@ -112,7 +115,7 @@ def deployed(tmp_path_factory, database):
         assert out.returncode == 0, out.stdout + out.stderr
         out = subprocess.run([PREFECT, "--no-prompt", "deploy", "--all"], **run)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "gauntlet-process", "--type", "process"],
+        worker = subprocess.Popen([PREFECT, *WORKER_COMMAND[1:]],
                                   cwd=PROJECT_ROOT, env=env, stdout=open(logs / "worker.log", "w"),
                                   stderr=subprocess.STDOUT)
         yield api, env, logs

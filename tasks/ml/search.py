@@ -8,6 +8,7 @@ Pipeline (fitted preprocessor + fitted estimator) that takes the raw feature col
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,9 +52,16 @@ def prepare_data(
 
 
 def make_storage(url: str | None) -> Any:
-    """None -> in memory; journal:PATH -> a local journal file; anything else -> a database URL."""
+    """None -> in memory; journal:PATH -> a local journal file; anything else -> a database URL.
+
+    `${VAR}` in the URL is read from the environment here, at connect time, so that a password
+    never lands in a saved config, a manifest or a Prefect parameter.
+    """
     if url is None:
         return None
+    url = os.path.expandvars(url)
+    if "${" in url or "$" in url.split("@")[0].split("://")[-1]:
+        raise ValueError("search.storage names an environment variable that is not set; export it or use .env")
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend

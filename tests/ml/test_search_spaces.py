@@ -111,3 +111,15 @@ def test_a_family_whose_every_trial_raises_fails_fast(prepared_parts):
     with pytest.raises(RuntimeError, match="injected fit failure") as err:
         run_study(spec, data, settings)
     assert "(3 failed)" in str(err.value)  # stopped after 3 failures, not 50
+
+
+def test_storage_urls_read_environment_variables_at_connect_time(tmp_path, monkeypatch):
+    from tasks.ml.search import make_storage
+
+    monkeypatch.setenv("GAUNTLET_TEST_DIR", str(tmp_path))
+    storage = make_storage("journal:${GAUNTLET_TEST_DIR}/studies/optuna.log")
+    assert type(storage).__name__ == "JournalStorage" and (tmp_path / "studies").is_dir()
+    monkeypatch.delenv("GAUNTLET_TEST_DIR")
+    with pytest.raises(ValueError, match="names an environment variable that is not set"):
+        make_storage("postgresql://gauntlet:${GAUNTLET_TEST_DIR}@db/optuna")
+    assert make_storage(None) is None

@@ -1,0 +1,94 @@
+"""docker-compose.yml against the Compose Specification's schema (there is no Docker engine here),
+and its commands against the ones tests/test_server.py runs natively."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from config.runtime import PROJECT_ROOT
+from tests.test_server import SERVER_COMMAND, WORKER_COMMAND
+
+COMPOSE = PROJECT_ROOT / "docker-compose.yml"
+SCHEMA = Path(__file__).parent / "data" / "compose_spec.json"
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error}, as `docker compose config` applies them."""
+
+    def one(match: re.Match) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        value = env.get(name, "")
+        if op == ":-" and not value:
+            return arg
+        if op == ":?" and not value:
+            raise KeyError(f"{name}: {arg}")
+        return value
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}", one, text)
+
+
+def load(env: dict[str, str]) -> dict:
+    return yaml.safe_load(interpolate(COMPOSE.read_text(), env))
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return load({"POSTGRES_PASSWORD": "test-only-password"})
+
+
+def test_compose_file_is_valid_against_the_compose_schema(compose):
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.Draft201909Validator(schema).validate(compose)
+    assert set(compose["services"]) == {"postgres", "prefect-server", "worker"}
+
+
+def test_a_broken_compose_file_is_caught_by_the_same_check(compose):
+    schema = json.loads(SCHEMA.read_text())
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["worker"]["deploy"]["replicas"] = "many"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft201909Validator(schema).validate(broken)
+
+
+def test_services_run_the_commands_the_server_tests_run_natively(compose):
+    assert compose["services"]["worker"]["command"] == WORKER_COMMAND
+    server = compose["services"]["prefect-server"]["command"]
+    assert server[: len(SERVER_COMMAND)] == SERVER_COMMAND
+
+
+def test_stack_is_healthchecked_and_ordered(compose):
+    services = compose["services"]
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    assert "/api/health" in " ".join(services["prefect-server"]["healthcheck"]["test"])
+    assert services["prefect-server"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["worker"]["depends_on"]["prefect-server"]["condition"] == "service_healthy"
+    assert services["postgres"]["volumes"][0].startswith("pgdata:")
+    assert "postgresql+asyncpg://" in services["prefect-server"]["environment"]["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
+    assert services["worker"]["deploy"]["replicas"] == 2
+    assert load({"POSTGRES_PASSWORD": "x", "WORKER_REPLICAS": "5"})["services"]["worker"]["deploy"]["replicas"] == 5
+
+
+def test_ports_bind_to_loopback_by_default(compose):
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+
+
+def test_secrets_come_from_the_environment_never_the_repository():
+    text = COMPOSE.read_text()
+    with pytest.raises(KeyError, match="POSTGRES_PASSWORD: set POSTGRES_PASSWORD in .env"):
+        load({})  # no password, no stack
+    assert "test-only-password" not in text
+    assert re.findall(r"COMET_API_KEY: (.*)", text) == ["${COMET_API_KEY:-}"]
+    assert ".env" in (PROJECT_ROOT / ".gitignore").read_text().splitlines()
+    assert ".env" in (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
+    # ENV/ARG lines are what bake a value into an image (the continuation lines of ENV included).
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    baked = [line for line in dockerfile.splitlines() if line.split(" ")[0] in ("ENV", "ARG")]
+    assert baked and not [line for line in baked if "COMET_API_KEY" in line or "PASSWORD" in line]
