@@ -151,6 +151,11 @@ class EvaluationConfig(_Section):
     average: Literal["macro", "weighted", "micro"] = Field(
         "macro", description="How multiclass precision/recall/F scores are averaged."
     )
+    compare_with_champion: bool = Field(
+        True,
+        description="Register only if not worse than the registered champion, scored on this run's "
+        "test split.",
+    )
 
     @field_validator("comparison_metric")
     @classmethod

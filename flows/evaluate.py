@@ -23,23 +23,70 @@ from config.schema import TrainConfig  # noqa: E402
 from flows._cli import fail, print_summary  # noqa: E402
 from tasks import registry  # noqa: E402
 from tasks import reporting as rep  # noqa: E402
-from tasks.ml.data import features_and_target  # noqa: E402
-from tasks.ml.metrics import compute_metrics, confusion_summary, passes_gate, predict_labels, select_champion  # noqa: E402
+from tasks.ml.data import encode_target, features_and_target  # noqa: E402
+from tasks.ml.metrics import (  # noqa: E402
+    compute_metrics,
+    confusion_summary,
+    is_better,
+    passes_gate,
+    predict_labels,
+    select_champion,
+)
 from tasks.ml.results import EvalReport, GateDecision  # noqa: E402
 from tasks.modeling import load_pipeline  # noqa: E402
 from tasks.runs import RunPaths, dataset_info, load_run_config, read_candidates, read_json  # noqa: E402
 from tasks.tracking import start_tracker  # noqa: E402
 
 
-def decide_gate(metric: str, direction: str, threshold: float, value: float) -> GateDecision:
-    passed = passes_gate(value, threshold, direction)
+def decide_gate(
+    metric: str, direction: str, threshold: float, value: float,
+    incumbent_version: int | None = None, incumbent_value: float | None = None, incumbent_problem: str | None = None,
+) -> GateDecision:
+    """Pass when the test metric clears the threshold and is not worse than the current champion."""
     op = ">=" if direction == "maximize" else "<="
-    reason = (
-        f"test {metric} {value:.4f} {op} threshold {threshold}" if passed
-        else f"test {metric} {value:.4f} does not satisfy {op} {threshold}"
-    )
-    return GateDecision(metric=metric, direction=direction, threshold=threshold,
-                        test_value=value, passed=passed, reason=reason)
+    clears = f"test {metric} {value:.4f} {op} threshold {threshold}"
+    if not passes_gate(value, threshold, direction):
+        passed, reason = False, f"test {metric} {value:.4f} does not satisfy {op} {threshold}"
+    elif incumbent_version is None:
+        passed, reason = True, f"{clears}; no current champion"
+    elif incumbent_problem is not None:
+        passed, reason = False, f"{clears}, but {incumbent_problem}"
+    elif is_better(incumbent_value, value, direction):
+        passed, reason = False, (
+            f"{clears}, but the current champion (version {incumbent_version}) scores {incumbent_value:.4f} "
+            f"on this run's test split, better than this challenger"
+        )
+    else:
+        passed, reason = True, (
+            f"{clears} and not worse than the current champion (version {incumbent_version}: "
+            f"{incumbent_value:.4f} on this run's test split)"
+        )
+    return GateDecision(metric=metric, direction=direction, threshold=threshold, test_value=value,
+                        passed=passed, reason=reason, incumbent_version=incumbent_version,
+                        incumbent_value=incumbent_value)
+
+
+def score_incumbent(
+    root: Path, name: str, version: int, test: pd.DataFrame, info, config: TrainConfig
+) -> tuple[float | None, str | None]:
+    """The registered champion's metric on this run's test split, or (None, why it cannot be compared)."""
+    try:
+        model = registry.load_model(root, name, version=version)
+    except GauntletError as exc:
+        return None, f"the current champion (version {version}) cannot be loaded: {exc}"
+    meta = model.metadata
+    if meta.get("target") != info.target or list(map(str, meta.get("classes", []))) != list(map(str, info.classes)):
+        return None, (
+            f"the current champion (version {version}) predicts {meta.get('target')!r} with classes "
+            f"{meta.get('classes')}, not {info.target!r} with {info.classes}: set another registry.model_name"
+        )
+    missing = [c for c in model.features if c not in test.columns]
+    if missing:
+        return None, f"the current champion (version {version}) needs columns this table lacks: {missing[:5]}"
+    proba = model.pipeline.predict_proba(test[model.features])
+    scores = compute_metrics(encode_target(test[info.target], info.classes), proba, n_classes=len(info.classes),
+                             beta=config.evaluation.beta, average=config.evaluation.average)
+    return scores[config.evaluation.comparison_metric], None
 
 
 def _run_name() -> str:
@@ -67,7 +114,8 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
     logger.info("champion on validation %s: %s (%.4f)", metric, champion.family, champion.valid_metrics[metric])
 
     pipeline = load_pipeline(champion.pipeline_path, champion.pipeline_sha256)
-    X_test, y_test = features_and_target(pd.read_parquet(paths.split("test")), info)
+    test = pd.read_parquet(paths.split("test"))
+    X_test, y_test = features_and_target(test, info)
     proba = pipeline.predict_proba(X_test)
     y_pred = predict_labels(proba)
     test_metrics = compute_metrics(
@@ -75,11 +123,18 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
         average=config.evaluation.average,
     )
     confusion = confusion_summary(y_test, y_pred, info.classes)
-    gate = decide_gate(metric, direction, config.evaluation.deployment_threshold, test_metrics[metric])
-    logger.info("gate: %s", gate.reason)
 
     root, name = config.registry_dir, config.model_name
     previous = registry.get_alias(root, name)
+    incumbent_value = incumbent_problem = None
+    if previous is not None and config.evaluation.compare_with_champion:
+        incumbent_value, incumbent_problem = score_incumbent(root, name, previous, test, info, config)
+    gate = decide_gate(
+        metric, direction, config.evaluation.deployment_threshold, test_metrics[metric],
+        incumbent_version=previous if config.evaluation.compare_with_champion else None,
+        incumbent_value=incumbent_value, incumbent_problem=incumbent_problem,
+    )
+    logger.info("gate: %s", gate.reason)
     version = None
     card_fields = {
         "model_name": name, "family": champion.family, "metric": metric,

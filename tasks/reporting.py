@@ -127,12 +127,8 @@ def format_leaderboard(report: EvalReport) -> str:
 
 def format_gate(report: EvalReport) -> str:
     g = report.gate
-    op = ">=" if g.direction == "maximize" else "<="
     verdict = "PASSED" if g.passed else "NOT PASSED"
-    line = (
-        f"Gate {verdict}: champion {report.champion} test {g.metric} = {g.test_value:.4f} "
-        f"(needs {op} {g.threshold})"
-    )
+    line = f"Gate {verdict}: champion {report.champion}: {g.reason}"
     if report.registered:
         line += f" -> registered as version {report.registry_version}, alias 'champion' moved"
     else:

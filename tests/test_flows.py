@@ -223,3 +223,44 @@ def test_the_run_fails_only_when_no_family_survives(tmp_path, monkeypatch):
     with pytest.raises(AllFamiliesFailed, match="every model family failed: logistic_regression: .*injected"):
         train(params=params)
     assert not (tmp_path / "registry").exists()  # nothing registered
+
+
+def test_a_weaker_scheduled_rerun_does_not_replace_the_champion(smoke_run):
+    """1 trial of one family on weak features: it clears the threshold but loses to the champion."""
+    from config.schema import TrainParameters
+    from flows.train import train
+
+    report, artifacts = smoke_run
+    root = artifacts / "registry"
+    before = registry.get_alias(root, MODEL)
+    strong = [c for c in pd.read_parquet(Path(report.run_dir) / "splits" / "test.parquet").columns
+              if c.startswith(("mean ", "worst "))]
+    weak = train(params=TrainParameters(
+        config_path="config/smoke.yaml", models=["logistic_regression"], n_trials=1, tags=["scheduled"],
+        overrides={"artifacts_dir": str(artifacts), "tracking.backend": "none", "data.drop_columns": strong},
+    ))
+    assert weak.gate.test_value >= weak.gate.threshold  # it would have passed the threshold alone
+    assert not weak.gate.passed and not weak.registered
+    assert weak.gate.incumbent_version == before
+    assert weak.gate.incumbent_value > weak.gate.test_value
+    assert f"the current champion (version {before}) scores" in weak.gate.reason
+    assert registry.get_alias(root, MODEL) == before
+    saved = json.loads((Path(weak.run_dir) / "report.json").read_text())
+    assert "better than this challenger" in saved["gate"]["reason"]  # the report says why
+
+
+def test_a_registry_name_reused_for_another_target_is_refused(smoke_run):
+    from config.schema import TrainParameters
+    from flows.train import train
+
+    _, artifacts = smoke_run
+    root = artifacts / "registry"
+    before = registry.get_alias(root, MODEL)
+    other = train(params=TrainParameters(
+        config_path="config/smoke.yaml", data_path="builtin:wine", target="cultivar", models=["logistic_regression"],
+        n_trials=1, overrides={"artifacts_dir": str(artifacts), "tracking.backend": "none",
+                               "registry.model_name": MODEL},
+    ))
+    assert not other.registered
+    assert "predicts 'diagnosis'" in other.gate.reason and "set another registry.model_name" in other.gate.reason
+    assert registry.get_alias(root, MODEL) == before

@@ -44,6 +44,8 @@ class GateDecision(BaseModel):
     test_value: float
     passed: bool
     reason: str
+    incumbent_version: int | None = None  # the registered champion it was compared with
+    incumbent_value: float | None = None  # that champion's metric on this run's test split
 
 
 class EvalReport(BaseModel):

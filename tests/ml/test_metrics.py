@@ -99,3 +99,4 @@ def test_gate_and_comparison_respect_direction():
     assert not passes_gate(float("nan"), 0.0, "maximize")
     assert is_better(0.2, 0.3, "minimize") and not is_better(0.2, 0.3, "maximize")
     assert is_better(0.1, float("nan"), "maximize") and not is_better(float("nan"), 0.1, "maximize")
+
