@@ -202,7 +202,8 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
         reports=reports,
     )
     rep.write_report_json(paths, report)
-    rep.publish_prefect_artifacts(report)
+    card = rep.model_card(card_fields).replace("{version}", str(version) if version else "(not registered)")
+    rep.publish_prefect_artifacts(report, card)
     return report
 
 

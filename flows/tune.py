@@ -44,13 +44,27 @@ def study_name(config: TrainConfig, family: str, data_sha256: str) -> str:
 
 
 class TrialProgress:
-    """Optuna callback: one log line and one Comet step per finished trial."""
+    """Optuna callback: a log line, a Comet step and the Prefect progress artifact, per finished trial."""
 
     def __init__(self, family: str, metric: str, n_trials: int, tracker: Tracker, logger) -> None:
+        from prefect.artifacts import create_progress_artifact
+
         self.family, self.metric, self.n_trials = family, metric, n_trials
         self.tracker, self.logger = tracker, logger
+        self.done = 0
+        self.artifact = create_progress_artifact(
+            0.0, key=f"search-progress-{family.replace('_', '-')}", description=f"{family}: 0/{n_trials} trials"
+        )
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        self.done += 1
+        update_progress_artifact(
+            self.artifact, min(100.0, 100.0 * self.done / self.n_trials),
+            description=f"{self.family}: {self.done}/{self.n_trials} trials, best {self.metric} "
+            + (f"{study.best_value:.4f}" if any(t.value is not None for t in study.trials) else "-"),
+        )
         state = trial.state.name.lower()
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, int | float)}

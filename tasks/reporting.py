@@ -139,8 +139,8 @@ def format_gate(report: EvalReport) -> str:
     return line
 
 
-def publish_prefect_artifacts(report: EvalReport) -> None:
-    """A leaderboard table and the gate decision, visible on the flow run's page in the Prefect UI."""
+def publish_prefect_artifacts(report: EvalReport, model_card_markdown: str = "") -> None:
+    """A leaderboard table, and the gate decision with the champion's model card, on the run's page."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     rows = [{k: _fmt(v) for k, v in row.items()} for row in report.leaderboard()]
@@ -149,7 +149,7 @@ def publish_prefect_artifacts(report: EvalReport) -> None:
     markdown = (
         f"# Gate decision\n\n{format_gate(report)}\n\n"
         f"## Champion: {report.champion} (test split)\n\n| metric | value |\n|---|---|\n{metrics}\n\n"
-        f"Run directory: `{report.run_dir}`\n"
+        f"Run directory: `{report.run_dir}`\n\n---\n\n{model_card_markdown}"
     )
     create_markdown_artifact(key="gate-decision", markdown=markdown, description=f"Run {report.run_id}")
 

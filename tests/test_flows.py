@@ -206,6 +206,15 @@ def test_leaderboard_and_gate_are_prefect_artifacts(smoke_run):
     gates = [a.data for a in mine if a.key == "gate-decision"]
     assert any({row["family"] for row in table} == set(FAMILIES) for table in tables), tables
     assert any("Gate PASSED" in text and "registered as version 1" in text for text in gates), gates
+    assert any("## Test metrics (untouched test split)" in text for text in gates)  # the model card
+
+    # One progress artifact per family search, at 100% once its trials are done.
+    keys = [f"search-progress-{f.replace('_', '-')}" for f in FAMILIES]
+    with get_client(sync_client=True) as client:
+        progress = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+    assert {a.key for a in progress} == set(keys)
+    finished = [a for a in progress if "2/2 trials" in (a.description or "")]
+    assert {a.key for a in finished} == set(keys) and all(float(a.data) == 100.0 for a in finished)
 
 
 def test_the_run_fails_only_when_no_family_survives(tmp_path, monkeypatch):
