@@ -15,6 +15,8 @@ configure_environment()
 import argparse  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from prefect import flow, get_run_logger, tags, task  # noqa: E402
@@ -34,6 +36,21 @@ from tasks.runs import RunPaths, new_run_id, write_candidate  # noqa: E402
 
 class AllFamiliesFailed(GauntletError):
     """No model family produced a candidate."""
+
+
+class StageFailed(GauntletError):
+    """A stage could not write or read what it needs (disk full, permissions...)."""
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Name the stage in what a failure says: the run's final state message and the CLI's last line."""
+    try:
+        yield
+    except GauntletError as exc:
+        raise type(exc)(f"{name}: {exc}") from exc
+    except OSError as exc:
+        raise StageFailed(f"{name}: {type(exc).__name__}: {exc}") from exc
 
 
 def threads_per_family(n_families: int) -> int:
@@ -77,8 +94,9 @@ def _run_name() -> str:
 @flow(name="train", flow_run_name=_run_name, task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
 def train(params: TrainParameters = TrainParameters()) -> EvalReport:  # noqa: B008 - an immutable default
     """Split the table, search every enabled family concurrently, evaluate, gate and register."""
-    config = params.to_config()  # a bad parameter fails here, before any work
-    data_tasks.preflight(config)
+    with stage("parameters"):
+        config = params.to_config()  # a bad parameter fails here, before any work
+        data_tasks.preflight(config)
     with tags(*params.tags):
         return _train(config)
 
@@ -88,9 +106,12 @@ def _train(config: TrainConfig) -> EvalReport:
     paths = RunPaths(config.runs_dir / new_run_id(_dataset_name(config)))
     logger.info("run directory: %s; registry model %s", paths.root, config.model_name)
 
-    frame = data_tasks.load_dataset(config.data.path)
-    info = data_tasks.validate_dataset(frame, config)
-    data_tasks.split_dataset(frame, info, config, str(paths.root))
+    with stage("load_dataset"):
+        frame = data_tasks.load_dataset(config.data.path)
+    with stage("validate_dataset"):
+        info = data_tasks.validate_dataset(frame, config)
+    with stage("split_dataset"):
+        data_tasks.split_dataset(frame, info, config, str(paths.root))
     del frame
 
     families = config.models.enabled()
@@ -102,13 +123,14 @@ def _train(config: TrainConfig) -> EvalReport:
     failed = [c for c in candidates if c.status != "ok"]
     if len(failed) == len(candidates):
         raise AllFamiliesFailed(
-            "every model family failed: " + "; ".join(f"{c.family}: {c.error}" for c in failed)
+            "search: every model family failed: " + "; ".join(f"{c.family}: {c.error}" for c in failed)
         )
     if failed:
         logger.warning("%d famil%s failed and will not compete: %s", len(failed),
                        "y" if len(failed) == 1 else "ies", ", ".join(c.family for c in failed))
 
-    report = evaluate(run_dir=str(paths.root), config=config)
+    with stage("evaluate"):
+        report = evaluate(run_dir=str(paths.root), config=config)
     logger.info("leaderboard\n%s", rep.format_leaderboard(report))
     logger.info(rep.format_gate(report))
     return report

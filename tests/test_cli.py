@@ -59,8 +59,8 @@ def test_single_class_target_fails_in_validation_with_one_line(tmp_path):
                   "--set", f"data.path={tmp_path / 'one.parquet'}", "--set", "data.target=y")
     assert out.returncode == 2, out.stderr[-2000:]
     assert last_line(out.stderr) == (
-        "error: target 'y' has a single class ('same'); a classifier needs at least 2 classes: "
-        "check data.target and the rows of the file"
+        "error: validate_dataset: target 'y' has a single class ('same'); a classifier needs at least 2 "
+        "classes: check data.target and the rows of the file"
     )
     assert not (tmp_path / "registry").exists()
     assert not list((tmp_path / "runs").glob("*/splits/*.parquet")) if (tmp_path / "runs").exists() else True

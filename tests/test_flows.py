@@ -229,7 +229,7 @@ def test_the_run_fails_only_when_no_family_survives(tmp_path, monkeypatch):
         monkeypatch.setitem(estimators.FAMILIES, family, dataclasses.replace(spec, fit=broken_fit))
     params = smoke_params(tmp_path, **{"tracking.backend": "none", "models.random_forest.enabled": False,
                                        "models.xgboost.enabled": False})
-    with pytest.raises(AllFamiliesFailed, match="every model family failed: logistic_regression: .*injected"):
+    with pytest.raises(AllFamiliesFailed, match="search: every model family failed: logistic_regression: .*injected"):
         train(params=params)
     assert not (tmp_path / "registry").exists()  # nothing registered
 
@@ -273,3 +273,17 @@ def test_a_registry_name_reused_for_another_target_is_refused(smoke_run):
     assert not other.registered
     assert "predicts 'diagnosis'" in other.gate.reason and "set another registry.model_name" in other.gate.reason
     assert registry.get_alias(root, MODEL) == before
+
+
+def test_a_failed_run_names_the_stage_and_the_cause_in_its_final_state(tmp_path):
+    from config.errors import DataError
+    from flows.train import train
+
+    pd.DataFrame({"x": range(40), "y": ["same"] * 40}).to_parquet(tmp_path / "one.parquet")
+    params = smoke_params(tmp_path, **{"data.path": str(tmp_path / "one.parquet"), "data.target": "y"})
+    state = train(params=params, return_state=True)
+    assert state.is_failed()
+    assert "DataError: validate_dataset: target 'y' has a single class ('same')" in state.message
+    with pytest.raises(DataError, match="^validate_dataset: target 'y' has a single class"):
+        state.result()
+    assert not (tmp_path / "registry").exists()
