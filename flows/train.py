@@ -22,6 +22,7 @@ from pathlib import Path  # noqa: E402
 from prefect import flow, get_run_logger, tags, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+from prefect.tasks import exponential_backoff  # noqa: E402
 
 from config.errors import GauntletError  # noqa: E402
 from config.schema import DEFAULT_CONFIG_PATH, TrainConfig, TrainParameters  # noqa: E402
@@ -58,15 +59,47 @@ def threads_per_family(n_families: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, n_families))
 
 
-@task(name="search_family", task_run_name="search-{family}", cache_policy=NO_CACHE)
+# Failures worth another try: a database or network that blinked, not a model that cannot fit.
+TRANSIENT_ERRORS = ("OperationalError", "InterfaceError", "DisconnectionError", "ConnectionError",
+                    "ConnectionResetError", "ConnectionRefusedError", "TimeoutError", "ConnectTimeout", "ReadTimeout")
+SEARCH_RETRIES = 2
+
+
+class TransientSearchFailure(Exception):
+    """A family's search failed on its storage or network: the search_family task retries it."""
+
+
+def _retry_only_transient(task, task_run, state) -> bool:
+    try:
+        state.result()
+    except TransientSearchFailure:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(name="search_family", task_run_name="search-{family}", cache_policy=NO_CACHE, retries=SEARCH_RETRIES,
+      retry_delay_seconds=exponential_backoff(backoff_factor=5), retry_condition_fn=_retry_only_transient)
 def search_family(family: str, run_dir: str, config: TrainConfig, n_jobs: int) -> Candidate:
-    """Run the family's tune_model subflow; a family that fails becomes a failed Candidate."""
+    """Run the family's tune_model subflow; a family that fails becomes a failed Candidate.
+
+    A failure of the study's storage or of the network (not of the model) is retried with backoff:
+    a persistent study resumes where it stopped.
+    """
     state = tune_model(family=family, run_dir=run_dir, config=config, n_jobs=n_jobs, return_state=True)
     if state.is_completed():
         return state.result()
     exc = state.result(raise_on_failure=False)
     message = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else (state.message or "failed")
+    if isinstance(exc, BaseException) and type(exc).__name__ in TRANSIENT_ERRORS:
+        get_run_logger().warning("[%s] transient failure, will retry: %s", family, message)
+        raise TransientSearchFailure(message)
     get_run_logger().error("[%s] search failed: %s", family, message)
+    return _failed(family, run_dir, config, message)
+
+
+def _failed(family: str, run_dir: str, config: TrainConfig, message: str) -> Candidate:
     candidate = Candidate.failed(family, message, metric=config.evaluation.comparison_metric)
     write_candidate(RunPaths(run_dir), candidate)
     return candidate
@@ -118,7 +151,12 @@ def _train(config: TrainConfig) -> EvalReport:
     n_jobs = threads_per_family(len(families))
     logger.info("searching %s concurrently (%d thread(s) each)", ", ".join(families), n_jobs)
     futures = [search_family.submit(f, str(paths.root), config, n_jobs) for f in families]
-    candidates = [future.result() for future in futures]
+    candidates = []
+    for family, future in zip(families, futures, strict=True):
+        outcome = future.result(raise_on_failure=False)  # a search that failed after its retries
+        if isinstance(outcome, BaseException):
+            outcome = _failed(family, str(paths.root), config, f"{outcome} (after {SEARCH_RETRIES} retries)")
+        candidates.append(outcome)
 
     failed = [c for c in candidates if c.status != "ok"]
     if len(failed) == len(candidates):

@@ -287,3 +287,32 @@ def test_a_failed_run_names_the_stage_and_the_cause_in_its_final_state(tmp_path)
     with pytest.raises(DataError, match="^validate_dataset: target 'y' has a single class"):
         state.result()
     assert not (tmp_path / "registry").exists()
+
+
+def test_storage_outages_are_retried_with_backoff_then_reported(tmp_path, monkeypatch):
+    """xgboost's storage fails once (retried, recovers); lightgbm's never comes back (fails after retries)."""
+    import optuna
+    from sqlalchemy.exc import OperationalError
+
+    from flows.train import train
+
+    real_create_study = optuna.create_study
+    calls: dict[str, int] = {}
+
+    def flaky_create_study(*args, **kwargs):
+        name = kwargs["study_name"]
+        family = "xgboost" if "-xgboost-" in name else "lightgbm" if "-lightgbm-" in name else None
+        calls[family] = calls.get(family, 0) + 1
+        if family == "lightgbm" or (family == "xgboost" and calls[family] == 1):
+            raise OperationalError("SELECT 1", {}, ConnectionError("server closed the connection unexpectedly"))
+        return real_create_study(*args, **kwargs)
+
+    monkeypatch.setattr(optuna, "create_study", flaky_create_study)
+    params = smoke_params(tmp_path, **{"tracking.backend": "none", "models.random_forest.enabled": False})
+    report = train(params=params)
+    by_family = {c.family: c for c in report.candidates}
+    assert calls["xgboost"] == 2 and by_family["xgboost"].status == "ok"  # one retry was enough
+    assert calls["lightgbm"] == 3  # the first try and 2 retries
+    assert by_family["lightgbm"].status == "failed" and "OperationalError" in by_family["lightgbm"].error
+    assert "after 2 retries" in by_family["lightgbm"].error
+    assert report.registered  # the others went on
