@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Protocol
@@ -86,6 +87,8 @@ _QUIET = dict(
 
 # Comet keeps one live experiment per process: experiments are written one at a time.
 _COMET_LOCK = threading.Lock()
+# Pauses between attempts to open an online experiment that raised (network), before going offline.
+ONLINE_RETRY_PAUSES_S: tuple[float, ...] = (2.0, 8.0)
 
 
 class CometTracker:
@@ -155,17 +158,24 @@ class CometTracker:
         import comet_ml
 
         if self.mode == "online":
-            try:
-                experiment = comet_ml.Experiment(
-                    api_key=os.environ.get("COMET_API_KEY"), project_name=self.config.project,
-                    workspace=self.config.workspace, experiment_key=self.key, **_QUIET,
-                )
-                if getattr(experiment, "alive", True):
-                    return self._named(experiment)
-                experiment.end()
-                reason = "the experiment did not come alive (no network, or a wrong key)"
-            except Exception as exc:  # Comet's client raises many types for network and auth problems
-                reason = f"{type(exc).__name__}: {exc}"
+            reason = "unknown"
+            for attempt, pause in enumerate(ONLINE_RETRY_PAUSES_S + (None,), start=1):
+                try:
+                    experiment = comet_ml.Experiment(
+                        api_key=os.environ.get("COMET_API_KEY"), project_name=self.config.project,
+                        workspace=self.config.workspace, experiment_key=self.key, **_QUIET,
+                    )
+                    if getattr(experiment, "alive", True):
+                        return self._named(experiment)
+                    experiment.end()
+                    # Comet already retried for ~30 s inside; a dead experiment is not retried again.
+                    reason = "the experiment did not come alive (no network, or a wrong key)"
+                    break
+                except Exception as exc:  # Comet's client raises many types for network and auth problems
+                    reason = f"{type(exc).__name__}: {exc}"
+                    if pause is not None:
+                        log.warning("Comet online attempt %d failed (%s); retrying in %ss", attempt, reason, pause)
+                        time.sleep(pause)
             log.warning("Comet online is unavailable (%s); writing %s offline to %s instead",
                         reason, self.name, self.offline_dir)
             self.mode = "offline"

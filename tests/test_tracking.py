@@ -99,3 +99,31 @@ def test_unreachable_comet_falls_back_to_an_offline_archive(tmp_path, monkeypatc
     archive = comet_archives(tmp_path)["run-y"]
     assert archive["metrics"]["valid_fbeta"] == [(3, 0.8)]
     assert "writing run-y offline" in caplog.text
+
+
+def test_online_start_is_retried_with_backoff_before_going_offline(tmp_path, monkeypatch):
+    import comet_ml
+
+    from tasks import tracking
+
+    attempts = []
+
+    def flaky(**kwargs):
+        attempts.append(kwargs)
+        if len(attempts) < 3:
+            raise ConnectionError("network is unreachable")
+        return FakeCloudExperiment(**kwargs)
+
+    monkeypatch.setenv("COMET_API_KEY", "test-key-not-real")
+    monkeypatch.setattr(comet_ml, "Experiment", flaky)
+    monkeypatch.setattr(tracking, "ONLINE_RETRY_PAUSES_S", (0.01, 0.02))
+    tracker = start_tracker(TrackingConfig(), tmp_path, name="run-z")
+    tracker.end()
+    assert len(attempts) == 3 and tracker.mode == "online"  # the third attempt got through
+
+    attempts.clear()
+    monkeypatch.setattr(comet_ml, "Experiment", lambda **kw: (_ for _ in ()).throw(ConnectionError("down")))
+    tracker = start_tracker(TrackingConfig(), tmp_path, name="run-w")
+    tracker.log_metrics({"a": 1.0}, step=0)
+    tracker.end()
+    assert tracker.mode == "offline" and comet_archives(tmp_path)["run-w"]["metrics"]["a"] == [(0, 1.0)]
