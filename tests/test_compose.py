@@ -71,6 +71,7 @@ def test_stack_is_healthchecked_and_ordered(compose):
     assert services["postgres"]["volumes"][0].startswith("pgdata:")
     assert "postgresql+asyncpg://" in services["prefect-server"]["environment"]["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
     assert services["worker"]["deploy"]["replicas"] == 2
+    assert services["worker"]["build"] == "." and services["prefect-server"]["build"] == "."  # the repo's Dockerfile
     assert load({"POSTGRES_PASSWORD": "x", "WORKER_REPLICAS": "5"})["services"]["worker"]["deploy"]["replicas"] == 5
 
 
