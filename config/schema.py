@@ -62,12 +62,27 @@ class DataConfig(_Section):
 
 
 class SplitConfig(_Section):
-    strategy: Literal["stratified", "random"] = "stratified"
+    strategy: Literal["stratified", "random", "time", "group"] = Field(
+        "stratified",
+        description="stratified | random | time (train < valid < test along split.time_column, no "
+        "shuffling) | group (no value of split.group_column in two splits)",
+    )
+    time_column: str | None = Field(None, description="strategy time: the column that orders the rows.")
+    group_column: str | None = Field(
+        None, description="strategy group: rows sharing a value stay in one split; not used as a feature."
+    )
     test_size: float = Field(0.2, gt=0.0, lt=0.5, description="Fraction of rows held out for test.")
     valid_size: float = Field(
         0.2, gt=0.0, lt=0.5, description="Fraction of all rows used for validation."
     )
     seed: int = Field(42, ge=0)
+
+    @model_validator(mode="after")
+    def _strategy_has_its_column(self) -> SplitConfig:
+        for strategy, key in (("time", "time_column"), ("group", "group_column")):
+            if self.strategy == strategy and not getattr(self, key):
+                raise ValueError(f"strategy {strategy} needs split.{key}: the column to split on")
+        return self
 
     @model_validator(mode="after")
     def _leave_rows_for_training(self) -> SplitConfig:

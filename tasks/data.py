@@ -58,6 +58,8 @@ def validate_dataset(frame: pd.DataFrame, config: TrainConfig) -> DatasetInfo:
         positive_class=config.data.positive_class,
         test_size=config.split.test_size,
         valid_size=config.split.valid_size,
+        time_column=config.split.time_column if config.split.strategy == "time" else None,
+        group_column=config.split.group_column if config.split.strategy == "group" else None,
     )
     logger = get_run_logger()
     logger.info(
@@ -79,6 +81,7 @@ def split_dataset(frame: pd.DataFrame, info: DatasetInfo, config: TrainConfig, r
     parts = ml_data.split_dataset(
         frame, info, strategy=config.split.strategy, test_size=config.split.test_size,
         valid_size=config.split.valid_size, seed=config.split.seed,
+        time_column=config.split.time_column, group_column=config.split.group_column,
     )
     splits = {}
     for name, part in parts.items():
@@ -89,6 +92,11 @@ def split_dataset(frame: pd.DataFrame, info: DatasetInfo, config: TrainConfig, r
             "path": str(paths.split(name)),
             "sha256": file_sha256(paths.split(name)),
         }
+        if config.split.strategy == "time":  # the boundaries: train < valid < test in time
+            column = part[config.split.time_column]
+            splits[name]["time_range"] = [str(column.min()), str(column.max())]
+        if config.split.strategy == "group":
+            splits[name]["groups"] = int(part[config.split.group_column].nunique())
     save_config(paths, config)
     manifest = {
         "run_id": paths.run_id,

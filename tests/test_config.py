@@ -123,3 +123,12 @@ def test_train_parameters_bad_override_is_a_config_error():
 
     with pytest.raises(ConfigError, match="models.xgboost.n_trials: Input should be greater than or equal to 1"):
         TrainParameters(config_path=str(SMOKE), overrides={"models.xgboost.n_trials": -1}).to_config()
+
+
+def test_time_and_group_strategies_need_their_column():
+    with pytest.raises(ConfigError, match="split: strategy time needs split.time_column"):
+        load_config(SMOKE, ["split.strategy=time"])
+    with pytest.raises(ConfigError, match="split: strategy group needs split.group_column"):
+        load_config(SMOKE, ["split.strategy=group"])
+    cfg = load_config(SMOKE, ["split.strategy=time", "split.time_column=arrival_date"])
+    assert cfg.split.time_column == "arrival_date"

@@ -139,6 +139,8 @@ def validate_dataset(
     positive_class: Any = None,
     test_size: float = 0.2,
     valid_size: float = 0.2,
+    time_column: str | None = None,
+    group_column: str | None = None,
 ) -> DatasetInfo:
     """Check that the table can be trained on; raise DataError naming the problem and the fix."""
     drop_columns = list(drop_columns or [])
@@ -147,6 +149,13 @@ def validate_dataset(
         dupes = sorted({c for c in columns if columns.count(c) > 1})
         raise DataError(f"duplicate column names {dupes}; rename them so every column is unique")
     check_columns(columns, target, drop_columns)
+    for key, col in (("split.time_column", time_column), ("split.group_column", group_column)):
+        if col is not None and col not in frame.columns:
+            raise DataError(f"{key} {col!r} is not a column of the table; set it to one of: {', '.join(columns[:12])}")
+        if col is not None and frame[col].isna().any():
+            raise DataError(f"{key} {col!r} has {int(frame[col].isna().sum())} missing values; fill or drop those rows")
+    if group_column is not None and group_column not in drop_columns:
+        drop_columns = [*drop_columns, group_column]  # an identifier: it decides the split, never a feature
     if len(frame) == 0:
         raise DataError("the table has no rows; point data.path at a file with data")
 
@@ -274,15 +283,53 @@ def split_dataset(
     test_size: float = 0.2,
     valid_size: float = 0.2,
     seed: int = 42,
+    time_column: str | None = None,
+    group_column: str | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Train/valid/test split keeping every original column. Rows with a missing target go nowhere."""
+    """Train/valid/test split keeping every original column. Rows with a missing target go nowhere.
+
+    stratified/random: shuffled with `seed`. time: sorted by `time_column` (stable), the earliest rows
+    train, then valid, then the latest test. group: no value of `group_column` in two splits.
+    """
     frame = frame.loc[frame[info.target].notna()]
-    stratify = frame[info.target].astype(str) if strategy == "stratified" else None
-    rest, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=stratify)
     valid_of_rest = valid_size / (1 - test_size)
-    stratify = rest[info.target].astype(str) if strategy == "stratified" else None
-    train, valid = train_test_split(rest, test_size=valid_of_rest, random_state=seed, stratify=stratify)
-    return {"train": train, "valid": valid, "test": test}
+    if strategy == "time":
+        ordered = frame.sort_values(time_column, kind="mergesort")
+        times = ordered[time_column].to_numpy()
+
+        def cut_at(k: int) -> int:  # move a cut forward so that equal timestamps stay in one split
+            while 0 < k < len(times) and times[k] == times[k - 1]:
+                k += 1
+            return k
+
+        first = cut_at(len(ordered) - round(len(ordered) * test_size) - round(len(ordered) * valid_size))
+        second = cut_at(max(first, len(ordered) - round(len(ordered) * test_size)))
+        parts = {"train": ordered.iloc[:first], "valid": ordered.iloc[first:second], "test": ordered.iloc[second:]}
+    elif strategy == "group":
+        from sklearn.model_selection import GroupShuffleSplit
+
+        def cut(part: pd.DataFrame, size: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+            splitter = GroupShuffleSplit(n_splits=1, test_size=size, random_state=seed)
+            keep, hold = next(splitter.split(part, groups=part[group_column]))
+            return part.iloc[keep], part.iloc[hold]
+
+        rest, test = cut(frame, test_size)
+        train, valid = cut(rest, valid_of_rest)
+        parts = {"train": train, "valid": valid, "test": test}
+    else:
+        stratify = frame[info.target].astype(str) if strategy == "stratified" else None
+        rest, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=stratify)
+        stratify = rest[info.target].astype(str) if strategy == "stratified" else None
+        train, valid = train_test_split(rest, test_size=valid_of_rest, random_state=seed, stratify=stratify)
+        parts = {"train": train, "valid": valid, "test": test}
+    for name, part in parts.items():
+        missing = sorted(set(map(str, info.classes)) - set(part[info.target].astype(str)))
+        if missing:
+            raise DataError(
+                f"the {strategy} split leaves class(es) {missing} out of {name}; use more data, another "
+                "split.strategy, or merge rare classes"
+            )
+    return parts
 
 
 def class_balance(frame: pd.DataFrame, target: str) -> dict[str, int]:

@@ -98,3 +98,60 @@ def test_loading_csv_parquet_and_missing_files(tmp_path):
         load_table(str(tmp_path / "bad.parquet"))
     with pytest.raises(DataError, match="unknown bundled dataset 'iris'"):
         load_table("builtin:iris")
+
+
+def dated_table(n=300):
+    rng = np.random.default_rng(1)
+    frame = table(n=n)
+    frame["when"] = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.permutation(n), unit="D")
+    frame["customer"] = rng.integers(0, 60, size=n)
+    return frame
+
+
+def test_time_split_orders_train_before_valid_before_test():
+    frame = dated_table()
+    info = validate_dataset(frame, "y", time_column="when")
+    parts = split_dataset(frame, info, strategy="time", time_column="when", test_size=0.2, valid_size=0.2)
+    assert {k: len(v) for k, v in parts.items()} == {"train": 180, "valid": 60, "test": 60}
+    assert parts["train"]["when"].max() < parts["valid"]["when"].min()
+    assert parts["valid"]["when"].max() < parts["test"]["when"].min()
+    assert parts["test"]["when"].is_monotonic_increasing  # no shuffling
+    assert "when" in parts["test"].columns and "when" not in info.features  # kept in the files, not a feature
+
+
+def test_group_split_keeps_every_group_in_one_split():
+    frame = dated_table()
+    info = validate_dataset(frame, "y", group_column="customer")
+    assert "customer" not in info.features and "customer" in info.dropped_columns
+    parts = split_dataset(frame, info, strategy="group", group_column="customer", seed=3)
+    groups = {name: set(part["customer"]) for name, part in parts.items()}
+    assert not groups["train"] & groups["valid"] and not groups["train"] & groups["test"]
+    assert not groups["valid"] & groups["test"]
+    assert sum(len(p) for p in parts.values()) == len(frame)
+
+
+def test_split_columns_are_checked():
+    frame = dated_table()
+    with pytest.raises(DataError, match="split.time_column 'date' is not a column"):
+        validate_dataset(frame, "y", time_column="date")
+    frame.loc[3, "when"] = pd.NaT
+    with pytest.raises(DataError, match="split.time_column 'when' has 1 missing values"):
+        validate_dataset(frame, "y", time_column="when")
+
+
+def test_a_split_that_loses_a_class_is_refused():
+    frame = dated_table(n=100)
+    frame["y"] = np.where(frame["when"] >= frame["when"].quantile(0.8), "late", "early")  # only the last 20%
+    info = validate_dataset(frame, "y", time_column="when")  # enough rows per class overall
+    with pytest.raises(DataError, match=r"the time split leaves class\(es\) \['late'\] out of train"):
+        split_dataset(frame, info, strategy="time", time_column="when")
+
+
+def test_time_split_never_puts_one_timestamp_on_both_sides():
+    frame = dated_table(n=300)
+    frame["when"] = frame["when"].dt.to_period("M").dt.to_timestamp()  # many rows share each month
+    info = validate_dataset(frame, "y", time_column="when")
+    parts = split_dataset(frame, info, strategy="time", time_column="when")
+    assert parts["train"]["when"].max() < parts["valid"]["when"].min() <= parts["valid"]["when"].max()
+    assert parts["valid"]["when"].max() < parts["test"]["when"].min()
+    assert sum(len(p) for p in parts.values()) == 300
