@@ -297,10 +297,8 @@ def split_dataset(
         ordered = frame.sort_values(time_column, kind="mergesort")
         times = ordered[time_column].to_numpy()
 
-        def cut_at(k: int) -> int:  # move a cut forward so that equal timestamps stay in one split
-            while 0 < k < len(times) and times[k] == times[k - 1]:
-                k += 1
-            return k
+        def cut_at(k: int) -> int:  # move a cut forward past its timestamp: equal times stay in one split
+            return k if not 0 < k < len(times) else int(np.searchsorted(times, times[k - 1], side="right"))
 
         first = cut_at(len(ordered) - round(len(ordered) * test_size) - round(len(ordered) * valid_size))
         second = cut_at(max(first, len(ordered) - round(len(ordered) * test_size)))
