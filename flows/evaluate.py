@@ -143,6 +143,7 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
         "n_features": len(info.features), "gate": gate.reason, "test_metrics": test_metrics,
         "params": champion.best_params, "registry_root": str(root),
     }
+    card = rep.model_card(card_fields)  # {version} is filled in by the registry
     if gate.passed:
         version = registry.register_model(
             root, name, pipeline,
@@ -155,7 +156,7 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
                 "features": info.features, "gate": gate.model_dump(mode="json"),
                 "packages": manifest["packages"], "tracking_key": champion.tracking_key,
             },
-            model_card=rep.model_card(card_fields),
+            model_card=card,
         )
         logger.info("registered %s version %d; 'champion' moved from %s", name, version,
                     f"version {previous}" if previous else "nowhere (first champion)")
@@ -202,8 +203,7 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
         reports=reports,
     )
     rep.write_report_json(paths, report)
-    card = rep.model_card(card_fields).replace("{version}", str(version) if version else "(not registered)")
-    rep.publish_prefect_artifacts(report, card)
+    rep.publish_prefect_artifacts(report, card.replace("{version}", str(version) if version else "(not registered)"))
     return report
 
 

@@ -9,10 +9,7 @@ from typing import Any, Literal
 import numpy as np
 from sklearn import metrics as skm
 
-from config.schema import METRIC_DIRECTIONS
-
 Direction = Literal["maximize", "minimize"]
-METRIC_NAMES = tuple(METRIC_DIRECTIONS)
 
 
 def predict_labels(proba: np.ndarray) -> np.ndarray:
