@@ -94,6 +94,73 @@ class SplitConfig(_Section):
         return self
 
 
+class CategoricalConfig(_Section):
+    encoding: Literal["onehot", "ordinal", "target", "native"] = Field(
+        "onehot",
+        description="onehot | ordinal | target (scikit-learn's cross-fitted TargetEncoder) | native "
+        "(LightGBM and XGBoost split on the categories themselves; the other families use onehot)",
+    )
+    max_levels: int = Field(
+        50, ge=2, le=10_000,
+        description="onehot, ordinal, native: most frequent levels kept per column; the rest are "
+        "grouped as one infrequent level.",
+    )
+    min_frequency: int = Field(
+        5, ge=1, description="onehot, ordinal, native: levels seen in fewer training rows are grouped as infrequent."
+    )
+    columns: list[str] = Field(
+        default_factory=list,
+        description="Integer-coded columns to treat as categories (codes, not quantities).",
+    )
+
+
+class NumericConfig(_Section):
+    imputation: Literal["median", "mean", "most_frequent", "zero"] = Field(
+        "median", description="How missing numbers are filled (learned on training rows only)."
+    )
+    missing_indicators: bool = Field(
+        False, description="Add a 0/1 column per numeric feature that had missing training values."
+    )
+
+
+class ImbalanceConfig(_Section):
+    method: Literal["auto", "none", "class_weight", "smote", "random_over", "random_under"] = Field(
+        "auto",
+        description="auto: the search tries balanced class weights as a hyperparameter; none; "
+        "class_weight (scale_pos_weight for binary XGBoost); smote, random_over, random_under "
+        "(imbalanced-learn, training rows only).",
+    )
+    warn_below: float = Field(
+        0.2, gt=0, lt=0.5, description="Warn when the smallest class is under this share of the rows."
+    )
+
+
+class PreprocessingConfig(_Section):
+    categorical: CategoricalConfig = Field(default_factory=CategoricalConfig)
+    numeric: NumericConfig = Field(default_factory=NumericConfig)
+    imbalance: ImbalanceConfig = Field(default_factory=ImbalanceConfig)
+    datetime: Literal["expand", "drop"] = Field(
+        "expand", description="Date/time columns: expand to year, month, day, weekday, day of year "
+        "(and hour when times vary), or drop."
+    )
+    inf_values: Literal["missing", "error"] = Field(
+        "missing", description="missing: infinite numbers are treated as missing, with a warning; error: refuse."
+    )
+    drop_constant: bool = Field(True, description="Drop columns with a single value, with a warning.")
+    drop_id_like: bool = Field(
+        True, description="Drop columns unique per row (text ids, consecutive integers), with a warning."
+    )
+
+    @model_validator(mode="after")
+    def _smote_needs_numbers(self) -> PreprocessingConfig:
+        if self.imbalance.method == "smote" and self.categorical.encoding == "native":
+            raise ValueError(
+                "imbalance.method smote interpolates numbers and cannot follow categorical.encoding "
+                "native; use onehot, ordinal or target, or imbalance.method random_over"
+            )
+        return self
+
+
 class ModelConfig(_Section):
     enabled: bool = True
     n_trials: int = Field(20, ge=1, le=100_000, description="Optuna trials for this family.")
@@ -123,6 +190,25 @@ class SearchConfig(_Section):
     early_stopping_rounds: int = Field(
         50, ge=1, description="Boosting rounds without validation improvement before stopping."
     )
+    cv_folds: int = Field(
+        0, ge=0, le=20,
+        description="0: each trial is scored on the valid split. 2 or more: on K folds of the train "
+        "split (stratified; time-ordered for split.strategy time; by group for group); the valid "
+        "split still picks the champion.",
+    )
+    small_data_rows: int = Field(
+        30, ge=0,
+        description="When a class has fewer rows than this in train+valid, the search uses repeated "
+        "stratified CV on train+valid instead of the small valid split (0: never).",
+    )
+    cv_repeats: int = Field(3, ge=1, le=10, description="Repeats of the small-data stratified CV.")
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _one_fold_is_no_cv(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("cv_folds 1 is not cross-validation; use 0 (the valid split) or 2 and more")
+        return value
 
     @field_validator("storage")
     @classmethod
@@ -211,6 +297,7 @@ class TrainConfig(_Section):
     artifacts_dir: str = Field("artifacts", description="Root of runs/, registry/ and comet/.")
     data: DataConfig = Field(default_factory=DataConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
+    preprocessing: PreprocessingConfig = Field(default_factory=PreprocessingConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

@@ -21,8 +21,16 @@ from prefect import flow, get_run_logger  # noqa: E402
 
 from config.schema import TrainConfig  # noqa: E402
 from tasks.ml.estimators import get_family  # noqa: E402
+from tasks.ml.preprocessing import PreprocessOptions  # noqa: E402
 from tasks.ml.results import Candidate  # noqa: E402
-from tasks.ml.search import SearchSettings, best_pipeline, prepare_data, run_study, trials_table  # noqa: E402
+from tasks.ml.search import (  # noqa: E402
+    DataSettings,
+    SearchSettings,
+    best_pipeline,
+    prepare_data,
+    run_study,
+    trials_table,
+)
 from tasks.modeling import save_pipeline  # noqa: E402
 from tasks.runs import RunPaths, dataset_info, load_run_config, read_json, write_candidate  # noqa: E402
 from tasks.tracking import Tracker, start_tracker  # noqa: E402
@@ -38,6 +46,8 @@ def study_name(config: TrainConfig, family: str, data_sha256: str) -> str:
         "search": {"seed": config.search.seed, "early_stopping_rounds": config.search.early_stopping_rounds},
         "metric": [config.evaluation.comparison_metric, config.evaluation.beta, config.evaluation.average],
         "features": [config.data.target, sorted(config.data.drop_columns)],
+        "preprocessing": config.preprocessing.model_dump(mode="json"),
+        "cv": [config.search.cv_folds, config.search.small_data_rows, config.search.cv_repeats],
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
     return f"{config.model_name}-{family}-{data_sha256[:12]}-{digest}"
@@ -109,6 +119,17 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
         pruner=config.search.pruner,
         storage=config.search.storage,
         study_name=study_name(config, family, manifest["data"]["sha256"]),
+        imbalance=config.preprocessing.imbalance.method,
+    )
+    data_settings = DataSettings(
+        options=PreprocessOptions.from_config(config.preprocessing, seed=config.search.seed),
+        imbalance=config.preprocessing.imbalance.method,
+        seed=config.search.seed,
+        cv_folds=config.search.cv_folds,
+        small_data_rows=config.search.small_data_rows,
+        cv_repeats=config.search.cv_repeats,
+        split_strategy=config.split.strategy,
+        group_column=config.split.group_column,
     )
     tracker = start_tracker(
         config.tracking, config.comet_dir, name=f"{paths.run_id}-{family}",
@@ -118,25 +139,30 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
         tracker.log_params(
             {"family": family, "run_id": paths.run_id, "metric": settings.metric,
              "direction": settings.direction, "n_trials": settings.n_trials, "seed": settings.seed,
-             "study_name": settings.study_name, "data_sha256": manifest["data"]["sha256"]}
+             "study_name": settings.study_name, "data_sha256": manifest["data"]["sha256"],
+             "config_hash": manifest["config_hash"], "encoding": config.preprocessing.categorical.encoding,
+             "imbalance": settings.imbalance, "cv_folds": config.search.cv_folds}
         )
         train = pd.read_parquet(paths.split("train"))
         valid = pd.read_parquet(paths.split("valid"))
-        data = prepare_data(spec, info, train, valid)
-        logger.info("[%s] %d trials on %d rows x %d encoded features (study %s)", family, settings.n_trials,
-                    *data.X_train.shape, settings.study_name)
+        data = prepare_data(spec, info, train, valid, data_settings)
+        if data.mode == "repeated_cv":
+            logger.warning("[%s] small data: trials are scored by %s instead of the small valid split",
+                           family, data.description)
+        resampled = (f", resampled by {settings.imbalance} from {data.n_train_rows} rows"
+                     if len(data.y_train) != data.n_train_rows else "")
+        logger.info("[%s] %d trials on %d rows x %d encoded features%s, scored on %s (study %s)", family,
+                    settings.n_trials, *data.X_train.shape, resampled, data.description, settings.study_name)
         progress = TrialProgress(family, settings.metric, settings.n_trials, tracker, logger)
         study, kept = run_study(spec, data, settings, callbacks=[progress])
 
         best = study.best_trial
-        pipeline, fit_info, fit_seconds, refitted = best_pipeline(spec, data, study, kept, settings)
+        pipeline, fit_info, fit_seconds, refitted, valid_metrics = best_pipeline(spec, data, study, kept, settings)
         model_path = paths.candidates / f"{family}.pkl"
         sha = save_pipeline(pipeline, model_path)
         table = trials_table(study)
         table.to_csv(paths.candidates / f"{family}_trials.csv", index=False)
         states = [t.state for t in study.trials]
-        valid_metrics = {k: float(v) for k, v in best.user_attrs.items()
-                         if isinstance(v, int | float) and k not in ("fit_seconds", "best_iteration")}
         candidate = Candidate(
             family=family,
             metric=settings.metric,
@@ -153,6 +179,9 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
             pipeline_sha256=sha,
             study_name=settings.study_name,
             tracking_key=tracker.key,
+            selection=data.description,
+            train_rows=data.n_train_rows,
+            train_rows_fitted=int(len(data.y_train)),
         )
         tracker.log_params({f"best_{k}": v for k, v in best.params.items()})
         tracker.log_metrics({f"best_valid_{k}": v for k, v in valid_metrics.items()})

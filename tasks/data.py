@@ -60,8 +60,19 @@ def validate_dataset(frame: pd.DataFrame, config: TrainConfig) -> DatasetInfo:
         valid_size=config.split.valid_size,
         time_column=config.split.time_column if config.split.strategy == "time" else None,
         group_column=config.split.group_column if config.split.strategy == "group" else None,
+        categorical_columns=config.preprocessing.categorical.columns,
+        datetime=config.preprocessing.datetime,
+        inf_values=config.preprocessing.inf_values,
+        drop_constant=config.preprocessing.drop_constant,
+        drop_id_like=config.preprocessing.drop_id_like,
     )
+    message = ml_data.imbalance_message(info, config.preprocessing.imbalance.method,
+                                        config.preprocessing.imbalance.warn_below)
+    if message:
+        info.warnings.append(message)
     logger = get_run_logger()
+    for warning in info.warnings:
+        logger.warning(warning)
     logger.info(
         "%s task on %r: classes %s; %d features (%d numeric, %d categorical)%s",
         info.task, info.target, info.classes, len(info.features), len(info.numeric_features),
@@ -97,6 +108,12 @@ def split_dataset(frame: pd.DataFrame, info: DatasetInfo, config: TrainConfig, r
             splits[name]["time_range"] = [str(column.min()), str(column.max())]
         if config.split.strategy == "group":
             splits[name]["groups"] = int(part[config.split.group_column].nunique())
+    columns = [*info.features, info.target]
+    duplicates = ml_data.cross_split_duplicates(parts, columns)
+    if any(duplicates.values()):
+        warning = ml_data.duplicates_message(duplicates)
+        info.warnings.append(warning)
+        get_run_logger().warning(warning)
     save_config(paths, config)
     manifest = {
         "run_id": paths.run_id,
@@ -109,6 +126,8 @@ def split_dataset(frame: pd.DataFrame, info: DatasetInfo, config: TrainConfig, r
         },
         "dataset": dataset_info_dict(info),
         "splits": splits,
+        "duplicates_of_train_rows": duplicates,
+        "warnings": list(info.warnings),
         "config_hash": config.config_hash(),
         "seeds": {"split": config.split.seed, "search": config.search.seed},
         "packages": package_versions(),

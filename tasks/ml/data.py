@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import math
@@ -34,6 +35,18 @@ class DatasetInfo:
     dropped_columns: list[str] = field(default_factory=list)
     n_rows: int = 0
     n_rows_missing_target: int = 0
+    datetime_features: list[str] = field(default_factory=list)  # expanded to calendar numbers
+    class_counts: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what validation changed, in plain words
+
+    @property
+    def minority_share(self) -> float:
+        total = sum(self.class_counts.values())
+        return min(self.class_counts.values()) / total if total else 1.0
+
+    @property
+    def minority_class(self) -> str | None:
+        return min(self.class_counts, key=self.class_counts.get) if self.class_counts else None
 
     @property
     def positive_class(self) -> Any:
@@ -109,8 +122,8 @@ def _default_positive(labels: list[Any]) -> Any:
     return sorted(labels, key=str)[-1]
 
 
-def _is_categorical(series: pd.Series) -> bool:
-    return not (pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series))
+def _is_categorical(series: pd.Series, forced: bool = False) -> bool:
+    return forced or not (pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series))
 
 
 def min_rows_per_class(test_size: float, valid_size: float) -> int:
@@ -141,9 +154,19 @@ def validate_dataset(
     valid_size: float = 0.2,
     time_column: str | None = None,
     group_column: str | None = None,
+    categorical_columns: list[str] | None = None,
+    datetime: str = "expand",
+    inf_values: str = "missing",
+    drop_constant: bool = True,
+    drop_id_like: bool = True,
 ) -> DatasetInfo:
-    """Check that the table can be trained on; raise DataError naming the problem and the fix."""
+    """Check that the table can be trained on; raise DataError naming the problem and the fix.
+
+    Columns that cannot help (constant, unique per row, entirely missing) are left out with a
+    warning; the warnings are logged and kept in `DatasetInfo.warnings`.
+    """
     drop_columns = list(drop_columns or [])
+    categorical_columns = list(categorical_columns or [])
     columns = list(map(str, frame.columns))
     if len(set(columns)) != len(columns):
         dupes = sorted({c for c in columns if columns.count(c) > 1})
@@ -154,8 +177,16 @@ def validate_dataset(
             raise DataError(f"{key} {col!r} is not a column of the table; set it to one of: {', '.join(columns[:12])}")
         if col is not None and frame[col].isna().any():
             raise DataError(f"{key} {col!r} has {int(frame[col].isna().sum())} missing values; fill or drop those rows")
-    if group_column is not None and group_column not in drop_columns:
-        drop_columns = [*drop_columns, group_column]  # an identifier: it decides the split, never a feature
+    unknown = [c for c in categorical_columns if c not in frame.columns]
+    if unknown:
+        raise DataError(f"preprocessing.categorical.columns names columns not in the table: {unknown}")
+    if target in categorical_columns:
+        raise DataError(f"preprocessing.categorical.columns contains the target {target!r}; remove it")
+    # The split's keys decide where rows go; as features they would not generalise (a group id, or
+    # a time that is always later at predict time than anything seen in training).
+    for key_column in (group_column, time_column):
+        if key_column is not None and key_column not in drop_columns:
+            drop_columns = [*drop_columns, key_column]
     if len(frame) == 0:
         raise DataError("the table has no rows; point data.path at a file with data")
 
@@ -203,35 +234,51 @@ def validate_dataset(
     else:
         classes = sorted(labels, key=str)
 
+    warnings: list[str] = []
+
+    def leave_out(col: str, why: str) -> None:
+        warnings.append(f"column {col!r} {why}; it is not used as a feature")
+        dropped.append(col)
+
     candidates = [c for c in frame.columns if c != target and c not in drop_columns]
     dropped = list(drop_columns)
     features: list[str] = []
+    datetimes: list[str] = []
+    n_rows = len(frame)
     for col in candidates:
         series = frame[col]
-        if pd.api.types.is_datetime64_any_dtype(series) or isinstance(
-            series.dtype, pd.PeriodDtype | pd.IntervalDtype
-        ):
-            log.warning("column %r is a date/time; it is not used as a feature (drop it or derive "
-                        "numeric features from it)", col)
-            dropped.append(col)
-            continue
+        kind = column_kind(series, col, forced_categorical=col in categorical_columns)
         if series.isna().all():
-            log.warning("column %r is entirely missing; it is not used as a feature", col)
-            dropped.append(col)
-            continue
-        features.append(col)
+            leave_out(col, "is entirely missing")
+        elif drop_constant and series.nunique(dropna=False) <= 1:
+            leave_out(col, f"is constant ({_plain(series.iloc[0])!r} in every row) (preprocessing.drop_constant)")
+        elif kind == "datetime" and datetime == "drop":
+            leave_out(col, "is a date/time and preprocessing.datetime is drop")
+        elif drop_id_like and col not in categorical_columns and _is_id_like(series, kind, n_rows):
+            leave_out(col, "is unique per row, like an identifier (preprocessing.drop_id_like)")
+        else:
+            features.append(col)
+            if kind == "datetime":
+                datetimes.append(col)
     if not features:
         raise DataError(f"no feature columns left besides the target {target!r}; the table needs inputs")
 
-    numeric = [c for c in features if not _is_categorical(frame[c])]
-    categorical = [c for c in features if _is_categorical(frame[c])]
+    numeric = [c for c in features if c not in datetimes and not _is_categorical(frame[c], c in categorical_columns)]
+    categorical = [c for c in features if c not in datetimes and _is_categorical(frame[c], c in categorical_columns)]
     for col in numeric:
         values = frame[col].to_numpy(dtype="float64", na_value=np.nan)
-        if np.isinf(values).any():
+        n_inf = int(np.isinf(values).sum())
+        if n_inf and inf_values == "error":
             raise DataError(
-                f"column {col!r} holds infinite values; replace them (or set them missing) before training"
+                f"column {col!r} holds {n_inf} infinite values; replace them, or set "
+                "preprocessing.inf_values to missing"
             )
-    _check_no_target_copy(frame.loc[y.index], target, features, len(counts))
+        if n_inf:
+            warnings.append(f"column {col!r} holds {n_inf} infinite values; they are treated as missing "
+                            "(preprocessing.inf_values)")
+    check_leakage(frame.loc[y.index], target, features, numeric, len(counts))
+    for message in warnings:
+        log.warning(message)
 
     return DatasetInfo(
         target=target,
@@ -243,22 +290,89 @@ def validate_dataset(
         dropped_columns=dropped,
         n_rows=int(len(frame)),
         n_rows_missing_target=n_missing_target,
+        datetime_features=datetimes,
+        class_counts={str(_plain(k)): int(v) for k, v in counts.items()},
+        warnings=warnings,
     )
 
 
-def _check_no_target_copy(frame: pd.DataFrame, target: str, features: list[str], n_classes: int) -> None:
-    """A feature in one-to-one correspondence with the target leaks it: refuse to train."""
-    y = frame[target]
+_SCALAR_TYPES = (str, bool, int, float, np.number, np.bool_)
+
+
+def column_kind(series: pd.Series, name: str, forced_categorical: bool = False) -> str:
+    """"numeric", "categorical" or "datetime"; DataError naming the column for what cannot be used."""
+    dtype = series.dtype
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    if pd.api.types.is_complex_dtype(dtype):
+        raise DataError(f"column {name!r} holds complex numbers, which no model here takes; split it into "
+                        "real and imaginary columns or add it to data.drop_columns")
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        raise DataError(f"column {name!r} holds durations (timedelta); convert it to a number, e.g. "
+                        "seconds, or add it to data.drop_columns")
+    if isinstance(dtype, pd.PeriodDtype | pd.IntervalDtype):
+        raise DataError(f"column {name!r} has dtype {dtype}, which is not supported; convert it to a "
+                        "datetime or a number, or add it to data.drop_columns")
+    if pd.api.types.is_object_dtype(dtype):
+        types = set(series.dropna().map(type).unique())
+        if types and all(issubclass(t, dt.date) for t in types):
+            return "datetime"
+        odd = sorted(t.__name__ for t in types if not issubclass(t, _SCALAR_TYPES))
+        if odd:
+            raise DataError(f"column {name!r} holds values of type {', '.join(odd)}, which is not "
+                            "supported; convert them to text or numbers, or add it to data.drop_columns")
+    if forced_categorical and pd.api.types.is_float_dtype(dtype):
+        values = series.dropna().to_numpy(dtype="float64")
+        if not np.all(np.isfinite(values) & (values == np.round(values))):
+            raise DataError(f"column {name!r} is listed in preprocessing.categorical.columns but holds "
+                            "non-integer numbers; list only integer-coded columns")
+    return "categorical" if _is_categorical(series, forced_categorical) else "numeric"
+
+
+def _is_id_like(series: pd.Series, kind: str, n_rows: int) -> bool:
+    """Unique per row: text ids, or integers forming one consecutive run (row numbers)."""
+    if n_rows < 20 or kind == "datetime" or series.isna().any() or series.nunique() != n_rows:
+        return False
+    if kind == "categorical":
+        return True
+    values = series.to_numpy(dtype="float64")
+    if not np.all(values == np.round(values)):
+        return False
+    return values.max() - values.min() + 1 == n_rows
+
+
+def check_leakage(
+    frame: pd.DataFrame, target: str, features: list[str], numeric: list[str], n_classes: int
+) -> None:
+    """Refuse a feature from which the target follows exactly: a copy of it (one value per class),
+    a many-to-one map whose values repeat (every value always with the same class), or, for a
+    number, a threshold (every class one interval of its values)."""
+    y = pd.factorize(frame[target])[0]
+    n = len(y)
     for col in features:
-        x = frame[col]
-        if x.isna().any() or x.nunique() != n_classes:
-            continue
-        pairs = pd.DataFrame({"x": x.to_numpy(), "y": y.to_numpy()}).drop_duplicates()
-        if len(pairs) == n_classes:
+        codes = pd.factorize(frame[col], use_na_sentinel=False)[0]
+        per_value = pd.Series(y).groupby(codes).nunique()
+        if per_value.max() != 1:
+            continue  # some value is seen with two classes: not a function of this column
+        n_values = len(per_value)
+        if n_values == n_classes:
             raise DataError(
                 f"feature {col!r} is a copy of the target {target!r} (one value per class), which "
                 f"leaks the answer; add it to data.drop_columns"
             )
+        if n / n_values >= 5:
+            raise DataError(
+                f"the target {target!r} is a function of feature {col!r} (each of its {n_values} values "
+                "always comes with the same class), which leaks the answer; add it to data.drop_columns"
+            )
+        if col in numeric and n >= 50:
+            order = np.argsort(frame[col].to_numpy(dtype="float64", na_value=np.nan), kind="stable")
+            runs = 1 + int(np.count_nonzero(np.diff(y[order])))
+            if runs == n_classes:
+                raise DataError(
+                    f"the target {target!r} is a threshold of feature {col!r} (each class is one range "
+                    "of its values), which leaks the answer; add it to data.drop_columns"
+                )
 
 
 def _plain(value: Any) -> Any:
@@ -337,3 +451,36 @@ def class_balance(frame: pd.DataFrame, target: str) -> dict[str, int]:
 
 def features_and_target(frame: pd.DataFrame, info: DatasetInfo) -> tuple[pd.DataFrame, np.ndarray]:
     return frame[info.features], encode_target(frame[info.target], info.classes)
+
+
+def cross_split_duplicates(parts: dict[str, pd.DataFrame], columns: list[str]) -> dict[str, int]:
+    """Rows of valid and test whose columns (features and target) equal some training row."""
+    seen = pd.util.hash_pandas_object(parts["train"][columns], index=False).to_numpy()
+    return {
+        name: int(np.isin(pd.util.hash_pandas_object(part[columns], index=False).to_numpy(), seen).sum())
+        for name, part in parts.items() if name != "train"
+    }
+
+
+def duplicates_message(duplicates: dict[str, int]) -> str:
+    shown = ", ".join(f"{n} in {name}" for name, n in duplicates.items())
+    return (f"rows identical to a training row (features and target): {shown}; their scores flatter the "
+            "model a little: drop duplicate rows first if they are copies rather than real repeats")
+
+
+IMBALANCE_HANDLING = {
+    "auto": "the search tries balanced class weights as a hyperparameter",
+    "none": "none (preprocessing.imbalance.method none)",
+    "class_weight": "balanced class weights (scale_pos_weight for binary XGBoost)",
+    "smote": "SMOTE oversampling of the training rows",
+    "random_over": "random oversampling of the training rows",
+    "random_under": "random undersampling of the training rows",
+}
+
+
+def imbalance_message(info: DatasetInfo, method: str, warn_below: float) -> str | None:
+    """A warning naming the handling applied when the smallest class is under `warn_below` of the rows."""
+    if info.minority_share >= warn_below:
+        return None
+    return (f"imbalanced target: class {info.minority_class!r} is {100 * info.minority_share:.1f}% of the rows "
+            f"(under preprocessing.imbalance.warn_below={warn_below}); handling: {IMBALANCE_HANDLING[method]}")

@@ -20,18 +20,21 @@ from tasks.ml.search_spaces import SEARCH_SPACES
 class FitContext:
     """What a fit hook may use beyond the training arrays."""
 
-    X_valid: np.ndarray
-    y_valid: np.ndarray
+    X_valid: Any  # rows to early-stop on; None: fit exactly `rounds` boosting rounds
+    y_valid: np.ndarray | None
     n_classes: int
     early_stopping_rounds: int = 50
-    trial: optuna.Trial | None = None  # set while searching; None for the final refit
+    trial: optuna.Trial | None = None  # set to report boosting rounds to the pruner
+    class_weight: str | None = None  # "balanced": XGBoost translates it (it has no class_weight)
+    rounds: int | None = None  # boosting rounds when there is no early-stopping set
 
 
 @dataclass(frozen=True)
 class FamilySpec:
     name: str
     scale: bool  # needs standardised numeric inputs
-    space: Callable[[optuna.Trial], dict[str, Any]]
+    native_categorical: bool  # takes pandas category columns itself (preprocessing encoding native)
+    space: Callable[..., dict[str, Any]]  # (trial, weighted) -> params
     make: Callable[[dict[str, Any], int, int, int], Any]  # (params, seed, n_jobs, n_classes)
     fit: Callable[[Any, np.ndarray, np.ndarray, FitContext], dict[str, Any]]  # -> fit info
 
@@ -68,14 +71,21 @@ def _make_random_forest(params: dict[str, Any], seed: int, n_jobs: int, n_classe
 def _make_lightgbm(params: dict[str, Any], seed: int, n_jobs: int, n_classes: int):
     from lightgbm import LGBMClassifier
 
+    # deterministic + a fixed histogram layout: the same data and seed give the same model, whatever
+    # the thread count and timing (LightGBM otherwise picks row/col-wise by a timing test).
     return LGBMClassifier(
-        n_estimators=2000, subsample_freq=1, random_state=seed, n_jobs=n_jobs, verbose=-1, **params
+        n_estimators=2000, subsample_freq=1, random_state=seed, n_jobs=n_jobs, verbose=-1,
+        deterministic=True, force_col_wise=True, **params,
     )
 
 
 def _fit_lightgbm(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) -> dict[str, Any]:
     import lightgbm as lgb
 
+    if ctx.X_valid is None:
+        estimator.set_params(n_estimators=ctx.rounds or 200)
+        estimator.fit(X, y)
+        return {"best_iteration": int(estimator.n_estimators)}
     metric = "binary_logloss" if ctx.n_classes == 2 else "multi_logloss"
     callbacks = [lgb.early_stopping(ctx.early_stopping_rounds, verbose=False)]
     if ctx.trial is not None:
@@ -97,9 +107,11 @@ def _fit_lightgbm(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext)
 def _make_xgboost(params: dict[str, Any], seed: int, n_jobs: int, n_classes: int):
     from xgboost import XGBClassifier
 
+    params = {k: v for k, v in params.items() if k != "class_weight"}  # applied by _fit_xgboost
     return XGBClassifier(
         n_estimators=2000,
         tree_method="hist",
+        enable_categorical=True,  # pandas category columns (encoding native); no effect on arrays
         eval_metric="logloss" if n_classes == 2 else "mlogloss",
         random_state=seed,
         n_jobs=n_jobs,
@@ -109,6 +121,18 @@ def _make_xgboost(params: dict[str, Any], seed: int, n_jobs: int, n_classes: int
 
 
 def _fit_xgboost(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) -> dict[str, Any]:
+    sample_weight = None
+    if ctx.class_weight == "balanced" and ctx.n_classes == 2:
+        positives = max(int(np.sum(y == 1)), 1)
+        estimator.set_params(scale_pos_weight=(len(y) - positives) / positives)
+    elif ctx.class_weight == "balanced":
+        from sklearn.utils.class_weight import compute_sample_weight
+
+        sample_weight = compute_sample_weight("balanced", y)
+    if ctx.X_valid is None:
+        estimator.set_params(n_estimators=ctx.rounds or 200, early_stopping_rounds=None, callbacks=None)
+        estimator.fit(X, y, sample_weight=sample_weight, verbose=False)
+        return {"best_iteration": int(estimator.n_estimators)}
     metric = "logloss" if ctx.n_classes == 2 else "mlogloss"
     callbacks = None
     if ctx.trial is not None:
@@ -123,7 +147,7 @@ def _fit_xgboost(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) 
 
         callbacks = [Prune()]
     estimator.set_params(early_stopping_rounds=ctx.early_stopping_rounds, callbacks=callbacks)
-    estimator.fit(X, y, eval_set=[(ctx.X_valid, ctx.y_valid)], verbose=False)
+    estimator.fit(X, y, sample_weight=sample_weight, eval_set=[(ctx.X_valid, ctx.y_valid)], verbose=False)
     # The pruning callback holds the trial: never keep it inside a model that gets pickled.
     estimator.set_params(callbacks=None)
     return {"best_iteration": int(estimator.best_iteration)}
@@ -131,14 +155,14 @@ def _fit_xgboost(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) 
 
 FAMILIES: dict[str, FamilySpec] = {
     "logistic_regression": FamilySpec(
-        "logistic_regression", True, SEARCH_SPACES["logistic_regression"],
+        "logistic_regression", True, False, SEARCH_SPACES["logistic_regression"],
         _make_logistic_regression, _plain_fit,
     ),
     "random_forest": FamilySpec(
-        "random_forest", False, SEARCH_SPACES["random_forest"], _make_random_forest, _plain_fit
+        "random_forest", False, False, SEARCH_SPACES["random_forest"], _make_random_forest, _plain_fit
     ),
-    "lightgbm": FamilySpec("lightgbm", False, SEARCH_SPACES["lightgbm"], _make_lightgbm, _fit_lightgbm),
-    "xgboost": FamilySpec("xgboost", False, SEARCH_SPACES["xgboost"], _make_xgboost, _fit_xgboost),
+    "lightgbm": FamilySpec("lightgbm", False, True, SEARCH_SPACES["lightgbm"], _make_lightgbm, _fit_lightgbm),
+    "xgboost": FamilySpec("xgboost", False, True, SEARCH_SPACES["xgboost"], _make_xgboost, _fit_xgboost),
 }
 
 

@@ -1,49 +1,236 @@
-"""Feature preprocessing: imputation, scaling where the model needs it, one-hot for categoricals."""
+"""Feature preprocessing: one ColumnTransformer over named columns, fitted on training rows only.
+
+numbers    inf -> missing, imputation (median by default), optional missing indicators, scaling
+           for the families that need it
+dates      expanded to calendar numbers (year, month, day, weekday, day of year, hour)
+categories "__missing__" as a level of its own, then one of
+           onehot   one column per level; rare levels and levels past the cap grouped as infrequent
+           ordinal  one integer code per level, unseen levels -> -1
+           target   scikit-learn's TargetEncoder: cross-fitted on train, so no row sees its own label
+           native   a pandas category column (levels learned on train, unseen -> infrequent) that
+                    LightGBM and XGBoost split on directly; other families fall back to onehot
+
+Unseen levels at predict time never raise: each encoder maps them to a known code. Everything here
+is a module-level class or function so that fitted pipelines pickle.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler, TargetEncoder
 
 MISSING = "__missing__"
+INFREQUENT = "__infrequent__"
+ENCODINGS = ("onehot", "ordinal", "target", "native")
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """The preprocessing settings the pipeline needs (from `preprocessing` in the config)."""
+
+    encoding: str = "onehot"
+    max_levels: int = 50
+    min_frequency: int = 5
+    imputation: str = "median"
+    missing_indicators: bool = False
+    seed: int = 42
+
+    @classmethod
+    def from_config(cls, preprocessing: Any, seed: int = 42) -> PreprocessOptions:
+        return cls(
+            encoding=preprocessing.categorical.encoding,
+            max_levels=preprocessing.categorical.max_levels,
+            min_frequency=preprocessing.categorical.min_frequency,
+            imputation=preprocessing.numeric.imputation,
+            missing_indicators=preprocessing.numeric.missing_indicators,
+            seed=seed,
+        )
+
+
+def _column_strings(series: pd.Series) -> np.ndarray:
+    """One column -> object array of level names. Integer-valued numbers print without ".0", so a
+    code read as 3 or 3.0 is the same level; missing -> "__missing__"."""
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        values = series.to_numpy(dtype="float64", na_value=np.nan)
+        out = np.full(len(values), MISSING, dtype=object)
+        finite = np.isfinite(values)
+        if np.all(values[finite] == np.round(values[finite])):
+            out[finite] = values[finite].astype(np.int64).astype(str)
+        else:
+            out[finite] = values[finite].astype(str)
+        return out
+    values = series.astype(object)
+    return np.asarray(values.where(series.notna(), MISSING), dtype=object).astype(str).astype(object)
 
 
 def as_category_strings(frame: pd.DataFrame) -> np.ndarray:
-    """Any categorical-ish columns -> an object array of strings, missing -> "__missing__"."""
-    values = frame.astype(object).where(frame.notna(), MISSING)
-    return np.asarray(values, dtype=object).astype(str).astype(object)
+    """Categorical-ish columns -> a 2-D object array of strings, missing -> "__missing__"."""
+    frame = pd.DataFrame(frame)
+    if frame.shape[1] == 0:
+        return np.empty((len(frame), 0), dtype=object)
+    return np.column_stack([_column_strings(frame[c]) for c in frame.columns])
+
+
+def inf_to_nan(frame: Any) -> Any:
+    """Infinite numbers -> NaN, so that imputation fills them like any missing value."""
+    if isinstance(frame, pd.DataFrame):
+        return frame.astype("float64").replace([np.inf, -np.inf], np.nan)
+    values = np.asarray(frame, dtype="float64").copy()
+    values[~np.isfinite(values)] = np.nan
+    return values
+
+
+class CategoryLevels(TransformerMixin, BaseEstimator):
+    """Native categories: each column -> a pandas category column with the levels kept at fit.
+
+    Levels seen in fewer than `min_frequency` training rows, past the `max_levels` most frequent,
+    or never seen in training all become "__infrequent__".
+    """
+
+    def __init__(self, max_levels: int = 50, min_frequency: int = 5) -> None:
+        self.max_levels = max_levels
+        self.min_frequency = min_frequency
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> CategoryLevels:
+        X = pd.DataFrame(X)
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        self.levels_: dict[str, list[str]] = {}
+        for column in X.columns:
+            counts = pd.Series(_column_strings(X[column])).value_counts()
+            counts = counts[counts >= self.min_frequency]
+            ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: self.max_levels - 1]
+            self.levels_[str(column)] = [level for level, _ in ranked] + [INFREQUENT]
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        X = pd.DataFrame(X)
+        out = {}
+        for column in self.feature_names_in_:
+            levels = self.levels_[str(column)]
+            strings = pd.Series(_column_strings(X[column]), index=X.index)
+            strings = strings.where(strings.isin(levels), INFREQUENT)
+            out[column] = pd.Categorical(strings, categories=levels)
+        return pd.DataFrame(out, index=X.index)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.asarray(self.feature_names_in_, dtype=object)
+
+
+class DatetimeFeatures(TransformerMixin, BaseEstimator):
+    """Date/time columns -> year, month, day, weekday, day of year (and hour when times vary)."""
+
+    PARTS = ("year", "month", "day", "day_of_week", "day_of_year")
+
+    @staticmethod
+    def _as_datetime(series: pd.Series) -> pd.Series:
+        if pd.api.types.is_datetime64_any_dtype(series.dtype):
+            values = series
+        else:  # dates as text or datetime.date objects; unparseable -> missing
+            values = pd.to_datetime(series, errors="coerce", format="mixed")
+        if getattr(values.dt, "tz", None) is not None:
+            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        return values
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> DatetimeFeatures:
+        X = pd.DataFrame(X)
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        self.parts_: dict[str, list[str]] = {}
+        for column in X.columns:
+            values = self._as_datetime(X[column])
+            with_time = bool((values.dropna().dt.hour != 0).any())
+            self.parts_[str(column)] = [*self.PARTS, *(["hour"] if with_time else [])]
+        return self
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        X = pd.DataFrame(X)
+        columns = []
+        for column in self.feature_names_in_:
+            values = self._as_datetime(X[column])
+            for part in self.parts_[str(column)]:
+                columns.append(getattr(values.dt, part).to_numpy(dtype="float64", na_value=np.nan))
+        return np.column_stack(columns) if columns else np.empty((len(X), 0))
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.asarray(
+            [f"{c}_{part}" for c in self.feature_names_in_ for part in self.parts_[str(c)]], dtype=object
+        )
+
+
+def _imputer(options: PreprocessOptions, indicators: bool) -> SimpleImputer:
+    if options.imputation == "zero":
+        return SimpleImputer(strategy="constant", fill_value=0.0, add_indicator=indicators, keep_empty_features=True)
+    return SimpleImputer(strategy=options.imputation, add_indicator=indicators, keep_empty_features=True)
+
+
+def _category_encoder(options: PreprocessOptions, native: bool) -> list[tuple[str, Any]]:
+    if native:
+        return [("levels", CategoryLevels(options.max_levels, options.min_frequency))]
+    steps: list[tuple[str, Any]] = [
+        ("as_strings", FunctionTransformer(as_category_strings, feature_names_out="one-to-one"))
+    ]
+    if options.encoding == "ordinal":
+        steps.append(("ordinal", OrdinalEncoder(
+            handle_unknown="use_encoded_value", unknown_value=-1, min_frequency=options.min_frequency,
+            max_categories=options.max_levels, dtype=np.float32,
+        )))
+    elif options.encoding == "target":
+        cv = StratifiedKFold(5, shuffle=True, random_state=options.seed)  # cross-fitting folds
+        steps.append(("target", TargetEncoder(cv=cv)))
+    else:  # onehot, and the fallback of native for families without native categories
+        steps.append(("one_hot", OneHotEncoder(
+            handle_unknown="infrequent_if_exist", min_frequency=options.min_frequency,
+            max_categories=options.max_levels, sparse_output=False, dtype=np.float32,
+        )))
+    return steps
 
 
 def build_preprocessor(
-    numeric: list[str], categorical: list[str], *, scale: bool, max_categories: int = 50
+    numeric: list[str],
+    categorical: list[str],
+    *,
+    scale: bool,
+    datetime: list[str] | None = None,
+    options: PreprocessOptions | None = None,
+    native: bool = False,
 ) -> ColumnTransformer:
-    """A ColumnTransformer over named columns, so column order in new data does not matter."""
-    numeric_steps: list[tuple[str, object]] = [
-        ("impute", SimpleImputer(strategy="median", keep_empty_features=True))
+    """A ColumnTransformer over named columns, so column order in new data does not matter.
+
+    `native`: the family takes pandas category columns itself (LightGBM, XGBoost) and the config
+    asks for it; the output is then a DataFrame, otherwise a float array.
+    """
+    options = options or PreprocessOptions()
+    native = native and options.encoding == "native"
+    numeric_steps: list[tuple[str, Any]] = [
+        ("finite", FunctionTransformer(inf_to_nan, feature_names_out="one-to-one")),
+        ("impute", _imputer(options, options.missing_indicators)),
     ]
     if scale:
         numeric_steps.append(("scale", StandardScaler()))
     transformers = []
     if numeric:
         transformers.append(("numeric", Pipeline(numeric_steps), numeric))
+    if datetime:
+        date_steps: list[tuple[str, Any]] = [("expand", DatetimeFeatures()), ("impute", _imputer(options, False))]
+        if scale:
+            date_steps.append(("scale", StandardScaler()))
+        transformers.append(("datetime", Pipeline(date_steps), datetime))
     if categorical:
-        categorical_steps = Pipeline(
-            [
-                ("as_strings", FunctionTransformer(as_category_strings, feature_names_out="one-to-one")),
-                (
-                    "one_hot",
-                    OneHotEncoder(
-                        handle_unknown="infrequent_if_exist",
-                        max_categories=max_categories,
-                        sparse_output=False,
-                        dtype=np.float32,
-                    ),
-                ),
-            ]
-        )
-        transformers.append(("categorical", categorical_steps, categorical))
-    return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+        steps = _category_encoder(options, native)
+        if scale and options.encoding in ("ordinal", "target"):
+            steps.append(("scale", StandardScaler()))
+        transformers.append(("categorical", Pipeline(steps), categorical))
+    transformer = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+    if native:
+        transformer.set_output(transform="pandas")
+    return transformer

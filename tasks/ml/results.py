@@ -29,6 +29,9 @@ class Candidate(BaseModel):
     pipeline_sha256: str | None = None
     study_name: str | None = None
     tracking_key: str | None = None
+    selection: str = "the valid split"  # what valid_metrics were measured on
+    train_rows: int | None = None  # training rows of the final model, before resampling
+    train_rows_fitted: int | None = None  # after resampling (more with smote/random_over, fewer with random_under)
 
     @classmethod
     def failed(cls, family: str, error: str, **extra: Any) -> Candidate:

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,32 +23,164 @@ from sklearn.pipeline import Pipeline
 from tasks.ml.data import DatasetInfo, features_and_target
 from tasks.ml.estimators import FamilySpec, FitContext
 from tasks.ml.metrics import compute_metrics, is_better
-from tasks.ml.preprocessing import build_preprocessor
+from tasks.ml.preprocessing import PreprocessOptions, build_preprocessor
 
 log = logging.getLogger("gauntlet.search")
 
 
+RESAMPLERS = ("smote", "random_over", "random_under")
+
+
+@dataclass
+class Fold:
+    """One scoring fold: preprocessed (and, for resampling methods, resampled) training rows and
+    the untouched rows that score them."""
+
+    X_train: Any
+    y_train: np.ndarray
+    X_valid: Any
+    y_valid: np.ndarray
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """How a family's data are prepared and how trials are scored (from the config)."""
+
+    options: PreprocessOptions = PreprocessOptions()
+    imbalance: str = "auto"  # auto | none | class_weight | smote | random_over | random_under
+    seed: int = 42
+    cv_folds: int = 0  # 0: score trials on the valid split
+    small_data_rows: int = 0  # a class with fewer rows in train+valid -> repeated stratified CV
+    cv_repeats: int = 3
+    split_strategy: str = "stratified"
+    group_column: str | None = None
+
+
 @dataclass
 class PreparedData:
-    """Arrays for one family: the preprocessor is fitted on train only."""
+    """A family's data. The preprocessor is fitted on the rows the final model trains on; each fold
+    has its own, fitted on that fold's training rows only, so no encoding sees its scoring rows."""
 
     preprocessor: Any
-    X_train: np.ndarray
+    X_train: Any  # the final model's training rows (resampled when the method says so)
     y_train: np.ndarray
-    X_valid: np.ndarray
-    y_valid: np.ndarray
+    X_valid: Any  # the valid split (early stopping, valid metrics); None in small-data mode
+    y_valid: np.ndarray | None
     n_classes: int
+    mode: str = "holdout"  # holdout | cv | repeated_cv
+    folds: list[Fold] = field(default_factory=list)  # cv modes: the folds that score a trial
+    n_train_rows: int = 0  # before resampling
+    description: str = "the valid split"
+
+
+def resample(X: Any, y: np.ndarray, method: str, seed: int) -> tuple[Any, np.ndarray]:
+    """imbalanced-learn's samplers on training rows only; other methods leave the rows as they are."""
+    if method not in RESAMPLERS:
+        return X, y
+    if method == "smote":
+        from imblearn.over_sampling import SMOTE
+
+        smallest = int(np.bincount(y).min())
+        sampler = SMOTE(random_state=seed, k_neighbors=max(1, min(5, smallest - 1)))
+    elif method == "random_over":
+        from imblearn.over_sampling import RandomOverSampler
+
+        sampler = RandomOverSampler(random_state=seed)
+    else:
+        from imblearn.under_sampling import RandomUnderSampler
+
+        sampler = RandomUnderSampler(random_state=seed)
+    X_res, y_res = sampler.fit_resample(X, y)
+    return X_res, np.asarray(y_res)
+
+
+def _encode(
+    spec: FamilySpec, info: DatasetInfo, settings: DataSettings, X_fit: pd.DataFrame, y_fit: np.ndarray,
+    X_score: pd.DataFrame | None,
+) -> tuple[Any, Any, np.ndarray, Any]:
+    """Fit a preprocessor on (X_fit, y_fit), encode both sides, resample the fitted side."""
+    native = spec.native_categorical and settings.options.encoding == "native"
+    pre = build_preprocessor(
+        info.numeric_features, info.categorical_features, scale=spec.scale, datetime=info.datetime_features,
+        options=settings.options, native=native,
+    )
+    Xf = pre.fit_transform(X_fit, y_fit)
+    Xs = pre.transform(X_score) if X_score is not None else None
+    if not native:
+        Xf = np.asarray(Xf, dtype=np.float32)
+        Xs = np.asarray(Xs, dtype=np.float32) if Xs is not None else None
+    Xf, yf = resample(Xf, y_fit, settings.imbalance, settings.seed)
+    return pre, Xf, yf, Xs
+
+
+def _splitter(settings: DataSettings, n_splits: int, repeated: bool) -> Any:
+    from sklearn.model_selection import (
+        RepeatedStratifiedKFold,
+        StratifiedGroupKFold,
+        StratifiedKFold,
+        TimeSeriesSplit,
+    )
+
+    if repeated:
+        return RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=settings.cv_repeats, random_state=settings.seed)
+    if settings.split_strategy == "time":
+        return TimeSeriesSplit(n_splits=n_splits)
+    if settings.split_strategy == "group":
+        return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=settings.seed)
+    return StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=settings.seed)
+
+
+def scoring_mode(info: DatasetInfo, train: pd.DataFrame, valid: pd.DataFrame, settings: DataSettings) -> str:
+    """holdout, cv (search.cv_folds on train) or repeated_cv (small data, on train+valid)."""
+    if settings.small_data_rows and settings.split_strategy in ("stratified", "random"):
+        both = pd.concat([train[info.target], valid[info.target]])
+        if int(both.value_counts().min()) < settings.small_data_rows:
+            return "repeated_cv"
+    return "cv" if settings.cv_folds >= 2 else "holdout"
 
 
 def prepare_data(
-    spec: FamilySpec, info: DatasetInfo, train: pd.DataFrame, valid: pd.DataFrame
+    spec: FamilySpec, info: DatasetInfo, train: pd.DataFrame, valid: pd.DataFrame,
+    settings: DataSettings | None = None,
 ) -> PreparedData:
-    X_train, y_train = features_and_target(train, info)
-    X_valid, y_valid = features_and_target(valid, info)
-    pre = build_preprocessor(info.numeric_features, info.categorical_features, scale=spec.scale)
-    Xt = np.asarray(pre.fit_transform(X_train), dtype=np.float32)
-    Xv = np.asarray(pre.transform(X_valid), dtype=np.float32)
-    return PreparedData(pre, Xt, y_train, Xv, y_valid, len(info.classes))
+    settings = settings or DataSettings()
+    n_classes = len(info.classes)
+    mode = scoring_mode(info, train, valid, settings)
+    if mode == "repeated_cv":
+        rows = pd.concat([train, valid])
+        X_all, y_all = features_and_target(rows, info)
+        smallest = int(np.bincount(y_all).min())
+        n_splits = max(2, min(settings.cv_folds or 5, smallest))
+        pre, Xt, yt, _ = _encode(spec, info, settings, X_all, y_all, None)
+        splits = _splitter(settings, n_splits, repeated=True).split(X_all, y_all)
+        X_src, y_src, groups = X_all, y_all, None
+        description = (f"{settings.cv_repeats}x{n_splits}-fold repeated stratified CV on train+valid "
+                       f"(smallest class: {smallest} rows, under search.small_data_rows={settings.small_data_rows})")
+        X_valid = y_valid = None
+    else:
+        X_train, y_train = features_and_target(train, info)
+        X_valid_raw, y_valid = features_and_target(valid, info)
+        pre, Xt, yt, X_valid = _encode(spec, info, settings, X_train, y_train, X_valid_raw)
+        description = "the valid split"
+        splits = []
+        if mode == "cv":
+            groups = train[settings.group_column].to_numpy() if settings.split_strategy == "group" else None
+            splits = _splitter(settings, settings.cv_folds, repeated=False).split(X_train, y_train, groups)
+            kind = {"time": "time-ordered", "group": "grouped stratified"}.get(settings.split_strategy, "stratified")
+            description = f"{settings.cv_folds}-fold {kind} CV on train"
+        X_src, y_src = X_train, y_train
+    folds = []
+    for k, (fit_idx, score_idx) in enumerate(splits):
+        missing = set(range(n_classes)) - set(np.unique(y_src[fit_idx]))
+        if missing:
+            raise ValueError(
+                f"CV fold {k + 1} has no training rows of class(es) "
+                f"{sorted(str(info.classes[i]) for i in missing)}; lower search.cv_folds or set it to 0"
+            )
+        _, Xf, yf, Xs = _encode(spec, info, settings, X_src.iloc[fit_idx], y_src[fit_idx], X_src.iloc[score_idx])
+        folds.append(Fold(Xf, yf, Xs, y_src[score_idx]))
+    n_rows = len(train) + (len(valid) if mode == "repeated_cv" else 0)
+    return PreparedData(pre, Xt, yt, X_valid, y_valid, n_classes, mode, folds, n_rows, description)
 
 
 def make_storage(url: str | None) -> Any:
@@ -72,9 +204,10 @@ def make_storage(url: str | None) -> Any:
     return url
 
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, warmup_steps: int = 10) -> optuna.pruners.BasePruner:
+    """Median pruning; steps are boosting rounds on a holdout, or folds in cross-validation."""
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup_steps)
     return optuna.pruners.NopPruner()
 
 
@@ -93,6 +226,7 @@ class SearchSettings:
     storage: str | None = None
     study_name: str = "gauntlet"
     max_failures_before_stop: int = 3
+    imbalance: str = "auto"  # auto: class weights searched; class_weight: always balanced
 
 
 class _StopWhenNothingWorks:
@@ -110,16 +244,28 @@ class _StopWhenNothingWorks:
 
 
 def fit_estimator(
-    spec: FamilySpec, data: PreparedData, params: dict[str, Any], settings: SearchSettings,
-    trial: optuna.Trial | None = None,
+    spec: FamilySpec, data: PreparedData | Fold, params: dict[str, Any], settings: SearchSettings,
+    trial: optuna.Trial | None = None, n_classes: int | None = None, rounds: int | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    estimator = spec.make(params, settings.seed, settings.n_jobs, data.n_classes)
+    """Fit one estimator on `data`'s training rows, early-stopping on its valid rows when it has them."""
+    params = dict(params)
+    if settings.imbalance == "class_weight":
+        params["class_weight"] = "balanced"
+    n_classes = n_classes or data.n_classes
+    estimator = spec.make(params, settings.seed, settings.n_jobs, n_classes)
     ctx = FitContext(
-        X_valid=data.X_valid, y_valid=data.y_valid, n_classes=data.n_classes,
+        X_valid=data.X_valid, y_valid=data.y_valid, n_classes=n_classes,
         early_stopping_rounds=settings.early_stopping_rounds, trial=trial,
+        class_weight=params.get("class_weight"), rounds=rounds,
     )
     info = spec.fit(estimator, data.X_train, data.y_train, ctx)
     return estimator, info
+
+
+def _score(estimator: Any, X: Any, y: np.ndarray, n_classes: int, settings: SearchSettings) -> dict[str, float]:
+    return compute_metrics(
+        y, estimator.predict_proba(X), n_classes=n_classes, beta=settings.beta, average=settings.average
+    )
 
 
 @dataclass
@@ -148,31 +294,48 @@ def run_study(
         storage=make_storage(settings.storage),
         direction=settings.direction,
         sampler=optuna.samplers.TPESampler(seed=settings.seed),
-        pruner=make_pruner(settings.pruner),
+        pruner=make_pruner(settings.pruner, warmup_steps=10 if not data.folds else 1),
         load_if_exists=True,
     )
     kept: list[BestModel] = []
+    weighted = settings.imbalance == "auto"
+
+    def cross_validate(trial: optuna.Trial, params: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+        """Mean metrics over the folds; the running mean is reported to the pruner after each fold."""
+        fold_scores, rounds = [], []
+        for k, fold in enumerate(data.folds):
+            estimator, info = fit_estimator(spec, fold, params, settings, n_classes=data.n_classes)
+            fold_scores.append(_score(estimator, fold.X_valid, fold.y_valid, data.n_classes, settings))
+            rounds.append(info.get("best_iteration"))
+            trial.report(float(np.mean([s[settings.metric] for s in fold_scores])), k)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after fold {k + 1} of {len(data.folds)}")
+        scores = {key: float(np.mean([s[key] for s in fold_scores])) for key in fold_scores[0]}
+        scores[f"{settings.metric}_std"] = float(np.std([s[settings.metric] for s in fold_scores]))
+        info = {"best_iteration": int(round(np.mean(rounds)))} if rounds[0] is not None else {}
+        return scores, info
 
     def objective(trial: optuna.Trial) -> float:
-        params = spec.space(trial)
+        params = spec.space(trial, weighted)
         start = time.perf_counter()
+        estimator = None
         try:
-            estimator, info = fit_estimator(spec, data, params, settings, trial)
+            if data.folds:
+                scores, info = cross_validate(trial, params)
+            else:
+                estimator, info = fit_estimator(spec, data, params, settings, trial)
+                scores = _score(estimator, data.X_valid, data.y_valid, data.n_classes, settings)
         except optuna.TrialPruned:
             raise
         except Exception as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             raise
-        scores = compute_metrics(
-            data.y_valid, estimator.predict_proba(data.X_valid), n_classes=data.n_classes,
-            beta=settings.beta, average=settings.average,
-        )
         seconds = time.perf_counter() - start
         trial.set_user_attr("fit_seconds", round(seconds, 4))
         for key, value in {**scores, **info}.items():
             trial.set_user_attr(key, value)
         value = scores[settings.metric]
-        if not kept or is_better(value, kept[0].info["_value"], settings.direction):
+        if estimator is not None and (not kept or is_better(value, kept[0].info["_value"], settings.direction)):
             kept[:] = [BestModel(trial.number, estimator, {**info, "_value": value}, seconds)]
         return value
 
@@ -203,21 +366,33 @@ def run_study(
 def best_pipeline(
     spec: FamilySpec, data: PreparedData, study: optuna.Study, kept: BestModel | None,
     settings: SearchSettings,
-) -> tuple[Pipeline, dict[str, Any], float, bool]:
-    """The study's best model as a Pipeline on raw columns: (pipeline, fit info, fit seconds, refitted).
+) -> tuple[Pipeline, dict[str, Any], float, bool, dict[str, float]]:
+    """The study's best model as a Pipeline on raw columns:
+    (pipeline, fit info, fit seconds, refitted, validation metrics that rank it against other families).
 
-    The estimator fitted during the best trial is reused; it is refitted on train (early-stopped on
-    valid, same seed) only when the best trial ran in an earlier process.
+    holdout: the estimator fitted during the best trial is reused (refitted on train, early-stopped
+    on valid, same seed, only when the best trial ran in an earlier process); its metrics are the
+    trial's. cv: refitted on train, early-stopped on valid, and scored on the valid split.
+    repeated_cv: refitted on train+valid with the folds' mean boosting rounds; its metrics are the
+    cross-validated ones.
     """
     best = study.best_trial
-    if kept is not None and kept.trial == best.number:
+    if kept is not None and kept.trial == best.number and data.mode == "holdout":
         estimator, info, seconds, refitted = kept.estimator, kept.info, kept.fit_seconds, False
     else:
         start = time.perf_counter()
-        estimator, info = fit_estimator(spec, data, best.params, settings, trial=None)
+        estimator, info = fit_estimator(
+            spec, data, best.params, settings, trial=None, rounds=best.user_attrs.get("best_iteration"),
+        )
         seconds, refitted = time.perf_counter() - start, True
+    if data.mode == "cv":
+        valid_metrics = _score(estimator, data.X_valid, data.y_valid, data.n_classes, settings)
+    else:
+        valid_metrics = {k: float(v) for k, v in best.user_attrs.items()
+                         if isinstance(v, int | float) and k not in ("fit_seconds", "best_iteration")}
     info = {k: v for k, v in info.items() if not k.startswith("_")}
-    return Pipeline([("preprocess", data.preprocessor), ("model", estimator)]), info, seconds, refitted
+    pipeline = Pipeline([("preprocess", data.preprocessor), ("model", estimator)])
+    return pipeline, info, seconds, refitted, valid_metrics
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:

@@ -1,4 +1,9 @@
-"""Optuna search spaces, one function per model family: trial -> estimator keyword arguments."""
+"""Optuna search spaces, one function per model family: (trial, weighted) -> estimator keyword arguments.
+
+`weighted` (preprocessing.imbalance.method auto): the search also tries balanced class weights,
+so that the validation metric decides whether reweighting helps. XGBoost's `class_weight` is
+translated at fit time (scale_pos_weight for binary tasks, sample weights for multiclass).
+"""
 
 from __future__ import annotations
 
@@ -8,24 +13,25 @@ from typing import Any
 import optuna
 
 
-def logistic_regression_space(trial: optuna.Trial) -> dict[str, Any]:
-    return {
-        "C": trial.suggest_float("C", 1e-3, 1e2, log=True),
-        "class_weight": trial.suggest_categorical("class_weight", [None, "balanced"]),
-    }
+def _class_weight(trial: optuna.Trial, weighted: bool, choices: tuple = (None, "balanced")) -> dict[str, Any]:
+    return {"class_weight": trial.suggest_categorical("class_weight", list(choices))} if weighted else {}
 
 
-def random_forest_space(trial: optuna.Trial) -> dict[str, Any]:
+def logistic_regression_space(trial: optuna.Trial, weighted: bool = True) -> dict[str, Any]:
+    return {"C": trial.suggest_float("C", 1e-3, 1e2, log=True), **_class_weight(trial, weighted)}
+
+
+def random_forest_space(trial: optuna.Trial, weighted: bool = True) -> dict[str, Any]:
     return {
         "n_estimators": trial.suggest_int("n_estimators", 50, 300, step=50),
         "max_depth": trial.suggest_int("max_depth", 3, 20),
         "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 10),
         "max_features": trial.suggest_categorical("max_features", ["sqrt", "log2", 0.5]),
-        "class_weight": trial.suggest_categorical("class_weight", [None, "balanced", "balanced_subsample"]),
+        **_class_weight(trial, weighted, (None, "balanced", "balanced_subsample")),
     }
 
 
-def lightgbm_space(trial: optuna.Trial) -> dict[str, Any]:
+def lightgbm_space(trial: optuna.Trial, weighted: bool = True) -> dict[str, Any]:
     return {
         "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
         "num_leaves": trial.suggest_int("num_leaves", 7, 127, log=True),
@@ -33,10 +39,11 @@ def lightgbm_space(trial: optuna.Trial) -> dict[str, Any]:
         "subsample": trial.suggest_float("subsample", 0.5, 1.0),
         "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
         "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+        **_class_weight(trial, weighted),
     }
 
 
-def xgboost_space(trial: optuna.Trial) -> dict[str, Any]:
+def xgboost_space(trial: optuna.Trial, weighted: bool = True) -> dict[str, Any]:
     return {
         "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
         "max_depth": trial.suggest_int("max_depth", 2, 10),
@@ -44,10 +51,11 @@ def xgboost_space(trial: optuna.Trial) -> dict[str, Any]:
         "subsample": trial.suggest_float("subsample", 0.5, 1.0),
         "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
         "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+        **_class_weight(trial, weighted),
     }
 
 
-SEARCH_SPACES: dict[str, Callable[[optuna.Trial], dict[str, Any]]] = {
+SEARCH_SPACES: dict[str, Callable[..., dict[str, Any]]] = {
     "logistic_regression": logistic_regression_space,
     "random_forest": random_forest_space,
     "lightgbm": lightgbm_space,

@@ -42,7 +42,6 @@ def test_zero_one_labels_make_one_positive_and_positive_class_can_be_chosen():
         (table().assign(y=None), "y", "is empty (all values missing)"),
         (table().assign(y=["rare"] * 2 + ["common"] * 58), "y", "have fewer than 5 rows"),
         (table(leak=lambda f: f["y"].map({"yes": "Y", "no": "N"})), "y", "feature 'leak' is a copy of the target"),
-        (table(x2=[np.inf] + [0.0] * 59), "y", "column 'x2' holds infinite values"),
         (table().iloc[:0], "y", "the table has no rows"),
         (table()[["y"]], "y", "no feature columns left"),
     ],
@@ -155,3 +154,113 @@ def test_time_split_never_puts_one_timestamp_on_both_sides():
     assert parts["train"]["when"].max() < parts["valid"]["when"].min() <= parts["valid"]["when"].max()
     assert parts["valid"]["when"].max() < parts["test"]["when"].min()
     assert sum(len(p) for p in parts.values()) == 300
+
+
+# ------------------------------------------------------------------ odd columns and leakage
+
+
+def test_infinite_values_become_missing_with_a_warning_or_are_refused():
+    frame = table(x2=[np.inf, -np.inf] + list(np.linspace(0, 1, 58)))
+    info = validate_dataset(frame, "y")
+    assert "x2" in info.numeric_features
+    assert any("'x2' holds 2 infinite values; they are treated as missing" in w for w in info.warnings)
+    with pytest.raises(DataError, match="column 'x2' holds 2 infinite values; replace them, or set preprocessing.inf_values"):
+        validate_dataset(frame, "y", inf_values="error")
+
+
+def test_constant_id_like_and_empty_columns_are_left_out_with_warnings():
+    frame = table(
+        const=7, row_id=lambda f: np.arange(100, 160), code=lambda f: [f"C{i:04d}" for i in range(60)],
+        empty=np.nan, measured=lambda f: np.random.default_rng(1).normal(size=60),
+    )
+    info = validate_dataset(frame, "y")
+    assert info.features == ["x1", "color", "measured"]  # unique floats are measurements, not ids
+    assert set(info.dropped_columns) == {"const", "row_id", "code", "empty"}
+    text = " | ".join(info.warnings)
+    assert "'const' is constant (7 in every row)" in text
+    assert "'row_id' is unique per row, like an identifier" in text and "'code' is unique per row" in text
+    assert "'empty' is entirely missing" in text
+    kept = validate_dataset(frame, "y", drop_constant=False, drop_id_like=False)
+    assert {"const", "row_id", "code"} <= set(kept.features)
+
+
+def test_integer_coded_categoricals_are_declared_in_config():
+    frame = table(region=lambda f: np.arange(60) % 4, zone=lambda f: (np.arange(60) % 5).astype(float))
+    info = validate_dataset(frame, "y", categorical_columns=["region", "zone"])
+    assert info.categorical_features == ["color", "region", "zone"]
+    assert validate_dataset(frame, "y").numeric_features == ["x1", "region", "zone"]  # undeclared: numbers
+    with pytest.raises(DataError, match=r"categorical.columns names columns not in the table: \['nope'\]"):
+        validate_dataset(frame, "y", categorical_columns=["nope"])
+    with pytest.raises(DataError, match="'x1' is listed in preprocessing.categorical.columns but holds non-integer"):
+        validate_dataset(frame, "y", categorical_columns=["x1"])
+
+
+def test_datetime_columns_are_expanded_or_dropped():
+    frame = table(day=lambda f: pd.date_range("2024-01-01", periods=60, freq="D"))
+    assert validate_dataset(frame, "y").datetime_features == ["day"]
+    dropped = validate_dataset(frame, "y", datetime="drop")
+    assert "day" in dropped.dropped_columns and not dropped.datetime_features
+    assert any("'day' is a date/time and preprocessing.datetime is drop" in w for w in dropped.warnings)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (lambda f: [complex(i, 1) for i in range(60)], "column 'odd' holds complex numbers"),
+        (lambda f: pd.to_timedelta(np.arange(60), unit="s"), "column 'odd' holds durations (timedelta)"),
+        (lambda f: [[i] for i in range(60)], "column 'odd' holds values of type list, which is not supported"),
+        (lambda f: [b"x"] * 60, "column 'odd' holds values of type bytes"),
+        (lambda f: pd.period_range("2024-01", periods=60, freq="M"), "column 'odd' has dtype period"),
+    ],
+)
+def test_unsupported_dtypes_are_refused_naming_the_column(values, message):
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate_dataset(table(odd=values), "y")
+
+
+@pytest.mark.parametrize(
+    "leak, message",
+    [
+        (lambda f: f["y"].map({"yes": 1, "no": 0}), "feature 'leak' is a copy of the target 'y'"),
+        # many-to-one: each of 6 codes always comes with the same class
+        (lambda f: np.where(f["y"] == "yes", (np.arange(60) // 3) % 3, 3 + (np.arange(60) // 3) % 3),
+         "the target 'y' is a function of feature 'leak' (each of its 6 values"),
+        # a threshold of a continuous number: every "yes" above every "no"
+        (lambda f: np.where(f["y"] == "yes", 10.0, 0.0) + np.random.default_rng(2).random(60),
+         "the target 'y' is a threshold of feature 'leak'"),
+    ],
+)
+def test_features_the_target_follows_from_are_refused(leak, message):
+    with pytest.raises(DataError, match=message.replace("(", r"\(")):
+        validate_dataset(table(leak=leak), "y")
+
+
+def test_honest_features_pass_the_leak_check():
+    rng = np.random.default_rng(5)
+    frame = table(n=400, noisy=lambda f: np.where(f["y"] == "yes", 1.0, 0.0) + rng.normal(0, 0.7, 400),
+                  level=lambda f: rng.choice(list("abcd"), 400))
+    assert {"noisy", "level"} <= set(validate_dataset(frame, "y").features)
+
+
+def test_imbalance_is_detected_and_the_message_names_the_method():
+    from tasks.ml.data import imbalance_message
+
+    frame = table(n=200).assign(y=lambda f: np.where(np.arange(200) < 10, "fraud", "ok"))
+    info = validate_dataset(frame, "y")
+    assert info.minority_class == "fraud" and info.minority_share == pytest.approx(0.05)
+    message = imbalance_message(info, "smote", 0.2)
+    assert "class 'fraud' is 5.0% of the rows" in message and "SMOTE oversampling of the training rows" in message
+    assert imbalance_message(info, "auto", 0.04) is None
+
+
+def test_rows_repeated_across_splits_are_counted():
+    from tasks.ml.data import cross_split_duplicates
+
+    frame = table(n=300)
+    frame = pd.concat([frame, frame.iloc[:30]], ignore_index=True)  # 30 exact copies
+    info = validate_dataset(frame, "y")
+    parts = split_dataset(frame, info, seed=1)
+    counts = cross_split_duplicates(parts, [*info.features, "y"])
+    assert set(counts) == {"valid", "test"} and 0 < sum(counts.values()) <= 30
+    clean = split_dataset(table(n=300), validate_dataset(table(n=300), "y"), seed=1)
+    assert cross_split_duplicates(clean, [*info.features, "y"]) == {"valid": 0, "test": 0}

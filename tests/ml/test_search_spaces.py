@@ -12,9 +12,9 @@ FIXED = {
     "random_forest": {"n_estimators": 50, "max_depth": 4, "min_samples_leaf": 2, "max_features": "sqrt",
                       "class_weight": None},
     "lightgbm": {"learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 10, "subsample": 0.8,
-                 "colsample_bytree": 0.8, "reg_lambda": 1.0},
+                 "colsample_bytree": 0.8, "reg_lambda": 1.0, "class_weight": None},
     "xgboost": {"learning_rate": 0.1, "max_depth": 3, "min_child_weight": 1.0, "subsample": 0.8,
-                "colsample_bytree": 0.8, "reg_lambda": 1.0},
+                "colsample_bytree": 0.8, "reg_lambda": 1.0, "class_weight": "balanced"},
 }
 
 
@@ -75,7 +75,7 @@ def test_study_resumes_from_a_journal_file(tmp_path, prepared_parts):
     study, kept = run_study(spec, data, more)
     assert len(study.trials) == 3
     assert kept.trial == 2  # only the owed trial ran in this process
-    pipeline, _, _, refitted = best_pipeline(spec, data, study, kept, more)
+    pipeline, _, _, refitted, _ = best_pipeline(spec, data, study, kept, more)
     assert refitted == (study.best_trial.number != 2)  # a best trial from the first process is refitted
     assert set(pipeline.predict(parts["test"][info.features])) <= {0, 1}
     _, kept = run_study(spec, data, more)  # nothing owed: nothing runs, the best model is refitted
@@ -88,7 +88,7 @@ def test_the_best_trials_model_is_kept_not_refitted(prepared_parts):
     data = prepare_data(spec, info, parts["train"], parts["valid"])
     settings = SearchSettings(metric="log_loss", direction="minimize", n_trials=3, early_stopping_rounds=10)
     study, kept = run_study(spec, data, settings)
-    pipeline, fit_info, _, refitted = best_pipeline(spec, data, study, kept, settings)
+    pipeline, fit_info, _, refitted, valid_metrics = best_pipeline(spec, data, study, kept, settings)
     assert not refitted and pipeline.named_steps["model"] is kept.estimator
     assert fit_info["best_iteration"] == study.best_trial.user_attrs["best_iteration"]
     proba = pipeline.predict_proba(parts["valid"][info.features])
