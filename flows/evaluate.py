@@ -175,7 +175,8 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
                             tags=["gauntlet", "evaluation", champion.family])
     try:
         tracker.log_params({"run_id": paths.run_id, "champion_family": champion.family, "metric": metric,
-                            "direction": direction, "deployment_threshold": gate.threshold})
+                            "direction": direction, "deployment_threshold": gate.threshold,
+                            "data_sha256": manifest["data"]["sha256"], "config_hash": manifest["config_hash"]})
         tracker.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
         tracker.log_metrics({f"valid_{k}": v for k, v in champion.valid_metrics.items()})
         tracker.log_confusion_matrix(y_test, y_pred, [str(c) for c in info.classes])

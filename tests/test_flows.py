@@ -132,6 +132,14 @@ def test_comet_offline_archives_hold_what_was_logged(smoke_run):
     assert evaluation["metrics"]["test_fbeta"][0][1] == pytest.approx(report.test_metrics["fbeta"])
     assert str(evaluation["others"]["gate_passed"]).lower() == "true"
     assert "confusion-matrix" in [kind for kind, _ in evaluation["uploads"]]
+    # The data and config hashes reach the tracker (every experiment) and the registered model.
+    manifest = json.loads((Path(report.run_dir) / "manifest.json").read_text())
+    for experiment in archives.values():
+        assert experiment["params"]["data_sha256"] == manifest["data"]["sha256"]
+        assert experiment["params"]["config_hash"] == manifest["config_hash"]
+    metadata = registry.load_model(artifacts / "registry", MODEL).metadata
+    assert metadata["data_sha256"] == manifest["data"]["sha256"]
+    assert metadata["config_hash"] == manifest["config_hash"]
 
 
 def test_champion_below_threshold_is_not_registered_and_alias_stays(smoke_run):

@@ -344,6 +344,10 @@ def run_study(
         for t in study.get_trials(deepcopy=False)
     )
     remaining = settings.n_trials - done
+    if weighted and not study.get_trials(deepcopy=False):
+        # The first trial is unweighted: weights trade precision for recall, and a short search
+        # should not start from the choice that hurts the default F-beta (0.5) the most.
+        study.enqueue_trial({"class_weight": None}, skip_if_exists=True)
     if done:
         log.info("study %s resumed with %d finished trials; %d to go", settings.study_name, done, max(remaining, 0))
     if remaining > 0:
