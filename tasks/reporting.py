@@ -29,6 +29,9 @@ def performance_table(candidates: list[Candidate], champion: str, test_metrics: 
                 "trials": cand.n_trials,
                 "pruned": cand.n_pruned,
                 "search_seconds": round(cand.search_seconds, 2),
+                "selection": cand.selection,  # what the valid metrics were measured on
+                "train_rows": cand.train_rows,
+                "train_rows_fitted": cand.train_rows_fitted,  # after resampling
                 "error": cand.error,
             }
         )
