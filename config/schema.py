@@ -30,7 +30,10 @@ METRIC_DIRECTIONS: dict[str, Literal["maximize", "minimize"]] = {
     "precision": "maximize",
     "recall": "maximize",
     "roc_auc": "maximize",
+    "pr_auc": "maximize",
+    "mcc": "maximize",
     "log_loss": "minimize",
+    "brier": "minimize",
 }
 BOUNDED_METRICS = {name for name in METRIC_DIRECTIONS if name != "log_loss"}
 
@@ -235,6 +238,11 @@ class TrackingConfig(_Section):
     )
 
 
+class EnsembleConfig(_Section):
+    enabled: bool = Field(False, description="Add a soft-voting ensemble of the top-k candidates as a candidate.")
+    top_k: int = Field(3, ge=2, le=4, description="Candidates (best validation metric first) in the ensemble.")
+
+
 class EvaluationConfig(_Section):
     comparison_metric: str = Field(
         "fbeta", description="Validation metric that picks the champion: " + ", ".join(METRIC_DIRECTIONS)
@@ -256,6 +264,28 @@ class EvaluationConfig(_Section):
         True,
         description="Register only if not worse than the registered champion, scored on this run's "
         "test split.",
+    )
+    champion_margin: float = Field(
+        0.0, ge=0, description="How much worse than the registered champion a challenger may score and still win."
+    )
+    calibration: Literal["none", "sigmoid", "isotonic"] = Field(
+        "none", description="Probability calibration of the champion, fitted on the validation split."
+    )
+    tune_threshold: bool = Field(
+        False, description="Binary tasks: pick the decision threshold that maximises the metric on validation."
+    )
+    bootstrap_resamples: int = Field(
+        200, ge=0, le=10_000, description="Bootstrap resamples of the test split for 95% intervals (0: none)."
+    )
+    seed: int = Field(0, ge=0, description="Seed of the bootstrap and of permutation importance.")
+    explain: bool = Field(True, description="Permutation importance (and tree SHAP values) for the champion.")
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+    sensitive_columns: list[str] = Field(
+        default_factory=list, description="Columns to report fairness metrics on (they may be features or not)."
+    )
+    fairness_max_difference: float | None = Field(
+        None, ge=0, le=1,
+        description="Gate limit on the demographic parity and equalized odds differences (none: report only).",
     )
 
     @field_validator("comparison_metric")

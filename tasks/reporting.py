@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,16 @@ import pandas as pd
 from tasks.ml.results import Candidate, EvalReport
 from tasks.runs import RunPaths, write_json
 
-METRIC_COLUMNS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "fbeta", "roc_auc", "log_loss")
+METRIC_COLUMNS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "fbeta", "roc_auc", "pr_auc", "mcc",
+                  "log_loss", "brier")
 
 
-def performance_table(candidates: list[Candidate], champion: str, test_metrics: dict[str, float]) -> pd.DataFrame:
-    """Every candidate's validation metrics, then the champion's test metrics."""
+def performance_table(
+    candidates: list[Candidate], champion: str, test_metrics: dict[str, float],
+    intervals: dict[str, tuple[float, float]] | None = None,
+) -> pd.DataFrame:
+    """Every candidate's validation metrics, then the champion's test metrics with their bootstrap
+    95% interval in <metric>_lower / <metric>_upper."""
     rows: list[dict[str, Any]] = []
     for cand in candidates:
         rows.append(
@@ -42,6 +48,8 @@ def performance_table(candidates: list[Candidate], champion: str, test_metrics: 
             "status": "ok",
             "champion": True,
             **{m: test_metrics.get(m) for m in METRIC_COLUMNS},
+            **{f"{m}_{side}": (intervals or {}).get(m, (None, None))[i]
+               for m in METRIC_COLUMNS for i, side in enumerate(("lower", "upper"))},
         }
     )
     table = pd.DataFrame(rows)
@@ -55,10 +63,11 @@ def write_reports(
     champion: str,
     test_metrics: dict[str, float],
     confusion: list[dict[str, Any]],
+    intervals: dict[str, tuple[float, float]] | None = None,
 ) -> dict[str, str]:
     paths.reports.mkdir(parents=True, exist_ok=True)
     perf = paths.reports / "performance_metrics.csv"
-    performance_table(candidates, champion, test_metrics).to_csv(perf, index=False)
+    performance_table(candidates, champion, test_metrics, intervals).to_csv(perf, index=False)
     conf = paths.reports / "confusion_matrix_summary.csv"
     pd.DataFrame(confusion, columns=["class", "TP", "TN", "FP", "FN"]).to_csv(conf, index=False)
     return {"performance_metrics": str(perf), "confusion_matrix_summary": str(conf)}
@@ -81,19 +90,91 @@ def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
     return fig
 
 
-def plot_roc_curve(y_true: np.ndarray, proba: np.ndarray, positive: Any, path: Path):
+def _axes(size: tuple[float, float] = (5.5, 5)):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=size)
+
+
+def _one_vs_rest(y_true: np.ndarray, proba: np.ndarray, classes: list[Any]):
+    """(label, y as 0/1, score) per curve: the positive class for binary, each class for multiclass."""
+    if len(classes) == 2:
+        return [(f"positive: {classes[1]}", (y_true == 1).astype(int), proba[:, 1])]
+    return [(str(c), (y_true == k).astype(int), proba[:, k]) for k, c in enumerate(classes)]
+
+
+def plot_roc_curve(y_true: np.ndarray, proba: np.ndarray, classes: list[Any], path: Path):
     from sklearn.metrics import RocCurveDisplay
 
-    fig, ax = plt.subplots(figsize=(5, 5))
-    RocCurveDisplay.from_predictions(y_true, proba[:, 1], ax=ax, name=f"champion (positive: {positive})")
+    fig, ax = _axes()
+    for label, y, score in _one_vs_rest(y_true, proba, classes):
+        RocCurveDisplay.from_predictions(y, score, ax=ax, name=label)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
     ax.set_title("ROC on the test split")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return fig
+
+
+def plot_pr_curve(y_true: np.ndarray, proba: np.ndarray, classes: list[Any], path: Path):
+    from sklearn.metrics import PrecisionRecallDisplay
+
+    fig, ax = _axes()
+    for label, y, score in _one_vs_rest(y_true, proba, classes):
+        PrecisionRecallDisplay.from_predictions(y, score, ax=ax, name=label)
+    ax.set_title("Precision-recall on the test split")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def plot_calibration_curve(y_true: np.ndarray, proba: np.ndarray, classes: list[Any], path: Path):
+    from sklearn.calibration import CalibrationDisplay
+
+    fig, ax = _axes()
+    for label, y, score in _one_vs_rest(y_true, proba, classes):
+        CalibrationDisplay.from_predictions(y, score, n_bins=10, strategy="quantile", ax=ax, name=label)
+    ax.set_title("Calibration on the test split")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def plot_bars(table: pd.DataFrame, label: str, value: str, title: str, path: Path, top: int = 20):
+    fig, ax = _axes((6.5, 0.3 * min(top, len(table)) + 1.5))
+    shown = table.head(top).iloc[::-1]
+    ax.barh(shown[label].astype(str), shown[value], xerr=shown.get(f"{value.rsplit('_', 1)[0]}_std"), color="#4878a8")
+    ax.set_title(title)
+    ax.set_xlabel(value)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def plot_shap_summary(values: np.ndarray, names: list[str], path: Path, top: int = 15):
+    """A beeswarm: one dot per row and feature, x = SHAP value, colour = the feature's value rank."""
+    order = np.argsort(np.abs(values).mean(axis=0))[::-1][:top]
+    fig, ax = _axes((7, 0.35 * len(order) + 1.5))
+    rng = np.random.default_rng(0)
+    for row, k in enumerate(order[::-1]):
+        column = values[:, k]
+        colour = pd.Series(column).rank(pct=True).to_numpy()
+        ax.scatter(column, row + rng.uniform(-0.3, 0.3, len(column)), c=colour, cmap="coolwarm", s=4, alpha=0.6)
+    ax.set_yticks(range(len(order)))
+    ax.set_yticklabels([names[k] for k in order[::-1]])
+    ax.axvline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel("SHAP value (contribution to the log-odds; multiclass: |value| summed over classes)")
+    ax.set_title("SHAP summary (validation rows)")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def classification_report_table(y_true: np.ndarray, y_pred: np.ndarray, classes: list[Any]) -> pd.DataFrame:
+    from sklearn.metrics import classification_report
+
+    report = classification_report(y_true, y_pred, labels=list(range(len(classes))),
+                                   target_names=[str(c) for c in classes], output_dict=True, zero_division=0)
+    table = pd.DataFrame(report).T.reset_index(names="class")
+    return table
 
 
 def write_report_json(paths: RunPaths, report: EvalReport) -> None:
@@ -142,8 +223,11 @@ def format_gate(report: EvalReport) -> str:
     return line
 
 
-def publish_prefect_artifacts(report: EvalReport, model_card_markdown: str = "") -> None:
-    """A leaderboard table, and the gate decision with the champion's model card, on the run's page."""
+def publish_prefect_artifacts(
+    report: EvalReport, model_card_markdown: str = "", tables: dict[str, pd.DataFrame] | None = None,
+) -> None:
+    """A leaderboard table, the gate decision with the champion's model card, and the evaluation's
+    tables (classification report, importances, fairness) on the run's page."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     rows = [{k: _fmt(v) for k, v in row.items()} for row in report.leaderboard()]
@@ -155,37 +239,74 @@ def publish_prefect_artifacts(report: EvalReport, model_card_markdown: str = "")
         f"Run directory: `{report.run_dir}`\n\n---\n\n{model_card_markdown}"
     )
     create_markdown_artifact(key="gate-decision", markdown=markdown, description=f"Run {report.run_id}")
+    for key, table in (tables or {}).items():
+        rows = [{k: _fmt(v) for k, v in row.items()} for row in table.head(30).to_dict(orient="records")]
+        slug = re.sub(r"[^a-z0-9-]+", "-", key.lower()).strip("-")  # Prefect keys: lowercase, digits, dashes
+        create_table_artifact(key=slug, table=rows, description=f"Run {report.run_id}: {key}")
 
 
-def model_card(report_fields: dict[str, Any]) -> str:
-    f = report_fields
-    metrics = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in f["test_metrics"].items())
+def model_card(f: dict[str, Any]) -> str:
+    """The champion's model card (markdown); `{version}` is filled in by the registry."""
+    intervals = f.get("intervals") or {}
+    metrics = "\n".join(
+        f"| {k} | {_fmt(v)} | " + (f"{_fmt(intervals[k][0])} - {_fmt(intervals[k][1])}" if k in intervals else "-")
+        + " |" for k, v in f["test_metrics"].items()
+    )
     params = "\n".join(f"| {k} | {v} |" for k, v in f["params"].items()) or "| (defaults) | |"
+    splits = "\n".join(f"| {name} | {s['rows']} | {s['class_balance']} |" for name, s in f.get("splits", {}).items())
+    fairness = ""
+    if f.get("fairness"):
+        rows = [f"| {col} | {_fmt(v['demographic_parity_difference'])} | {_fmt(v['equalized_odds_difference'])} |"
+                for col, v in f["fairness"].items()]
+        fairness = ("\n## Fairness (test split)\n\n"
+                    "| column | demographic parity difference | equalized odds difference |\n|---|---|---|\n"
+                    + "\n".join(rows) + "\n")
+    importance = ""
+    if f.get("top_features"):
+        importance = "\n## Most important inputs (permutation importance on validation)\n\n" + ", ".join(
+            f"`{name}`" for name in f["top_features"]) + "\n"
     return f"""# {f['model_name']} version {{version}}
 
 - Family: **{f['family']}**, chosen on validation {f['metric']} = {_fmt(f['valid_value'])}
 - Task: {f['task']}; target `{f['target']}`; classes {f['classes']}
-- Trained on run `{f['run_id']}` (data sha256 `{f['data_sha256'][:16]}...`), {f['n_features']} input columns
-- Gate: {f['gate']}
+- Trained on run `{f['run_id']}` (data sha256 `{f['data_sha256'][:16]}...`, config hash
+  `{f.get('config_hash', '')[:16]}...`), {f['n_features']} input columns
+- Probabilities: {f.get('calibration', 'none')} calibration; decision: {f.get('decision', 'argmax')}
+- **Gate decision: {f['gate']}**
 
-## Test metrics (untouched test split)
+## Data and splits
 
-| metric | value |
-|---|---|
+| split | rows | class balance |
+|---|---|---|
+{splits}
+
+## Test metrics (untouched test split, bootstrap 95% interval)
+
+| metric | value | 95% interval |
+|---|---|---|
 {metrics}
-
+{importance}{fairness}
 ## Hyperparameters
 
 | name | value |
 |---|---|
 {params}
 
+## Limitations
+
+- Scores hold for data like the training table (`{f['data_path']}`); a shift in the inputs or in
+  the class balance makes them stale. Retrain on fresh data and compare before trusting it longer.
+- The test split has {f.get('test_rows', '?')} rows: the 95% intervals above show how much the
+  scores could move on another sample of the same size.
+- A model is not a decision: check the fairness section (or set `evaluation.sensitive_columns`)
+  before using it on people.
+
 ## Use
 
 ```python
 from tasks.registry import load_model
 model = load_model("{f['registry_root']}", "{f['model_name']}", version={{version}})
-model.predict(frame)          # original labels
-model.predict_proba(frame)    # one column per class
+model.predict(frame)          # original labels (the tuned threshold applied)
+model.predict_proba(frame)    # one column per class (calibrated when calibration is set)
 ```
 """

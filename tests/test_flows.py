@@ -214,7 +214,7 @@ def test_leaderboard_and_gate_are_prefect_artifacts(smoke_run):
     gates = [a.data for a in mine if a.key == "gate-decision"]
     assert any({row["family"] for row in table} == set(FAMILIES) for table in tables), tables
     assert any("Gate PASSED" in text and "registered as version 1" in text for text in gates), gates
-    assert any("## Test metrics (untouched test split)" in text for text in gates)  # the model card
+    assert any("## Test metrics (untouched test split, bootstrap 95% interval)" in text for text in gates)  # the card
 
     # One progress artifact per family search, at 100% once its trials are done.
     keys = [f"search-progress-{f.replace('_', '-')}" for f in FAMILIES]

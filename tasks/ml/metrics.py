@@ -12,8 +12,12 @@ from sklearn import metrics as skm
 Direction = Literal["maximize", "minimize"]
 
 
-def predict_labels(proba: np.ndarray) -> np.ndarray:
-    return np.asarray(proba).argmax(axis=1)
+def predict_labels(proba: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """argmax, or for binary tasks with a tuned threshold: positive when P(positive) >= threshold."""
+    proba = np.asarray(proba)
+    if threshold is not None and proba.shape[1] == 2:
+        return (proba[:, 1] >= threshold).astype(int)
+    return proba.argmax(axis=1)
 
 
 def compute_metrics(
@@ -23,12 +27,19 @@ def compute_metrics(
     n_classes: int,
     beta: float = 0.5,
     average: str = "macro",
+    threshold: float | None = None,
 ) -> dict[str, float]:
-    """All metrics gauntlet reports, from encoded labels (binary: 1 = positive) and probabilities."""
+    """All metrics gauntlet reports, from encoded labels (binary: 1 = positive) and probabilities.
+
+    Label metrics use `threshold` on P(positive) for binary tasks when given, argmax otherwise.
+    Multiclass: precision/recall/F by `average`, ROC-AUC and PR-AUC one-vs-rest macro, Brier summed
+    over classes.
+    """
     y_true = np.asarray(y_true)
     proba = np.clip(np.asarray(proba, dtype=np.float64), 1e-15, 1.0)
     proba = proba / proba.sum(axis=1, keepdims=True)
-    y_pred = predict_labels(proba)
+    y_pred = predict_labels(proba, threshold)
+    onehot = np.eye(n_classes)[y_true]
     labels = list(range(n_classes))
     if n_classes == 2:
         kw: dict[str, Any] = {"average": "binary", "pos_label": 1, "zero_division": 0}
@@ -41,7 +52,10 @@ def compute_metrics(
         "recall": skm.recall_score(y_true, y_pred, **kw),
         "f1": skm.f1_score(y_true, y_pred, **kw),
         "fbeta": skm.fbeta_score(y_true, y_pred, beta=beta, **kw),
+        "mcc": skm.matthews_corrcoef(y_true, y_pred),
         "log_loss": skm.log_loss(y_true, proba, labels=labels),
+        "brier": float(np.mean(((onehot - proba) ** 2)[:, 1] if n_classes == 2 else
+                               ((onehot - proba) ** 2).sum(axis=1))),
     }
     try:
         if n_classes == 2:
@@ -52,6 +66,10 @@ def compute_metrics(
             )
     except ValueError:  # a class absent from y_true: AUC is undefined
         out["roc_auc"] = float("nan")
+    present = onehot.sum(axis=0) > 0
+    out["pr_auc"] = (skm.average_precision_score(y_true, proba[:, 1]) if n_classes == 2 else
+                     float(np.mean([skm.average_precision_score(onehot[:, k], proba[:, k])
+                                    for k in range(n_classes) if present[k]])))
     return {k: float(v) for k, v in out.items()}
 
 

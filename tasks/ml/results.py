@@ -49,6 +49,7 @@ class GateDecision(BaseModel):
     reason: str
     incumbent_version: int | None = None  # the registered champion it was compared with
     incumbent_value: float | None = None  # that champion's metric on this run's test split
+    margin: float = 0.0  # how much worse than the incumbent the challenger may be
 
 
 class EvalReport(BaseModel):
@@ -68,6 +69,10 @@ class EvalReport(BaseModel):
     candidates: list[Candidate]
     tracking_key: str | None = None
     reports: dict[str, str] = Field(default_factory=dict)
+    intervals: dict[str, tuple[float, float]] = Field(default_factory=dict)  # bootstrap 95% on test
+    calibration: str = "none"
+    decision_threshold: float | None = None  # binary: tuned on validation; None: argmax
+    fairness: dict[str, dict[str, float]] = Field(default_factory=dict)  # column -> the two differences
 
     def leaderboard(self) -> list[dict[str, Any]]:
         """One row per family, the best validation score first, failed families last."""

@@ -1,0 +1,212 @@
+"""What the evaluation builds and measures around the champion (pure: no Prefect, no Comet).
+
+- `SoftVoteEnsemble`: the top-k candidates' probabilities averaged, one more candidate.
+- `DecisionModel`: the model that is gated *and* registered: the fitted pipeline (or ensemble),
+  an optional probability calibrator and an optional binary decision threshold, all fitted on the
+  validation split. `predict` applies the threshold, so a reloaded model predicts what was evaluated.
+- bootstrap confidence intervals, threshold tuning, permutation importance, tree SHAP values and
+  fairness metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.ml.metrics import compute_metrics, predict_labels
+
+
+class SoftVoteEnsemble:
+    """Soft voting: the mean of the members' class probabilities. Members take raw feature columns."""
+
+    def __init__(self, members: list[Any], names: list[str]) -> None:
+        self.members = members
+        self.names = names
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        return np.mean([np.asarray(m.predict_proba(X)) for m in self.members], axis=0)
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.predict_proba(X).argmax(axis=1)
+
+
+class _Prefit:
+    """A fitted model seen by CalibratedClassifierCV as an estimator it must not refit."""
+
+    def __init__(self, model: Any, n_classes: int) -> None:
+        self.model = model
+        self.classes_ = np.arange(n_classes)
+
+    def fit(self, X: Any, y: Any) -> _Prefit:  # pragma: no cover - never called through FrozenEstimator
+        raise RuntimeError("a prefit model is never refitted")
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return np.asarray(self.model.predict_proba(X))
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {"model": self.model, "n_classes": len(self.classes_)}
+
+    def set_params(self, **params: Any) -> _Prefit:
+        return self
+
+
+def fit_calibrator(model: Any, X_valid: pd.DataFrame, y_valid: np.ndarray, method: str, n_classes: int) -> Any:
+    """sigmoid (Platt) or isotonic calibration of a fitted model, fitted on the validation rows only."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    calibrator = CalibratedClassifierCV(FrozenEstimator(_Prefit(model, n_classes)), method=method)
+    calibrator.fit(X_valid, y_valid)
+    return calibrator
+
+
+@dataclass
+class DecisionModel:
+    """The registered object: model -> (calibrated) probabilities -> labels (threshold for binary)."""
+
+    model: Any
+    calibrator: Any = None
+    threshold: float | None = None  # binary: predict the positive class when P(positive) >= threshold
+    name: str = ""
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        if self.calibrator is not None:
+            return np.asarray(self.calibrator.predict_proba(X))
+        return np.asarray(self.model.predict_proba(X))
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return predict_labels(self.predict_proba(X), self.threshold)
+
+
+def tune_threshold(y: np.ndarray, proba: np.ndarray, metric: str, beta: float, direction: str) -> float:
+    """The binary threshold that gives the best `metric` on these (validation) rows.
+
+    Candidates are the midpoints between distinct scores (at most 200 quantiles); ties go to the
+    threshold closest to 0.5. Threshold-free metrics (roc_auc, log_loss...) keep 0.5.
+    """
+    if metric not in ("fbeta", "f1", "accuracy", "balanced_accuracy", "precision", "recall", "mcc"):
+        return 0.5
+    scores = np.asarray(proba)[:, 1]
+    cuts = np.unique(np.quantile(scores, np.linspace(0, 1, 201)))
+    candidates = np.unique(np.concatenate([[0.5], (cuts[:-1] + cuts[1:]) / 2]))
+    best, best_value = 0.5, None
+    for t in sorted(candidates, key=lambda c: abs(c - 0.5)):
+        value = compute_metrics(y, proba, n_classes=2, beta=beta, threshold=float(t))[metric]
+        if best_value is None or (value > best_value if direction == "maximize" else value < best_value):
+            best, best_value = float(t), value
+    return best
+
+
+def bootstrap_intervals(
+    y: np.ndarray, proba: np.ndarray, *, n_classes: int, beta: float, average: str, threshold: float | None,
+    n_resamples: int = 200, seed: int = 0, level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap: resample the rows with replacement, recompute every metric."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    draws: dict[str, list[float]] = {}
+    for _ in range(n_resamples):
+        idx = rng.integers(0, n, n)
+        if len(np.unique(y[idx])) < 2:
+            continue
+        for key, value in compute_metrics(y[idx], proba[idx], n_classes=n_classes, beta=beta, average=average,
+                                          threshold=threshold).items():
+            draws.setdefault(key, []).append(value)
+    tail = (1 - level) / 2 * 100
+    return {k: (float(np.nanpercentile(v, tail)), float(np.nanpercentile(v, 100 - tail))) for k, v in draws.items()}
+
+
+def permutation_importances(
+    model: Any, X: pd.DataFrame, y: np.ndarray, *, metric: str, n_classes: int, beta: float, average: str,
+    threshold: float | None, n_repeats: int = 5, seed: int = 0,
+) -> pd.DataFrame:
+    """How much the metric worsens when one raw column is shuffled (on the rows given: validation).
+
+    Positive = the model relies on the column. Works on any object with predict_proba (a pipeline,
+    an ensemble, a calibrated model), on the raw columns a user passes, not on encoded ones.
+    """
+    rng = np.random.default_rng(seed)
+    sign = -1.0 if metric in ("log_loss", "brier") else 1.0
+
+    def score(frame: pd.DataFrame) -> float:
+        proba = model.predict_proba(frame)
+        return sign * compute_metrics(y, proba, n_classes=n_classes, beta=beta, average=average,
+                                      threshold=threshold)[metric]
+
+    baseline = score(X)
+    rows = []
+    for column in X.columns:
+        drops = []
+        for _ in range(n_repeats):
+            shuffled = X.copy()
+            shuffled[column] = X[column].to_numpy()[rng.permutation(len(X))]
+            drops.append(baseline - score(shuffled))
+        rows.append({"feature": column, "importance_mean": float(np.mean(drops)),
+                     "importance_std": float(np.std(drops))})
+    table = pd.DataFrame(rows)
+    return table.sort_values("importance_mean", ascending=False, ignore_index=True)
+
+
+def tree_shap_values(pipeline: Any, X: pd.DataFrame) -> tuple[np.ndarray, list[str]] | None:
+    """Exact TreeSHAP contributions from LightGBM's / XGBoost's own implementation, per encoded
+    feature: (values [rows x features] for the positive / summed over classes, feature names).
+    None for models without a native TreeSHAP (logistic regression, random forest, ensembles)."""
+    model = getattr(pipeline, "named_steps", {}).get("model") if hasattr(pipeline, "named_steps") else None
+    if model is None:
+        return None
+    kind = type(model).__name__
+    if kind not in ("LGBMClassifier", "XGBClassifier"):
+        return None
+    pre = pipeline.named_steps["preprocess"]
+    encoded = pre.transform(X)
+    names = [str(n) for n in pre.get_feature_names_out()]
+    if kind == "LGBMClassifier":
+        contrib = np.asarray(model.predict_proba(encoded, pred_contrib=True))
+    else:
+        import xgboost as xgb
+
+        matrix = xgb.DMatrix(encoded, enable_categorical=True)
+        contrib = np.asarray(model.get_booster().predict(matrix, pred_contribs=True))
+    n_features = len(names)
+    if contrib.ndim == 3:  # xgboost multiclass: rows x classes x (features + 1)
+        values = np.abs(contrib[:, :, :n_features]).sum(axis=1)
+    elif contrib.shape[1] == n_features + 1:  # binary: the positive class's log-odds contributions
+        values = contrib[:, :n_features]
+    else:  # lightgbm multiclass: classes blocks of (features + 1), side by side
+        blocks = contrib.reshape(len(contrib), -1, n_features + 1)
+        values = np.abs(blocks[:, :, :n_features]).sum(axis=1)
+    return values, names
+
+
+def fairness_report(
+    y: np.ndarray, y_pred: np.ndarray, groups: pd.Series, *, positive: int = 1,
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Per-group rates and the two gaps: demographic parity difference (largest gap in the rate of
+    positive predictions) and equalized odds difference (largest gap in TPR or FPR), for the class
+    `positive` (multiclass: one class against the rest)."""
+    frame = pd.DataFrame({"y": (np.asarray(y) == positive).astype(int),
+                          "pred": (np.asarray(y_pred) == positive).astype(int),
+                          "group": groups.astype(object).where(groups.notna(), "(missing)").astype(str).to_numpy()})
+    rows = []
+    for name, part in frame.groupby("group", sort=True):
+        pos, neg = part[part.y == 1], part[part.y == 0]
+        rows.append({
+            "group": name, "rows": len(part), "selection_rate": part.pred.mean(),
+            "true_positive_rate": pos.pred.mean() if len(pos) else np.nan,
+            "false_positive_rate": neg.pred.mean() if len(neg) else np.nan,
+            "accuracy": (part.pred == part.y).mean(), "base_rate": part.y.mean(),
+        })
+    table = pd.DataFrame(rows)
+
+    def gap(column: str) -> float:
+        values = table[column].dropna()
+        return float(values.max() - values.min()) if len(values) else float("nan")
+
+    summary = {
+        "demographic_parity_difference": gap("selection_rate"),
+        "equalized_odds_difference": float(np.nanmax([gap("true_positive_rate"), gap("false_positive_rate")])),
+    }
+    return table, summary
