@@ -254,23 +254,33 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
                                                         paths.reports / "calibration_curve.png"),
     }
     tables = {"classification_report": rep.classification_report_table(y_test, y_pred, info.classes)}
+    predictions = pd.DataFrame(proba, columns=[f"proba_{c}" for c in info.classes])
+    predictions.insert(0, "predicted", [info.classes[k] for k in y_pred])
+    predictions.insert(0, "actual", test[info.target].to_numpy())
+    predictions.to_csv(paths.reports / "test_predictions.csv", index=False)  # what the gate saw, row by row
+    reports["test_predictions"] = str(paths.reports / "test_predictions.csv")
     top_features: list[str] = []
     if ev.explain:
         try:
+            # At most 2,000 validation rows (seeded): importances settle well before that, and each
+            # column costs n_repeats predictions of the whole sample.
+            sample = X_valid.sample(min(len(X_valid), 2000), random_state=ev.seed).index
+            rows = X_valid.index.get_indexer(sample)
             importance = ev_ml.permutation_importances(
-                decision, X_valid, y_valid, metric=metric, seed=ev.seed, **scoring)
+                decision, X_valid.iloc[rows], y_valid[rows], metric=metric, seed=ev.seed, **scoring)
             tables["permutation_importance"] = importance
             top_features = importance["feature"].head(5).tolist()
             figures["permutation_importance"] = rep.plot_bars(
                 importance, "feature", "importance_mean", f"Permutation importance (validation {metric} drop)",
                 paths.reports / "permutation_importance.png")
-            shap = ev_ml.tree_shap_values(model, X_valid.head(2000))
+            shap = ev_ml.tree_shap_values(model, X_valid.iloc[rows[:500]])  # TreeSHAP is costlier per row
             if shap is not None:
-                values, names = shap
+                values, names, encoded = shap
                 shap_table = pd.DataFrame({"feature": names, "mean_abs_shap": abs(values).mean(axis=0)}).sort_values(
                     "mean_abs_shap", ascending=False, ignore_index=True)
                 tables["shap_importance"] = shap_table
-                figures["shap_summary"] = rep.plot_shap_summary(values, names, paths.reports / "shap_summary.png")
+                figures["shap_summary"] = rep.plot_shap_summary(values, names, encoded,
+                                                                paths.reports / "shap_summary.png")
             else:
                 logger.info("SHAP values: %s has no native TreeSHAP (LightGBM and XGBoost do); permutation "
                             "importance covers it", champion.family)

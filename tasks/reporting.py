@@ -150,14 +150,15 @@ def plot_bars(table: pd.DataFrame, label: str, value: str, title: str, path: Pat
     return fig
 
 
-def plot_shap_summary(values: np.ndarray, names: list[str], path: Path, top: int = 15):
-    """A beeswarm: one dot per row and feature, x = SHAP value, colour = the feature's value rank."""
+def plot_shap_summary(values: np.ndarray, names: list[str], features: np.ndarray, path: Path, top: int = 15):
+    """A beeswarm: one dot per row and feature, x = SHAP value, colour = the feature's value (rank:
+    blue low, red high)."""
     order = np.argsort(np.abs(values).mean(axis=0))[::-1][:top]
     fig, ax = _axes((7, 0.35 * len(order) + 1.5))
     rng = np.random.default_rng(0)
     for row, k in enumerate(order[::-1]):
         column = values[:, k]
-        colour = pd.Series(column).rank(pct=True).to_numpy()
+        colour = pd.Series(features[:, k]).rank(pct=True).fillna(0.5).to_numpy()
         ax.scatter(column, row + rng.uniform(-0.3, 0.3, len(column)), c=colour, cmap="coolwarm", s=4, alpha=0.6)
     ax.set_yticks(range(len(order)))
     ax.set_yticklabels([names[k] for k in order[::-1]])
@@ -261,6 +262,8 @@ def model_card(f: dict[str, Any]) -> str:
         fairness = ("\n## Fairness (test split)\n\n"
                     "| column | demographic parity difference | equalized odds difference |\n|---|---|---|\n"
                     + "\n".join(rows) + "\n")
+    calibration = f.get("calibration", "none")
+    calibration = "as the model outputs them" if calibration == "none" else f"{calibration} calibration (on validation)"
     importance = ""
     if f.get("top_features"):
         importance = "\n## Most important inputs (permutation importance on validation)\n\n" + ", ".join(
@@ -271,7 +274,7 @@ def model_card(f: dict[str, Any]) -> str:
 - Task: {f['task']}; target `{f['target']}`; classes {f['classes']}
 - Trained on run `{f['run_id']}` (data sha256 `{f['data_sha256'][:16]}...`, config hash
   `{f.get('config_hash', '')[:16]}...`), {f['n_features']} input columns
-- Probabilities: {f.get('calibration', 'none')} calibration; decision: {f.get('decision', 'argmax')}
+- Probabilities: {calibration}; decision: {f.get('decision', 'the most probable class')}
 - **Gate decision: {f['gate']}**
 
 ## Data and splits

@@ -39,7 +39,8 @@ def comet_archives(directory: Path) -> dict[str, dict]:
             elif msg["type"] == "log_other":
                 others[payload["key"]] = payload["value"]
             elif msg["type"] == "file_upload":
-                uploads.append((payload.get("upload_type"), payload["additional_params"].get("fileName")))
+                extra = payload["additional_params"]
+                uploads.append((payload.get("upload_type"), extra.get("fileName") or extra.get("figName")))
         name = others.get("Name") or params.get("family")
         found[name] = {"params": params, "metrics": metrics, "others": others, "uploads": uploads,
                        "file": archive}

@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from tasks.ml.metrics import compute_metrics, predict_labels
 
@@ -33,24 +35,22 @@ class SoftVoteEnsemble:
         return self.predict_proba(X).argmax(axis=1)
 
 
-class _Prefit:
-    """A fitted model seen by CalibratedClassifierCV as an estimator it must not refit."""
+class _Prefit(ClassifierMixin, BaseEstimator):
+    """A fitted model seen by CalibratedClassifierCV as a classifier (frozen: never refitted)."""
 
-    def __init__(self, model: Any, n_classes: int) -> None:
+    def __init__(self, model: Any = None, n_classes: int = 2) -> None:
         self.model = model
-        self.classes_ = np.arange(n_classes)
+        self.n_classes = n_classes
 
-    def fit(self, X: Any, y: Any) -> _Prefit:  # pragma: no cover - never called through FrozenEstimator
-        raise RuntimeError("a prefit model is never refitted")
+    def fit(self, X: Any = None, y: Any = None) -> _Prefit:
+        self.classes_ = np.arange(self.n_classes)  # the model is already fitted: nothing to learn
+        return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
         return np.asarray(self.model.predict_proba(X))
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"model": self.model, "n_classes": len(self.classes_)}
-
-    def set_params(self, **params: Any) -> _Prefit:
-        return self
+    def predict(self, X: Any) -> np.ndarray:
+        return self.predict_proba(X).argmax(axis=1)
 
 
 def fit_calibrator(model: Any, X_valid: pd.DataFrame, y_valid: np.ndarray, method: str, n_classes: int) -> Any:
@@ -58,7 +58,7 @@ def fit_calibrator(model: Any, X_valid: pd.DataFrame, y_valid: np.ndarray, metho
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.frozen import FrozenEstimator
 
-    calibrator = CalibratedClassifierCV(FrozenEstimator(_Prefit(model, n_classes)), method=method)
+    calibrator = CalibratedClassifierCV(FrozenEstimator(_Prefit(model, n_classes).fit()), method=method)
     calibrator.fit(X_valid, y_valid)
     return calibrator
 
@@ -150,9 +150,10 @@ def permutation_importances(
     return table.sort_values("importance_mean", ascending=False, ignore_index=True)
 
 
-def tree_shap_values(pipeline: Any, X: pd.DataFrame) -> tuple[np.ndarray, list[str]] | None:
+def tree_shap_values(pipeline: Any, X: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray] | None:
     """Exact TreeSHAP contributions from LightGBM's / XGBoost's own implementation, per encoded
-    feature: (values [rows x features] for the positive / summed over classes, feature names).
+    feature: (values [rows x features] for the positive class / |values| summed over classes,
+    feature names, the encoded feature values as numbers (category codes for native categories)).
     None for models without a native TreeSHAP (logistic regression, random forest, ensembles)."""
     model = getattr(pipeline, "named_steps", {}).get("model") if hasattr(pipeline, "named_steps") else None
     if model is None:
@@ -163,13 +164,16 @@ def tree_shap_values(pipeline: Any, X: pd.DataFrame) -> tuple[np.ndarray, list[s
     pre = pipeline.named_steps["preprocess"]
     encoded = pre.transform(X)
     names = [str(n) for n in pre.get_feature_names_out()]
+    threads = os.cpu_count() or 1  # the search may have fitted with one thread per family
     if kind == "LGBMClassifier":
-        contrib = np.asarray(model.predict_proba(encoded, pred_contrib=True))
+        contrib = np.asarray(model.predict_proba(encoded, pred_contrib=True, num_threads=threads))
     else:
         import xgboost as xgb
 
+        booster = model.get_booster().copy()
+        booster.set_param({"nthread": threads})
         matrix = xgb.DMatrix(encoded, enable_categorical=True)
-        contrib = np.asarray(model.get_booster().predict(matrix, pred_contribs=True))
+        contrib = np.asarray(booster.predict(matrix, pred_contribs=True))
     n_features = len(names)
     if contrib.ndim == 3:  # xgboost multiclass: rows x classes x (features + 1)
         values = np.abs(contrib[:, :, :n_features]).sum(axis=1)
@@ -178,7 +182,13 @@ def tree_shap_values(pipeline: Any, X: pd.DataFrame) -> tuple[np.ndarray, list[s
     else:  # lightgbm multiclass: classes blocks of (features + 1), side by side
         blocks = contrib.reshape(len(contrib), -1, n_features + 1)
         values = np.abs(blocks[:, :, :n_features]).sum(axis=1)
-    return values, names
+    if isinstance(encoded, pd.DataFrame):
+        numbers = np.column_stack([
+            encoded[c].cat.codes.to_numpy(dtype=float) if isinstance(encoded[c].dtype, pd.CategoricalDtype)
+            else encoded[c].to_numpy(dtype=float) for c in encoded.columns])
+    else:
+        numbers = np.asarray(encoded, dtype=float)
+    return values, names, numbers
 
 
 def fairness_report(

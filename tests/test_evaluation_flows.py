@@ -1,0 +1,199 @@
+"""The evaluation flow end to end: reports, intervals, calibration and threshold on validation only,
+the registered model reproducing what was evaluated, champion vs challenger, ensembles, fairness."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks import registry
+from tests.conftest import SHARED_DATASETS, smoke_params
+from tests.test_flows import comet_archives
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+REPORT_FILES = [
+    "performance_metrics.csv", "confusion_matrix_summary.csv", "classification_report.csv",
+    "test_predictions.csv", "confusion_matrix.png", "roc_curve.png", "pr_curve.png", "calibration_curve.png",
+    "permutation_importance.csv", "permutation_importance.png", "model_card.md",
+]
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(tmp_path_factory):
+    """A smoke run with sigmoid calibration and a tuned threshold, spying on what those fits see."""
+    from flows.train import train
+    from tasks.ml import evaluation
+
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    seen = {}
+    fit_calibrator, tune_threshold = evaluation.fit_calibrator, evaluation.tune_threshold
+
+    def spy_calibrator(model, X, y, method, n_classes):
+        seen["calibrator"] = X.copy()
+        return fit_calibrator(model, X, y, method, n_classes)
+
+    def spy_threshold(y, proba, metric, beta, direction):
+        seen["threshold_rows"] = len(y)
+        return tune_threshold(y, proba, metric, beta, direction)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evaluation, "fit_calibrator", spy_calibrator)
+        mp.setattr(evaluation, "tune_threshold", spy_threshold)
+        report = train(params=smoke_params(artifacts, **{
+            "evaluation.calibration": "sigmoid", "evaluation.tune_threshold": True,
+            "models.random_forest.enabled": False, "models.xgboost.enabled": False,
+        }))
+    return report, artifacts, seen
+
+
+def test_every_report_file_with_intervals_around_the_estimates(calibrated_run):
+    report, artifacts, _ = calibrated_run
+    reports = Path(report.run_dir) / "reports"
+    for name in REPORT_FILES:
+        assert (reports / name).is_file() and (reports / name).stat().st_size > 0, name
+    perf = pd.read_csv(reports / "performance_metrics.csv")
+    test_row = perf[perf["split"] == "test"].iloc[0]
+    for metric in ("accuracy", "precision", "recall", "f1", "fbeta", "roc_auc", "pr_auc", "mcc", "log_loss", "brier"):
+        assert test_row[f"{metric}_lower"] <= test_row[metric] <= test_row[f"{metric}_upper"], metric
+        assert report.intervals[metric][0] <= report.test_metrics[metric] <= report.intervals[metric][1]
+    card = (reports / "model_card.md").read_text()
+    assert f"**Gate decision: {report.gate.reason}**" in card
+    assert "sigmoid calibration" in card and "tuned on validation" in card and "## Limitations" in card
+    version_dir = artifacts / "registry" / "breast_cancer-diagnosis" / str(report.registry_version)
+    assert "Gate decision" in (version_dir / "MODEL_CARD.md").read_text()
+    importance = pd.read_csv(reports / "permutation_importance.csv")
+    assert len(importance) == 30 and importance["importance_mean"].iloc[0] > 0
+    classification = pd.read_csv(reports / "classification_report.csv")
+    assert {"benign", "malignant", "macro avg"} <= set(classification["class"])
+
+
+def test_calibration_and_threshold_see_validation_rows_only(calibrated_run):
+    report, _, seen = calibrated_run
+    splits = Path(report.run_dir) / "splits"
+    manifest = json.loads((Path(report.run_dir) / "manifest.json").read_text())
+    features = manifest["dataset"]["features"]
+    valid = pd.read_parquet(splits / "valid.parquet")[features]
+    test = pd.read_parquet(splits / "test.parquet")[features]
+    pd.testing.assert_frame_equal(seen["calibrator"].reset_index(drop=True), valid.reset_index(drop=True))
+    assert seen["threshold_rows"] == len(valid)
+    # no test row reached a fit: none of them is among the rows the calibrator saw
+    seen_rows = set(map(tuple, seen["calibrator"].to_numpy().round(10)))
+    assert not any(tuple(row) in seen_rows for row in test.to_numpy().round(10))
+    assert report.calibration == "sigmoid" and report.decision_threshold is not None
+
+
+def test_the_reloaded_registered_model_reproduces_the_evaluated_predictions(calibrated_run):
+    report, artifacts, _ = calibrated_run
+    model = registry.load_model(artifacts / "registry", "breast_cancer-diagnosis")
+    assert model.metadata["decision_threshold"] == report.decision_threshold
+    assert model.metadata["calibration"] == "sigmoid"
+    test = pd.read_parquet(Path(report.run_dir) / "splits" / "test.parquet")
+    evaluated = pd.read_csv(Path(report.run_dir) / "reports" / "test_predictions.csv")
+    proba = model.predict_proba(test)
+    assert np.array_equal(proba.to_numpy(), evaluated[["proba_benign", "proba_malignant"]].to_numpy())
+    assert list(model.predict(test)) == evaluated["predicted"].tolist()  # the tuned threshold is applied
+
+
+def test_comet_and_prefect_get_the_plots_and_tables(calibrated_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    report, artifacts, _ = calibrated_run
+    evaluation = next(a for a in comet_archives(artifacts / "comet").values() if "champion_family" in a["others"])
+    figures = {str(name) for _, name in evaluation["uploads"]}
+    for figure in ("roc_curve", "pr_curve", "calibration_curve", "permutation_importance"):
+        assert any(figure in name for name in figures), (figure, evaluation["uploads"])
+    assert "test_fbeta_lower" in evaluation["metrics"] and "test_fbeta_upper" in evaluation["metrics"]
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["classification-report", "permutation-importance"])))
+    assert {a.key for a in found if report.run_id in (a.description or "")} == {
+        "classification-report", "permutation-importance"}
+
+
+def test_champion_vs_challenger_weak_then_strong_then_weak(tmp_path):
+    from flows.train import train
+    from tasks.ml.data import load_table
+
+    mean_and_worst = [c for c in load_table("builtin:breast_cancer").columns if c.startswith(("mean ", "worst "))]
+    weak = {"data.drop_columns": mean_and_worst, "evaluation.deployment_threshold": 0.3,
+            "models.random_forest.enabled": False, "models.xgboost.enabled": False,
+            "models.lightgbm.enabled": False, "tracking.backend": "none", "evaluation.explain": False}
+    strong = {**weak, "data.drop_columns": []}
+
+    first = train(params=smoke_params(tmp_path, **weak))
+    assert first.registered and first.registry_version == 1
+    better = train(params=smoke_params(tmp_path, **strong))
+    assert better.registered and better.registry_version == 2
+    assert better.gate.incumbent_version == 1 and better.gate.incumbent_value < better.gate.test_value
+    assert "not worse than the current champion (version 1" in better.gate.reason
+    again = train(params=smoke_params(tmp_path, **weak))
+    assert not again.registered and again.gate.incumbent_version == 2
+    assert registry.get_alias(tmp_path / "registry", "breast_cancer-diagnosis") == 2
+    saved = json.loads((Path(again.run_dir) / "report.json").read_text())
+    assert "better than this challenger's" in saved["gate"]["reason"]
+    assert f"{again.gate.incumbent_value:.4f}" in saved["gate"]["reason"]  # both numbers are stated
+    assert f"{again.gate.test_value:.4f}" in saved["gate"]["reason"]
+    # A margin lets a challenger that is a little worse through (here: any worse).
+    lenient = train(params=smoke_params(tmp_path, **{**weak, "evaluation.champion_margin": 1.0}))
+    assert lenient.registered and "margin 1.0" in lenient.gate.reason
+
+
+def test_a_soft_voting_ensemble_competes_and_can_win(tmp_path):
+    from flows.train import train
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    X = rng.normal(size=(n, 6))
+    logit = 1.2 * X[:, 0] - X[:, 1] + 0.8 * X[:, 2] + 1.5 * (X[:, 3] * X[:, 4] > 0) - 0.75
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(6)])
+    frame["y"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    frame.to_csv(tmp_path / "mix.csv", index=False)
+    report = train(params=smoke_params(tmp_path, **{
+        "data.path": str(tmp_path / "mix.csv"), "data.target": "y", "evaluation.ensemble.enabled": True,
+        "evaluation.comparison_metric": "log_loss", "evaluation.deployment_threshold": 1.0,
+        "tracking.backend": "none",
+    }))
+    board = {row["family"]: row for row in report.leaderboard()}
+    assert "ensemble" in board
+    ensemble = next(c for c in report.candidates if c.family == "ensemble")
+    assert len(ensemble.best_params["members"]) == 3
+    assert report.champion == "ensemble" and report.registered  # averaging three models beat each of them
+    model = registry.load_model(tmp_path / "registry", "mix-y")
+    assert type(model.pipeline.model).__name__ == "SoftVoteEnsemble"
+    assert set(model.predict(frame.head(20))) <= {0, 1}
+
+
+@pytest.mark.integration
+def test_fairness_on_adult_by_sex(tmp_path):
+    adult = SHARED_DATASETS / "adult.parquet"
+    if not adult.is_file():
+        pytest.skip(f"{adult} is absent (../shared/datasets is not checked out)")
+    from flows.train import train
+
+    report = train(params=smoke_params(tmp_path, **{
+        "data.path": str(adult), "data.target": "income", "evaluation.sensitive_columns": ["sex"],
+        "models.random_forest.enabled": False, "models.logistic_regression.enabled": False,
+        "tracking.backend": "none",
+    }))
+    summary = report.fairness["sex"]
+    assert 0 < summary["demographic_parity_difference"] < 1 and 0 < summary["equalized_odds_difference"] < 1
+    table = pd.read_csv(Path(report.run_dir) / "reports" / "fairness_sex.csv")
+    assert set(table["group"]) == {"Female", "Male"}
+    assert table.set_index("group").loc["Male", "selection_rate"] > table.set_index("group").loc["Female",
+                                                                                               "selection_rate"]
+    card = (Path(report.run_dir) / "reports" / "model_card.md").read_text()
+    assert "## Fairness (test split)" in card and "| sex |" in card
+    # The same run with a gate limit below the measured gap is refused, and says why.
+    limited = train(params=smoke_params(tmp_path / "limited", **{
+        "data.path": str(adult), "data.target": "income", "evaluation.sensitive_columns": ["sex"],
+        "evaluation.fairness_max_difference": 0.05, "models.random_forest.enabled": False,
+        "models.logistic_regression.enabled": False, "models.xgboost.enabled": False,
+        "tracking.backend": "none", "evaluation.explain": False,
+    }))
+    assert not limited.registered and "demographic parity difference on 'sex'" in limited.gate.reason
