@@ -347,6 +347,10 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
         tracker.log_other("gate_passed", gate.passed)
         tracker.log_other("gate_decision", gate.reason)
         tracker.log_other("registry_version", version if version is not None else "not registered")
+        if version is not None:  # the champion in Comet's model registry too (online)
+            tracker.log_model(name, Path(root) / name / str(version) / "model.pkl")
+            tracker.register_model(name, version, tags=[champion.family, "champion", info.task],
+                                   description=gate.reason)
         for key, figure in figures.items():
             tracker.log_figure(key, figure)
         for key, table in tables.items():

@@ -41,6 +41,7 @@ class Tracker(Protocol):
     def log_figure(self, name: str, figure: Any) -> None: ...
     def log_table(self, name: str, frame: pd.DataFrame) -> None: ...
     def log_confusion_matrix(self, y_true: Any, y_pred: Any, labels: list[str]) -> None: ...
+    def register_model(self, name: str, version: int, tags: list[str], description: str = "") -> None: ...
     def end(self) -> None: ...
     def describe(self) -> str: ...
 
@@ -60,6 +61,7 @@ class NullTracker:
     def log_figure(self, name: str, figure: Any) -> None: ...
     def log_table(self, name: str, frame: pd.DataFrame) -> None: ...
     def log_confusion_matrix(self, y_true: Any, y_pred: Any, labels: list[str]) -> None: ...
+    def register_model(self, name: str, version: int, tags: list[str], description: str = "") -> None: ...
     def end(self) -> None: ...
 
     def describe(self) -> str:
@@ -129,6 +131,12 @@ class CometTracker:
     def log_confusion_matrix(self, y_true: Any, y_pred: Any, labels: list[str]) -> None:
         self._record("log_confusion_matrix", y_true=list(y_true), y_predicted=list(y_pred), labels=labels)
 
+    def register_model(self, name: str, version: int, tags: list[str], description: str = "") -> None:
+        """Online: register the model logged under `name` in Comet's model registry as version
+        `<version>.0.0` (Comet wants semver), with tags. Offline archives cannot register: the local
+        registry holds the champion, and the archive's model asset can be registered after upload."""
+        self._record("register_model", name, version=f"{version}.0.0", tags=list(tags), description=description)
+
     def end(self) -> None:
         """Write the experiment. Never raises: tracking must not fail a training run."""
         if self._ended:
@@ -138,6 +146,10 @@ class CometTracker:
             try:
                 experiment = self._open()
                 for method, args, kwargs in self._calls:
+                    if method == "register_model" and self.mode != "online":
+                        log.info("Comet model registry: %s version %s is registered locally only (offline)",
+                                 args[0], kwargs["version"])
+                        continue
                     getattr(experiment, method)(*args, **kwargs)
                 experiment.end()
             except Exception as exc:  # keep the run; say what was lost

@@ -127,3 +127,29 @@ def test_online_start_is_retried_with_backoff_before_going_offline(tmp_path, mon
     tracker.log_metrics({"a": 1.0}, step=0)
     tracker.end()
     assert tracker.mode == "offline" and comet_archives(tmp_path)["run-w"]["metrics"]["a"] == [(0, 1.0)]
+
+
+def test_online_champions_go_to_comets_model_registry_offline_ones_stay_local(tmp_path, monkeypatch):
+    import comet_ml
+
+    FakeCloudExperiment.made = []
+    monkeypatch.setenv("COMET_API_KEY", "test-key-not-real")
+    monkeypatch.setattr(comet_ml, "Experiment", lambda **kw: FakeCloudExperiment(**kw))
+    model = tmp_path / "model.pkl"
+    model.write_bytes(b"pickled model")
+    tracker = start_tracker(TrackingConfig(), tmp_path / "offline", name="run-eval")
+    tracker.log_model("adult-income", model)
+    tracker.register_model("adult-income", 3, tags=["xgboost", "champion"], description="gate passed")
+    tracker.end()
+    (exp,) = FakeCloudExperiment.made
+    assert ("log_model", ("adult-income", str(model)), {}) in exp.calls
+    assert ("register_model", ("adult-income",),
+            {"version": "3.0.0", "tags": ["xgboost", "champion"], "description": "gate passed"}) in exp.calls
+
+    monkeypatch.delenv("COMET_API_KEY")
+    offline = start_tracker(TrackingConfig(), tmp_path / "offline", name="run-eval-offline")
+    offline.log_model("adult-income", model)
+    offline.register_model("adult-income", 4, tags=["champion"])
+    offline.end()  # an offline archive cannot register: the call is skipped, the archive is written
+    archive = comet_archives(tmp_path / "offline")["run-eval-offline"]
+    assert ("model-element", "model.pkl") in archive["uploads"]
