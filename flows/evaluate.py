@@ -17,6 +17,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pandas as pd  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 from prefect import flow, get_run_logger  # noqa: E402
 
 from config.errors import GauntletError  # noqa: E402
@@ -192,10 +193,19 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
     direction = config.evaluation.resolved_direction
 
     ev = config.evaluation
-    missing = [c for c in ev.sensitive_columns if c not in pd.read_parquet(paths.split("test")).columns]
-    if missing:
-        raise GauntletError(f"evaluation.sensitive_columns names columns not in the table: {missing}")
     candidates = read_candidates(paths)
+    try:
+        select_champion(candidates, metric, direction)  # fail before any work when nothing can win
+    except ValueError as exc:
+        raise GauntletError(f"run {paths.run_id}: {exc}; rerun the training") from None
+    for split in ("valid", "test"):
+        if not paths.split(split).is_file():
+            raise GauntletError(f"run {paths.run_id} lacks {paths.split(split)}; rerun the training")
+    columns = pq.read_schema(paths.split("test")).names
+    missing = [c for c in ev.sensitive_columns if c not in columns]
+    if missing:
+        raise GauntletError(f"evaluation.sensitive_columns names columns not in the table: {missing}; "
+                            f"choose among {', '.join(columns[:12])}")
     valid = pd.read_parquet(paths.split("valid"))
     X_valid, y_valid = features_and_target(valid, info)
     n_classes = len(info.classes)

@@ -39,6 +39,11 @@ def preflight(config: TrainConfig) -> None:
         raise DataError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
                         "check that the file is a valid CSV or Parquet table") from None
     ml_data.check_columns(columns, config.data.target, config.data.drop_columns, where=f" in {path}")
+    for key, names in (("evaluation.sensitive_columns", config.evaluation.sensitive_columns),
+                       ("preprocessing.categorical.columns", config.preprocessing.categorical.columns)):
+        missing = [c for c in names if c not in columns]
+        if missing:
+            raise DataError(f"{key} names columns not in {path}: {missing}; choose among {', '.join(columns[:12])}")
 
 
 @task(name="load_dataset", cache_policy=NO_CACHE)

@@ -32,6 +32,10 @@ def last_line(text: str) -> str:
         (["--set", "models.catboost.enabled=true"], "models.catboost: unknown key"),
         (["--set", "evaluation.deployment_threshold=1.2"], "deployment_threshold 1.2 is outside [0, 1]"),
         (["--set", "data.path=no/such/file.csv"], "error: data file not found: no/such/file.csv; set data.path to an existing CSV or Parquet file"),
+        (["--set", "search.cv_folds=1"], "search.cv_folds: cv_folds 1 is not cross-validation; use 0 (the valid split) or 2 and more"),
+        (["--set", "preprocessing.imbalance.method=smote", "--set", "preprocessing.categorical.encoding=native"],
+         "smote interpolates numbers and cannot follow categorical.encoding native"),
+        (["--set", "evaluation.calibration=platt"], "evaluation.calibration: Input should be 'none', 'sigmoid' or 'isotonic'"),
     ],
 )
 def test_bad_config_or_missing_file_ends_with_one_line(args, message, tmp_path):
@@ -81,3 +85,16 @@ def test_evaluate_cli_on_a_run_without_candidates(tmp_path):
     out = run_cli("--run", str(run), script="flows/evaluate.py")
     assert out.returncode == 2, out.stderr[-2000:]
     assert "no candidate has a usable validation fbeta" in last_line(out.stderr)
+
+
+def test_unknown_sensitive_or_categorical_columns_are_named_before_training(tmp_path):
+    pd.DataFrame({"a": [1, 2, 3], "sex": ["f", "m", "f"], "y": [0, 1, 0]}).to_csv(tmp_path / "t.csv", index=False)
+    base = ["--config", "config/smoke.yaml", "--set", f"artifacts_dir={tmp_path}", "--set",
+            f"data.path={tmp_path / 't.csv'}", "--set", "data.target=y"]
+    out = run_cli(*base, "--set", "evaluation.sensitive_columns=[gender]")
+    assert out.returncode == 2
+    assert "evaluation.sensitive_columns names columns not in" in last_line(out.stderr)
+    assert "['gender']; choose among a, sex, y" in last_line(out.stderr)
+    out = run_cli(*base, "--set", "preprocessing.categorical.columns=[store]")
+    assert out.returncode == 2 and "preprocessing.categorical.columns names columns not in" in last_line(out.stderr)
+    assert not (tmp_path / "runs").exists()
