@@ -94,7 +94,7 @@ def tune_threshold(y: np.ndarray, proba: np.ndarray, metric: str, beta: float, d
     candidates = np.unique(np.concatenate([[0.5], (cuts[:-1] + cuts[1:]) / 2]))
     best, best_value = 0.5, None
     for t in sorted(candidates, key=lambda c: abs(c - 0.5)):
-        value = compute_metrics(y, proba, n_classes=2, beta=beta, threshold=float(t))[metric]
+        value = compute_metrics(y, proba, n_classes=2, beta=beta, threshold=float(t), only=metric)[metric]
         if best_value is None or (value > best_value if direction == "maximize" else value < best_value):
             best, best_value = float(t), value
     return best
@@ -134,7 +134,7 @@ def permutation_importances(
     def score(frame: pd.DataFrame) -> float:
         proba = model.predict_proba(frame)
         return sign * compute_metrics(y, proba, n_classes=n_classes, beta=beta, average=average,
-                                      threshold=threshold)[metric]
+                                      threshold=threshold, only=metric)[metric]
 
     baseline = score(X)
     rows = []

@@ -20,6 +20,42 @@ def predict_labels(proba: np.ndarray, threshold: float | None = None) -> np.ndar
     return proba.argmax(axis=1)
 
 
+def _label_metrics(y: np.ndarray, pred: np.ndarray, k: int, beta: float, average: str) -> dict[str, float]:
+    """Label metrics from the confusion matrix, as scikit-learn defines them (zero_division=0;
+    binary scores are for class 1), without its per-call validation: these run in the bootstrap,
+    permutation-importance and threshold loops thousands of times."""
+    matrix = np.bincount(y * k + pred, minlength=k * k).reshape(k, k).astype(float)
+    total = matrix.sum()
+    tp = np.diag(matrix)
+    support, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
+
+    def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.divide(a, b, out=np.zeros_like(a), where=b > 0)
+
+    precision, recall = ratio(tp, predicted), ratio(tp, support)
+
+    def f(b: float) -> np.ndarray:
+        return ratio((1 + b * b) * precision * recall, b * b * precision + recall)
+
+    if k == 2:
+        pick = {"precision": precision[1], "recall": recall[1], "f1": f(1.0)[1], "fbeta": f(beta)[1]}
+    elif average == "micro":
+        micro = tp.sum() / total if total else 0.0
+        pick = dict.fromkeys(("precision", "recall", "f1", "fbeta"), micro)
+    else:
+        weights = support / support.sum() if average == "weighted" else np.full(k, 1.0 / k)
+        pick = {"precision": precision @ weights, "recall": recall @ weights,
+                "f1": f(1.0) @ weights, "fbeta": f(beta) @ weights}
+    covariance = tp.sum() * total - predicted @ support
+    spread = np.sqrt((total**2 - predicted @ predicted) * (total**2 - support @ support))
+    return {
+        "accuracy": tp.sum() / total if total else 0.0,
+        "balanced_accuracy": float(recall[support > 0].mean()),
+        **pick,
+        "mcc": covariance / spread if spread > 0 else 0.0,
+    }
+
+
 def compute_metrics(
     y_true: np.ndarray,
     proba: np.ndarray,
@@ -28,12 +64,13 @@ def compute_metrics(
     beta: float = 0.5,
     average: str = "macro",
     threshold: float | None = None,
+    only: str | None = None,
 ) -> dict[str, float]:
     """All metrics gauntlet reports, from encoded labels (binary: 1 = positive) and probabilities.
 
     Label metrics use `threshold` on P(positive) for binary tasks when given, argmax otherwise.
     Multiclass: precision/recall/F by `average`, ROC-AUC and PR-AUC one-vs-rest macro, Brier summed
-    over classes.
+    over classes. `only`: compute just that metric (bootstrap and permutation loops).
     """
     y_true = np.asarray(y_true)
     proba = np.clip(np.asarray(proba, dtype=np.float64), 1e-15, 1.0)
@@ -41,36 +78,32 @@ def compute_metrics(
     y_pred = predict_labels(proba, threshold)
     onehot = np.eye(n_classes)[y_true]
     labels = list(range(n_classes))
-    if n_classes == 2:
-        kw: dict[str, Any] = {"average": "binary", "pos_label": 1, "zero_division": 0}
-    else:
-        kw = {"average": average, "labels": labels, "zero_division": 0}
-    out = {
-        "accuracy": skm.accuracy_score(y_true, y_pred),
-        "balanced_accuracy": skm.balanced_accuracy_score(y_true, y_pred),
-        "precision": skm.precision_score(y_true, y_pred, **kw),
-        "recall": skm.recall_score(y_true, y_pred, **kw),
-        "f1": skm.f1_score(y_true, y_pred, **kw),
-        "fbeta": skm.fbeta_score(y_true, y_pred, beta=beta, **kw),
-        "mcc": skm.matthews_corrcoef(y_true, y_pred),
-        "log_loss": skm.log_loss(y_true, proba, labels=labels),
-        "brier": float(np.mean(((onehot - proba) ** 2)[:, 1] if n_classes == 2 else
-                               ((onehot - proba) ** 2).sum(axis=1))),
-    }
-    try:
+    label_scores = _label_metrics(y_true, y_pred, n_classes, beta, average)
+    def roc_auc() -> float:
+        try:
+            if n_classes == 2:
+                return skm.roc_auc_score(y_true, proba[:, 1])
+            return skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels)
+        except ValueError:  # a class absent from y_true: AUC is undefined
+            return float("nan")
+
+    def pr_auc() -> float:
         if n_classes == 2:
-            out["roc_auc"] = skm.roc_auc_score(y_true, proba[:, 1])
-        else:
-            out["roc_auc"] = skm.roc_auc_score(
-                y_true, proba, multi_class="ovr", average="macro", labels=labels
-            )
-    except ValueError:  # a class absent from y_true: AUC is undefined
-        out["roc_auc"] = float("nan")
-    present = onehot.sum(axis=0) > 0
-    out["pr_auc"] = (skm.average_precision_score(y_true, proba[:, 1]) if n_classes == 2 else
-                     float(np.mean([skm.average_precision_score(onehot[:, k], proba[:, k])
-                                    for k in range(n_classes) if present[k]])))
-    return {k: float(v) for k, v in out.items()}
+            return skm.average_precision_score(y_true, proba[:, 1])
+        present = onehot.sum(axis=0) > 0
+        return float(np.mean([skm.average_precision_score(onehot[:, k], proba[:, k])
+                              for k in range(n_classes) if present[k]]))
+
+    squared = (onehot - proba) ** 2
+    computers = {
+        **{name: (lambda name=name: label_scores[name]) for name in label_scores},
+        "log_loss": lambda: skm.log_loss(y_true, proba, labels=labels),
+        "brier": lambda: np.mean(squared[:, 1] if n_classes == 2 else squared.sum(axis=1)),
+        "roc_auc": roc_auc,
+        "pr_auc": pr_auc,
+    }
+    names = [only] if only else list(computers)
+    return {name: float(computers[name]()) for name in names}
 
 
 def confusion_summary(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[Any]) -> list[dict[str, Any]]:

@@ -100,3 +100,36 @@ def test_gate_and_comparison_respect_direction():
     assert is_better(0.2, 0.3, "minimize") and not is_better(0.2, 0.3, "maximize")
     assert is_better(0.1, float("nan"), "maximize") and not is_better(float("nan"), 0.1, "maximize")
 
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 5])
+@pytest.mark.parametrize("average", ["macro", "weighted", "micro"])
+def test_label_metrics_match_scikit_learn(n_classes, average):
+    """gauntlet computes label metrics from the confusion matrix (fast, for the bootstrap loops);
+    they must equal scikit-learn's, including classes that are never predicted."""
+    import warnings
+
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(n_classes)
+    for trial in range(15):
+        n = int(rng.integers(5, 60))
+        y = rng.integers(0, n_classes, n)
+        proba = rng.dirichlet(np.ones(n_classes), n)
+        if trial % 3 == 0:
+            proba[:, 0] += 3
+            proba /= proba.sum(axis=1, keepdims=True)
+        pred = proba.argmax(axis=1)
+        ours = compute_metrics(y, proba, n_classes=n_classes, beta=0.5, average=average)
+        kw = ({"average": "binary", "zero_division": 0} if n_classes == 2
+              else {"average": average, "labels": list(range(n_classes)), "zero_division": 0})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reference = {
+                "accuracy": skm.accuracy_score(y, pred), "balanced_accuracy": skm.balanced_accuracy_score(y, pred),
+                "precision": skm.precision_score(y, pred, **kw), "recall": skm.recall_score(y, pred, **kw),
+                "f1": skm.f1_score(y, pred, **kw), "fbeta": skm.fbeta_score(y, pred, beta=0.5, **kw),
+                "mcc": skm.matthews_corrcoef(y, pred),
+            }
+        for key, value in reference.items():
+            assert ours[key] == pytest.approx(value, abs=1e-12), (key, trial)
