@@ -45,7 +45,7 @@ def calibrated_run(tmp_path_factory):
         mp.setattr(evaluation, "fit_calibrator", spy_calibrator)
         mp.setattr(evaluation, "tune_threshold", spy_threshold)
         report = train(params=smoke_params(artifacts, **{
-            "evaluation.calibration": "sigmoid", "evaluation.tune_threshold": True,
+            "evaluation.calibration": "sigmoid", "evaluation.tune_threshold": True, "evaluation.explain": True,
             "models.random_forest.enabled": False, "models.xgboost.enabled": False,
         }))
     return report, artifacts, seen
