@@ -106,38 +106,36 @@ def _one_vs_rest(y_true: np.ndarray, proba: np.ndarray, classes: list[Any]):
     return [(str(c), (y_true == k).astype(int), proba[:, k]) for k, c in enumerate(classes)]
 
 
+def _plot_curves(display: Any, title: str, y_true: np.ndarray, proba: np.ndarray, classes: list[Any], path: Path,
+                 diagonal: bool = False, **options: Any):
+    """One scikit-learn curve display per class (one-vs-rest; binary: the positive class)."""
+    fig, ax = _axes()
+    for label, y, score in _one_vs_rest(y_true, proba, classes):
+        display.from_predictions(y, score, ax=ax, name=label, **options)
+    if diagonal:
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    ax.set_title(f"{title} on the test split")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
 def plot_roc_curve(y_true: np.ndarray, proba: np.ndarray, classes: list[Any], path: Path):
     from sklearn.metrics import RocCurveDisplay
 
-    fig, ax = _axes()
-    for label, y, score in _one_vs_rest(y_true, proba, classes):
-        RocCurveDisplay.from_predictions(y, score, ax=ax, name=label)
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
-    ax.set_title("ROC on the test split")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return fig
+    return _plot_curves(RocCurveDisplay, "ROC", y_true, proba, classes, path, diagonal=True)
 
 
 def plot_pr_curve(y_true: np.ndarray, proba: np.ndarray, classes: list[Any], path: Path):
     from sklearn.metrics import PrecisionRecallDisplay
 
-    fig, ax = _axes()
-    for label, y, score in _one_vs_rest(y_true, proba, classes):
-        PrecisionRecallDisplay.from_predictions(y, score, ax=ax, name=label)
-    ax.set_title("Precision-recall on the test split")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return fig
+    return _plot_curves(PrecisionRecallDisplay, "Precision-recall", y_true, proba, classes, path)
 
 
 def plot_calibration_curve(y_true: np.ndarray, proba: np.ndarray, classes: list[Any], path: Path):
     from sklearn.calibration import CalibrationDisplay
 
-    fig, ax = _axes()
-    for label, y, score in _one_vs_rest(y_true, proba, classes):
-        CalibrationDisplay.from_predictions(y, score, n_bins=10, strategy="quantile", ax=ax, name=label)
-    ax.set_title("Calibration on the test split")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return fig
+    return _plot_curves(CalibrationDisplay, "Calibration", y_true, proba, classes, path, n_bins=10,
+                        strategy="quantile")
 
 
 def plot_bars(table: pd.DataFrame, label: str, value: str, title: str, path: Path, top: int = 20):
