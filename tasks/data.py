@@ -73,11 +73,10 @@ def validate_dataset(frame: pd.DataFrame, config: TrainConfig) -> DatasetInfo:
     )
     message = ml_data.imbalance_message(info, config.preprocessing.imbalance.method,
                                         config.preprocessing.imbalance.warn_below)
-    if message:
-        info.warnings.append(message)
     logger = get_run_logger()
-    for warning in info.warnings:
-        logger.warning(warning)
+    if message:  # the column warnings were logged by tasks.ml.data already (gauntlet logger)
+        info.warnings.append(message)
+        logger.warning(message)
     logger.info(
         "%s task on %r: classes %s; %d features (%d numeric, %d categorical)%s",
         info.task, info.target, info.classes, len(info.features), len(info.numeric_features),
