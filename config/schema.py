@@ -184,11 +184,31 @@ class ModelsConfig(_Section):
 
 class SearchConfig(_Section):
     seed: int = Field(42, ge=0, description="Seed of the Optuna sampler and of the models.")
-    pruner: Literal["median", "none"] = "median"
+    pruner: Literal["median", "successive_halving", "hyperband", "none"] = Field(
+        "median",
+        description="Stops hopeless trials early, from the valid loss every few boosting rounds (or the "
+        "score after each CV fold): median, successive_halving, hyperband or none.",
+    )
     storage: str | None = Field(
-        None,
-        description="Optuna storage: none (in memory), journal:PATH (a local file, resumable), "
-        "or a database URL (sqlite:///..., postgresql://...).",
+        "auto",
+        description="Optuna storage: auto (a journal file per study under <artifacts_dir>/optuna: a "
+        "rerun resumes), none (in memory), journal:PATH (a file; a folder ending in / holds one "
+        "file per study), or a database URL (postgresql://... for many workers).",
+    )
+    parallelism: int | Literal["auto"] = Field(
+        "auto",
+        description="Families searched at once. auto: as many as there are cores (at most the number "
+        "of families); each family's models get cores // parallelism threads.",
+    )
+    executor: Literal["threads", "processes"] = Field(
+        "threads",
+        description="How concurrent family searches run: threads (default; the model libraries "
+        "release the GIL) or processes (one Python process per family).",
+    )
+    trial_workers: int = Field(
+        1, ge=1, le=64,
+        description="Prefect flow runs contributing trials to each family's study (1: only this run). "
+        "More need a shared storage (PostgreSQL) and `make worker` processes to run them.",
     )
     early_stopping_rounds: int = Field(
         50, ge=1, description="Boosting rounds without validation improvement before stopping."
@@ -213,15 +233,22 @@ class SearchConfig(_Section):
             raise ValueError("cv_folds 1 is not cross-validation; use 0 (the valid split) or 2 and more")
         return value
 
+    @field_validator("parallelism")
+    @classmethod
+    def _positive_parallelism(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("parallelism must be auto or a whole number >= 1")
+        return value
+
     @field_validator("storage")
     @classmethod
     def _known_storage(cls, value: str | None) -> str | None:
         if value is None or value.lower() in ("none", "memory", ""):
             return None
-        if value.startswith("journal:") or "://" in value:
+        if value == "auto" or value.startswith("journal:") or "://" in value:
             return value
         raise ValueError(
-            f"storage {value!r} is not understood; use none, journal:PATH or a database URL "
+            f"storage {value!r} is not understood; use auto, none, journal:PATH or a database URL "
             "such as sqlite:///optuna.db or postgresql://user@host/db"
         )
 
@@ -350,6 +377,13 @@ class TrainConfig(_Section):
     @property
     def registry_dir(self) -> Path:
         return Path(self.registry.path) if self.registry.path else Path(self.artifacts_dir) / "registry"
+
+    @property
+    def study_storage(self) -> str | None:
+        """search.storage with auto resolved: one journal file per study under <artifacts_dir>/optuna/."""
+        if self.search.storage == "auto":
+            return f"journal:{Path(self.artifacts_dir) / 'optuna'}/"
+        return self.search.storage
 
     @property
     def comet_dir(self) -> Path:

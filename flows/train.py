@@ -13,26 +13,30 @@ from config.runtime import configure_environment
 configure_environment()
 
 import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from prefect import flow, get_run_logger, tags, task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from config.errors import GauntletError  # noqa: E402
 from config.schema import DEFAULT_CONFIG_PATH, TrainConfig, TrainParameters  # noqa: E402
 from flows._cli import fail, print_summary  # noqa: E402
 from flows.evaluate import evaluate  # noqa: E402
-from flows.tune import tune_model  # noqa: E402
+from flows.tune import study_name, tune_model  # noqa: E402
 from tasks import data as data_tasks  # noqa: E402
 from tasks import reporting as rep  # noqa: E402
 from tasks.ml.results import Candidate, EvalReport  # noqa: E402
-from tasks.runs import RunPaths, new_run_id, write_candidate  # noqa: E402
+from tasks.modeling import file_sha256  # noqa: E402
+from tasks.runs import RunPaths, new_run_id, read_json, write_candidate  # noqa: E402
 
 
 class AllFamiliesFailed(GauntletError):
@@ -54,9 +58,23 @@ def stage(name: str) -> Iterator[None]:
         raise StageFailed(f"{name}: {type(exc).__name__}: {exc}") from exc
 
 
-def threads_per_family(n_families: int) -> int:
-    """Split the cores between concurrent searches so that they do not oversubscribe."""
-    return max(1, (os.cpu_count() or 1) // max(1, n_families))
+# Relative cost of one trial, to start the longest searches first (longest-processing-time order):
+# with fewer workers than families, a short search then fills a core that a long one left idle.
+TRIAL_COST = {"random_forest": 4.0, "xgboost": 2.0, "lightgbm": 1.5, "logistic_regression": 1.0}
+
+
+def search_plan(config: TrainConfig, families: list[str]) -> tuple[list[str], int, int]:
+    """(families in start order, families searched at once, threads per family's models).
+
+    concurrency x threads never exceeds the cores: on 2 cores, two families at a time with one
+    thread each; a family that ends hands its core to the next one waiting.
+    """
+    cores = os.cpu_count() or 1
+    wanted = cores if config.search.parallelism == "auto" else config.search.parallelism
+    parallel = max(1, min(len(families), wanted))
+    threads = max(1, cores // parallel)
+    order = sorted(families, key=lambda f: -TRIAL_COST.get(f, 1.0) * getattr(config.models, f).n_trials)
+    return order, parallel, threads
 
 
 # Failures worth another try: a database or network that blinked, not a model that cannot fit.
@@ -69,6 +87,10 @@ class TransientSearchFailure(Exception):
     """A family's search failed on its storage or network: the search_family task retries it."""
 
 
+class FamilySearchFailed(Exception):
+    """A family's search failed for good (the model, not the infrastructure): it does not compete."""
+
+
 def _retry_only_transient(task, task_run, state) -> bool:
     try:
         state.result()
@@ -79,13 +101,29 @@ def _retry_only_transient(task, task_run, state) -> bool:
     return False
 
 
-@task(name="search_family", task_run_name="search-{family}", cache_policy=NO_CACHE, retries=SEARCH_RETRIES,
-      retry_delay_seconds=exponential_backoff(backoff_factor=5), retry_condition_fn=_retry_only_transient)
+def _search_cache_key(context, parameters: dict) -> str | None:
+    """Same data, same search definition, same budget, persistent study: a finished family's search
+    is not run again (a rerun after a crash resumes only the families that had not finished)."""
+    config: TrainConfig = parameters["config"]
+    family = parameters["family"]
+    if config.study_storage is None:
+        return None  # an in-memory study cannot be resumed: nothing to reuse either
+    manifest = read_json(RunPaths(parameters["run_dir"]).manifest)
+    model_cfg = getattr(config.models, family)
+    key = [study_name(config, family, manifest["data"]["sha256"]), model_cfg.n_trials, model_cfg.timeout_s,
+           config.study_storage, config.tracking.backend]
+    return "search-" + hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:24]
+
+
+@task(name="search_family", task_run_name="search-{family}", cache_key_fn=_search_cache_key,
+      persist_result=True, retries=SEARCH_RETRIES, retry_delay_seconds=exponential_backoff(backoff_factor=5),
+      retry_condition_fn=_retry_only_transient)
 def search_family(family: str, run_dir: str, config: TrainConfig, n_jobs: int) -> Candidate:
-    """Run the family's tune_model subflow; a family that fails becomes a failed Candidate.
+    """Run the family's tune_model subflow and return its candidate.
 
     A failure of the study's storage or of the network (not of the model) is retried with backoff:
-    a persistent study resumes where it stopped.
+    a persistent study resumes where it stopped. Any other failure fails the task (never cached),
+    and the train flow records the family as failed.
     """
     state = tune_model(family=family, run_dir=run_dir, config=config, n_jobs=n_jobs, return_state=True)
     if state.is_completed():
@@ -96,13 +134,32 @@ def search_family(family: str, run_dir: str, config: TrainConfig, n_jobs: int) -
         get_run_logger().warning("[%s] transient failure, will retry: %s", family, message)
         raise TransientSearchFailure(message)
     get_run_logger().error("[%s] search failed: %s", family, message)
-    return _failed(family, run_dir, config, message)
+    raise FamilySearchFailed(message)
 
 
 def _failed(family: str, run_dir: str, config: TrainConfig, message: str) -> Candidate:
     candidate = Candidate.failed(family, message, metric=config.evaluation.comparison_metric)
     write_candidate(RunPaths(run_dir), candidate)
     return candidate
+
+
+def _adopt(candidate: Candidate, paths: RunPaths) -> Candidate | None:
+    """A candidate cached from an earlier run: copy its pipeline and trials into this run.
+    None when the earlier run's files are gone or changed (the family is searched again)."""
+    source = Path(candidate.pipeline_path)
+    if source.parent.resolve() == paths.candidates.resolve():
+        return candidate
+    if not source.is_file() or file_sha256(source) != candidate.pipeline_sha256:
+        return None
+    paths.candidates.mkdir(parents=True, exist_ok=True)
+    target = paths.candidates / source.name
+    shutil.copy2(source, target)
+    trials = source.with_name(f"{candidate.family}_trials.csv")
+    if trials.is_file():
+        shutil.copy2(trials, paths.candidates / trials.name)
+    adopted = candidate.model_copy(update={"pipeline_path": str(target), "reused_from": str(source.parents[1])})
+    write_candidate(paths, adopted)
+    return adopted
 
 
 def _dataset_name(config: TrainConfig) -> str:
@@ -124,7 +181,7 @@ def _run_name() -> str:
     return f"train-{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
 
-@flow(name="train", flow_run_name=_run_name, task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
+@flow(name="train", flow_run_name=_run_name, log_prints=True)
 def train(params: TrainParameters = TrainParameters()) -> EvalReport:  # noqa: B008 - an immutable default
     """Split the table, search every enabled family concurrently, evaluate, gate and register."""
     with stage("parameters"):
@@ -147,17 +204,7 @@ def _train(config: TrainConfig) -> EvalReport:
         data_tasks.split_dataset(frame, info, config, str(paths.root))
     del frame
 
-    families = config.models.enabled()
-    n_jobs = threads_per_family(len(families))
-    logger.info("searching %s concurrently (%d thread(s) each)", ", ".join(families), n_jobs)
-    futures = [search_family.submit(f, str(paths.root), config, n_jobs) for f in families]
-    candidates = []
-    for family, future in zip(families, futures, strict=True):
-        outcome = future.result(raise_on_failure=False)  # a search that failed after its retries
-        if isinstance(outcome, BaseException):
-            outcome = _failed(family, str(paths.root), config, f"{outcome} (after {SEARCH_RETRIES} retries)")
-        candidates.append(outcome)
-
+    candidates = search_families(config, paths)
     failed = [c for c in candidates if c.status != "ok"]
     if len(failed) == len(candidates):
         raise AllFamiliesFailed(
@@ -172,6 +219,44 @@ def _train(config: TrainConfig) -> EvalReport:
     logger.info("leaderboard\n%s", rep.format_leaderboard(report))
     logger.info(rep.format_gate(report))
     return report
+
+
+def search_families(config: TrainConfig, paths: RunPaths) -> list[Candidate]:
+    """Every enabled family's search, `parallelism` at a time, longest first; failures become
+    failed candidates. A family whose identical search finished in an earlier run is reused."""
+    logger = get_run_logger()
+    families = config.models.enabled()
+    order, parallel, threads = search_plan(config, families)
+    runner_type = ThreadPoolTaskRunner if config.search.executor == "threads" else ProcessPoolTaskRunner
+    logger.info("searching %s, %d at a time in %s, %d thread(s) each (%d cores)", ", ".join(order), parallel,
+                config.search.executor, threads, os.cpu_count() or 1)
+    outcomes: dict[str, object] = {}
+    with threadpool_limits(limits=threads), runner_type(max_workers=parallel) as runner:
+        futures = {f: runner.submit(search_family, {"family": f, "run_dir": str(paths.root), "config": config,
+                                                    "n_jobs": threads}) for f in order}
+        for family, future in futures.items():
+            outcomes[family] = future.result(raise_on_failure=False)
+        for family, outcome in outcomes.items():
+            if isinstance(outcome, Candidate) and _adopt(outcome, paths) is None:
+                logger.warning("[%s] the cached search's model file is gone or changed; searching again", family)
+                again = search_family.with_options(refresh_cache=True)
+                outcomes[family] = runner.submit(again, {"family": family, "run_dir": str(paths.root),
+                                                         "config": config, "n_jobs": threads}).result(
+                    raise_on_failure=False)
+    candidates = []
+    for family in families:
+        outcome = outcomes[family]
+        if isinstance(outcome, Candidate):
+            outcome = _adopt(outcome, paths) or outcome
+            if outcome.reused_from:
+                logger.info("[%s] finished in an earlier run with the same data, search and budget: reused "
+                            "from %s", family, outcome.reused_from)
+        elif isinstance(outcome, FamilySearchFailed):
+            outcome = _failed(family, str(paths.root), config, str(outcome))
+        else:  # a storage or network failure that outlived its retries
+            outcome = _failed(family, str(paths.root), config, f"{outcome} (after {SEARCH_RETRIES} retries)")
+        candidates.append(outcome)
+    return candidates
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

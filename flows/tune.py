@@ -117,7 +117,7 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
         early_stopping_rounds=config.search.early_stopping_rounds,
         n_jobs=n_jobs,
         pruner=config.search.pruner,
-        storage=config.search.storage,
+        storage=config.study_storage,
         study_name=study_name(config, family, manifest["data"]["sha256"]),
         imbalance=config.preprocessing.imbalance.method,
     )

@@ -39,12 +39,19 @@ class FamilySpec:
     fit: Callable[[Any, np.ndarray, np.ndarray, FitContext], dict[str, Any]]  # -> fit info
 
 
+# Boosting rounds between two reports to the pruner: each report is a storage write (about 15 ms
+# on a journal file, 50 ms on PostgreSQL), so reporting every round would cost more than it saves.
+REPORT_EVERY = 10
+
+
 def _report(trial: optuna.Trial, step: int, loss: float) -> None:
     """Report a validation loss to the pruner in the study's own direction, prune if told to.
 
     Optuna's integration callbacks refuse a loss when the study maximises (F-beta, AUC...), so
     the loss is negated for maximising studies: the pruner only compares trials at equal steps.
     """
+    if step % REPORT_EVERY:
+        return
     maximize = trial.study.direction == optuna.study.StudyDirection.MAXIMIZE
     trial.report(-loss if maximize else loss, step)
     if trial.should_prune():

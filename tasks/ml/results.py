@@ -31,6 +31,7 @@ class Candidate(BaseModel):
     tracking_key: str | None = None
     selection: str = "the valid split"  # what valid_metrics were measured on
     train_rows: int | None = None  # training rows of the final model, before resampling
+    reused_from: str | None = None  # the earlier run whose identical finished search this reuses
     train_rows_fitted: int | None = None  # after resampling (more with smote/random_over, fewer with random_under)
 
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -183,8 +184,9 @@ def prepare_data(
     return PreparedData(pre, Xt, yt, X_valid, y_valid, n_classes, mode, folds, n_rows, description)
 
 
-def make_storage(url: str | None) -> Any:
-    """None -> in memory; journal:PATH -> a local journal file; anything else -> a database URL.
+def make_storage(url: str | None, study_name: str = "gauntlet") -> Any:
+    """None -> in memory; journal:PATH -> a local journal file (journal:DIR/ -> DIR/<study>.journal);
+    anything else -> a database (heartbeats fail the RUNNING trials of a worker that died).
 
     `${VAR}` in the URL is read from the environment here, at connect time, so that a password
     never lands in a saved config, a manifest or a Prefect parameter.
@@ -198,16 +200,29 @@ def make_storage(url: str | None) -> Any:
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
-        path = Path(url.removeprefix("journal:"))
+        raw = url.removeprefix("journal:")
+        path = Path(raw) / f"{study_name}.journal" if raw.endswith(("/", os.sep)) else Path(raw)
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    return url
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+    return RDBStorage(
+        url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
+        grace_period=4 * HEARTBEAT_S, failed_trial_callback=RetryFailedTrialCallback(max_retry=2),
+    )
 
 
-def make_pruner(name: str, warmup_steps: int = 10) -> optuna.pruners.BasePruner:
-    """Median pruning; steps are boosting rounds on a holdout, or folds in cross-validation."""
+HEARTBEAT_S = 15  # database studies: a worker's RUNNING trial is failed (and retried) 60 s after it died
+
+
+def make_pruner(name: str, min_resource: int = 20) -> optuna.pruners.BasePruner:
+    """Steps are boosting rounds on a holdout (reported every REPORT_EVERY rounds), or folds in CV."""
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup_steps)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min_resource)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, min_resource), reduction_factor=3)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, min_resource), reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
@@ -227,20 +242,6 @@ class SearchSettings:
     study_name: str = "gauntlet"
     max_failures_before_stop: int = 3
     imbalance: str = "auto"  # auto: class weights searched; class_weight: always balanced
-
-
-class _StopWhenNothingWorks:
-    """Stop a study whose first trials all raise: a broken family should fail fast."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        states = [t.state for t in study.get_trials(deepcopy=False)]
-        if optuna.trial.TrialState.COMPLETE in states:
-            return
-        if states.count(optuna.trial.TrialState.FAIL) >= self.limit:
-            study.stop()
 
 
 def fit_estimator(
@@ -291,12 +292,13 @@ def run_study(
     """
     study = optuna.create_study(
         study_name=settings.study_name,
-        storage=make_storage(settings.storage),
+        storage=make_storage(settings.storage, settings.study_name),
         direction=settings.direction,
         sampler=optuna.samplers.TPESampler(seed=settings.seed),
-        pruner=make_pruner(settings.pruner, warmup_steps=10 if not data.folds else 1),
+        pruner=make_pruner(settings.pruner, min_resource=20 if not data.folds else 1),
         load_if_exists=True,
     )
+    retry_dead_workers_trials(study)
     kept: list[BestModel] = []
     weighted = settings.imbalance == "auto"
 
@@ -316,6 +318,7 @@ def run_study(
         return scores, info
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", _worker_id())
         params = spec.space(trial, weighted)
         start = time.perf_counter()
         estimator = None
@@ -339,32 +342,121 @@ def run_study(
             kept[:] = [BestModel(trial.number, estimator, {**info, "_value": value}, seconds)]
         return value
 
-    done = sum(
-        t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        for t in study.get_trials(deepcopy=False)
-    )
-    remaining = settings.n_trials - done
     if weighted and not study.get_trials(deepcopy=False):
         # The first trial is unweighted: weights trade precision for recall, and a short search
         # should not start from the choice that hurts the default F-beta (0.5) the most.
         study.enqueue_trial({"class_weight": None}, skip_if_exists=True)
+    done = _count(study, FINISHED)
     if done:
-        log.info("study %s resumed with %d finished trials; %d to go", settings.study_name, done, max(remaining, 0))
-    if remaining > 0:
-        study.optimize(
-            objective,
-            n_trials=remaining,
-            timeout=settings.timeout_s,
-            catch=(Exception,),
-            callbacks=[_StopWhenNothingWorks(settings.max_failures_before_stop), *callbacks],
-            gc_after_trial=False,
-        )
+        log.info("study %s resumed with %d finished trials; %d to go", settings.study_name, done,
+                 max(settings.n_trials - done, 0))
+    optimize_within_budget(study, objective, settings, callbacks)
+    if settings.storage is not None:
+        wait_for_other_workers(study)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
         reason = failed[0].user_attrs.get("error", "unknown error") if failed else "no trial completed"
         raise RuntimeError(f"{spec.name}: no trial completed ({len(failed)} failed): {reason}")
     return study, (kept[0] if kept else None)
+
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+RUNNING = (optuna.trial.TrialState.RUNNING,)
+
+
+def _count(study: optuna.Study, states: tuple) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(worker: str | None, started: Any) -> bool:
+    """Whether the process that runs a trial is alive, when it ran on this machine (else: assume so)."""
+    if worker is None:  # killed between ask and the objective's first line: trust age alone
+        return started is not None and (time.time() - started.timestamp()) < 30
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname():
+        return True  # another machine's trial: a database's heartbeat fails it when its worker dies
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+def retry_dead_workers_trials(study: optuna.Study) -> list[int]:
+    """Fail the RUNNING trials left by a process of this machine that died (kill -9, power loss),
+    and enqueue their parameters again so that the resumed search retries them.
+
+    Database storages also do this through heartbeats, for workers on other machines.
+    """
+    import warnings
+
+    from optuna.storages import fail_stale_trials
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fail_stale_trials(study)  # database storages: heartbeats older than the grace period
+    retried = []
+    storage = study._storage  # noqa: SLF001 - Optuna's own stale-trial helper works at this level too
+    for trial in study.get_trials(deepcopy=False, states=RUNNING):
+        if _alive(trial.user_attrs.get("worker"), trial.datetime_start):
+            continue
+        try:
+            if not storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):  # noqa: SLF001
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker finished or failed it first
+        storage.set_trial_user_attr(trial._trial_id, "error", "its worker died")  # noqa: SLF001
+        if trial.params:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        retried.append(trial.number)
+    if retried:
+        log.warning("study %s: trial(s) %s were left RUNNING by a worker that died; failed and retried",
+                    study.study_name, retried)
+    return retried
+
+
+def optimize_within_budget(
+    study: optuna.Study, objective: Callable[[optuna.Trial], float], settings: SearchSettings,
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+) -> int:
+    """Run trials until the study holds `n_trials` finished ones, counting the trials other workers
+    are running on the same storage, so that many workers share one budget without overshooting it;
+    `timeout_s` bounds this worker's time. Returns the number of trials this worker ran."""
+    deadline = time.monotonic() + settings.timeout_s if settings.timeout_s else None
+    ran = 0
+    failed_before = _count(study, (optuna.trial.TrialState.FAIL,))
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        states = [t.state for t in trials]
+        owed = settings.n_trials - sum(s in FINISHED for s in states) - states.count(optuna.trial.TrialState.RUNNING)
+        if owed <= 0 or (deadline is not None and time.monotonic() >= deadline):
+            break
+        failed = states.count(optuna.trial.TrialState.FAIL) - failed_before
+        if optuna.trial.TrialState.COMPLETE not in states and failed >= settings.max_failures_before_stop:
+            break  # a broken family fails fast
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=list(callbacks), gc_after_trial=False)
+        ran += 1
+    return ran
+
+
+def wait_for_other_workers(study: optuna.Study, timeout_s: float = 600.0, poll_s: float = 1.0) -> None:
+    """Wait until no trial of the study is RUNNING (other workers finishing their last trial), so
+    that every worker picks the same best trial."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        retry_dead_workers_trials(study)
+        if not _count(study, RUNNING):
+            return
+        time.sleep(poll_s)
+    log.warning("study %s: trials still RUNNING after %.0f s; the best finished trial is used",
+                study.study_name, timeout_s)
 
 
 def best_pipeline(
