@@ -13,8 +13,6 @@ from config.runtime import configure_environment
 configure_environment()
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
@@ -22,21 +20,20 @@ from collections.abc import Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from prefect import flow, get_run_logger, tags, task  # noqa: E402
+from prefect import flow, get_run_logger, tags  # noqa: E402
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner  # noqa: E402
-from prefect.tasks import exponential_backoff  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from config.errors import GauntletError  # noqa: E402
 from config.schema import DEFAULT_CONFIG_PATH, TrainConfig, TrainParameters  # noqa: E402
 from flows._cli import fail, print_summary  # noqa: E402
 from flows.evaluate import evaluate  # noqa: E402
-from flows.tune import study_name, tune_model  # noqa: E402
+from flows.tune import SEARCH_RETRIES, FamilySearchFailed, search_family  # noqa: E402
 from tasks import data as data_tasks  # noqa: E402
 from tasks import reporting as rep  # noqa: E402
 from tasks.ml.results import Candidate, EvalReport  # noqa: E402
 from tasks.modeling import file_sha256  # noqa: E402
-from tasks.runs import RunPaths, new_run_id, read_json, write_candidate  # noqa: E402
+from tasks.runs import RunPaths, new_run_id, write_candidate  # noqa: E402
 
 
 class AllFamiliesFailed(GauntletError):
@@ -75,66 +72,6 @@ def search_plan(config: TrainConfig, families: list[str]) -> tuple[list[str], in
     threads = max(1, cores // parallel)
     order = sorted(families, key=lambda f: -TRIAL_COST.get(f, 1.0) * getattr(config.models, f).n_trials)
     return order, parallel, threads
-
-
-# Failures worth another try: a database or network that blinked, not a model that cannot fit.
-TRANSIENT_ERRORS = ("OperationalError", "InterfaceError", "DisconnectionError", "ConnectionError",
-                    "ConnectionResetError", "ConnectionRefusedError", "TimeoutError", "ConnectTimeout", "ReadTimeout")
-SEARCH_RETRIES = 2
-
-
-class TransientSearchFailure(Exception):
-    """A family's search failed on its storage or network: the search_family task retries it."""
-
-
-class FamilySearchFailed(Exception):
-    """A family's search failed for good (the model, not the infrastructure): it does not compete."""
-
-
-def _retry_only_transient(task, task_run, state) -> bool:
-    try:
-        state.result()
-    except TransientSearchFailure:
-        return True
-    except Exception:
-        return False
-    return False
-
-
-def _search_cache_key(context, parameters: dict) -> str | None:
-    """Same data, same search definition, same budget, persistent study: a finished family's search
-    is not run again (a rerun after a crash resumes only the families that had not finished)."""
-    config: TrainConfig = parameters["config"]
-    family = parameters["family"]
-    if config.study_storage is None:
-        return None  # an in-memory study cannot be resumed: nothing to reuse either
-    manifest = read_json(RunPaths(parameters["run_dir"]).manifest)
-    model_cfg = getattr(config.models, family)
-    key = [study_name(config, family, manifest["data"]["sha256"]), model_cfg.n_trials, model_cfg.timeout_s,
-           config.study_storage, config.tracking.backend]
-    return "search-" + hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:24]
-
-
-@task(name="search_family", task_run_name="search-{family}", cache_key_fn=_search_cache_key,
-      persist_result=True, retries=SEARCH_RETRIES, retry_delay_seconds=exponential_backoff(backoff_factor=5),
-      retry_condition_fn=_retry_only_transient)
-def search_family(family: str, run_dir: str, config: TrainConfig, n_jobs: int) -> Candidate:
-    """Run the family's tune_model subflow and return its candidate.
-
-    A failure of the study's storage or of the network (not of the model) is retried with backoff:
-    a persistent study resumes where it stopped. Any other failure fails the task (never cached),
-    and the train flow records the family as failed.
-    """
-    state = tune_model(family=family, run_dir=run_dir, config=config, n_jobs=n_jobs, return_state=True)
-    if state.is_completed():
-        return state.result()
-    exc = state.result(raise_on_failure=False)
-    message = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else (state.message or "failed")
-    if isinstance(exc, BaseException) and type(exc).__name__ in TRANSIENT_ERRORS:
-        get_run_logger().warning("[%s] transient failure, will retry: %s", family, message)
-        raise TransientSearchFailure(message)
-    get_run_logger().error("[%s] search failed: %s", family, message)
-    raise FamilySearchFailed(message)
 
 
 def _failed(family: str, run_dir: str, config: TrainConfig, message: str) -> Candidate:

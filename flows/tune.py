@@ -3,8 +3,6 @@
     python flows/tune.py --run artifacts/runs/<run_id> --family lightgbm
 """
 
-from __future__ import annotations
-
 from config.runtime import configure_environment
 
 configure_environment()
@@ -17,7 +15,8 @@ import time  # noqa: E402
 
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
-from prefect import flow, get_run_logger  # noqa: E402
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.tasks import exponential_backoff  # noqa: E402
 
 from config.schema import TrainConfig  # noqa: E402
 from tasks.ml.estimators import get_family  # noqa: E402
@@ -200,6 +199,66 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
     finally:
         tracker.end()
         logger.info("[%s] %s", family, tracker.describe())
+
+
+# Failures worth another try: a database or network that blinked, not a model that cannot fit.
+TRANSIENT_ERRORS = ("OperationalError", "InterfaceError", "DisconnectionError", "ConnectionError",
+                    "ConnectionResetError", "ConnectionRefusedError", "TimeoutError", "ConnectTimeout", "ReadTimeout")
+SEARCH_RETRIES = 2
+
+
+class TransientSearchFailure(Exception):
+    """A family's search failed on its storage or network: the search_family task retries it."""
+
+
+class FamilySearchFailed(Exception):
+    """A family's search failed for good (the model, not the infrastructure): it does not compete."""
+
+
+def _retry_only_transient(task, task_run, state) -> bool:
+    try:
+        state.result()
+    except TransientSearchFailure:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def _search_cache_key(context, parameters: dict) -> str | None:
+    """Same data, same search definition, same budget, persistent study: a finished family's search
+    is not run again (a rerun after a crash resumes only the families that had not finished)."""
+    config: TrainConfig = parameters["config"]
+    family = parameters["family"]
+    if config.study_storage is None:
+        return None  # an in-memory study cannot be resumed: nothing to reuse either
+    manifest = read_json(RunPaths(parameters["run_dir"]).manifest)
+    model_cfg = getattr(config.models, family)
+    key = [study_name(config, family, manifest["data"]["sha256"]), model_cfg.n_trials, model_cfg.timeout_s,
+           config.study_storage, config.tracking.backend]
+    return "search-" + hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:24]
+
+
+@task(name="search_family", task_run_name="search-{family}", cache_key_fn=_search_cache_key,
+      persist_result=True, retries=SEARCH_RETRIES, retry_delay_seconds=exponential_backoff(backoff_factor=5),
+      retry_condition_fn=_retry_only_transient)
+def search_family(family: str, run_dir: str, config: TrainConfig, n_jobs: int) -> Candidate:
+    """Run the family's tune_model subflow and return its candidate.
+
+    A failure of the study's storage or of the network (not of the model) is retried with backoff:
+    a persistent study resumes where it stopped. Any other failure fails the task (never cached),
+    and the train flow records the family as failed.
+    """
+    state = tune_model(family=family, run_dir=run_dir, config=config, n_jobs=n_jobs, return_state=True)
+    if state.is_completed():
+        return state.result()
+    exc = state.result(raise_on_failure=False)
+    message = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else (state.message or "failed")
+    if isinstance(exc, BaseException) and type(exc).__name__ in TRANSIENT_ERRORS:
+        get_run_logger().warning("[%s] transient failure, will retry: %s", family, message)
+        raise TransientSearchFailure(message)
+    get_run_logger().error("[%s] search failed: %s", family, message)
+    raise FamilySearchFailed(message)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,136 @@
+"""Wall time and peak memory of a full `train` run on synthetic tables of growing size (run by hand).
+
+    .venv/bin/python bench/scale_rows.py [--rows 10000 100000 1000000] [--features 40] [--trials 5]
+
+Each size is a synthetic binary table (sklearn's make_classification: 40 float32 features, 2
+classes, some noise), written once as Parquet to a temporary folder, then trained by a fresh
+`python flows/train.py` process with `--trials` trials per family. Peak RSS is sampled every 0.2 s
+over the whole process tree (the flow process, Prefect's temporary server, any helper) and is also
+reported for the flow process alone (its ru_maxrss). The float32 table's size is the yardstick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = ("logistic_regression", "random_forest", "lightgbm", "xgboost")
+
+
+def make_table(path: Path, rows: int, features: int, seed: int = 0) -> int:
+    """Write the table in chunks (bounded memory here too); returns its float32 size in bytes."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sklearn.datasets import make_classification
+
+    writer = None
+    chunk = 200_000
+    for start in range(0, rows, chunk):
+        n = min(chunk, rows - start)
+        X, y = make_classification(n_samples=n, n_features=features, n_informative=features // 2,
+                                   n_redundant=features // 8, flip_y=0.05, class_sep=0.8,
+                                   random_state=seed)  # same generator per chunk: one distribution
+        table = pa.table({**{f"x{i:02d}": X[:, i].astype(np.float32) for i in range(features)},
+                          "label": y.astype(np.int8)})
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+    writer.close()
+    return rows * features * 4
+
+
+def _tree_rss(pid: int) -> int:
+    """RSS in bytes of a process and its descendants (Linux /proc)."""
+    total, stack = 0, [pid]
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    while stack:
+        p = stack.pop()
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        stack.extend(children.get(p, []))
+    return total
+
+
+def run(path: Path, trials: int, artifacts: Path, extra: list[str]) -> dict:
+    cmd = [sys.executable, "flows/train.py", "--config", "config/train.yaml",
+           "--set", f"artifacts_dir={artifacts}", "--set", f"data.path={path}", "--set", "data.target=label"]
+    for family in FAMILIES:
+        cmd += ["--set", f"models.{family}.n_trials={trials}", "--set", f"models.{family}.timeout_s=null"]
+    for item in extra:
+        cmd += ["--set", item]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _tree_rss(proc.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, _ = proc.communicate()
+    wall = time.perf_counter() - start
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"train failed:\n{out[-4000:]}")
+    (run_dir,) = (artifacts / "runs").iterdir()
+    report = json.loads((run_dir / "report.json").read_text())
+    return {"wall": wall, "tree_peak": peak[0], "champion": report["champion"],
+            "roc_auc": report["test_metrics"].get("roc_auc"),
+            "search_seconds": {c["family"]: c.get("search_seconds") for c in report["candidates"]}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--features", type=int, default=40)
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    args = parser.parse_args()
+    import resource
+
+    print(f"{args.features} float32 features, {args.trials} trials per family, {os.cpu_count()} cores")
+    probe = subprocess.run([sys.executable, "-c", "import flows.train, resource; "
+                            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+                           cwd=ROOT, capture_output=True, text=True, check=True)
+    print(f"baseline: importing the train flow (Prefect, scikit-learn, LightGBM, XGBoost, Optuna, pandas) "
+          f"takes {int(probe.stdout.split()[-1]) / 1024:.0f} MB before any data")
+    for rows in args.rows:
+        with tempfile.TemporaryDirectory(prefix="gauntlet-scale-") as tmp:
+            path = Path(tmp) / f"synthetic_{rows}.parquet"
+            size = make_table(path, rows, args.features)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            result = run(path, args.trials, Path(tmp) / "artifacts", args.overrides)
+            flow_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+            flow_note = "" if flow_peak > before * 1024 else " (not above an earlier size's)"
+            mb = 1 << 20
+            print(f"{rows:>9,} rows: {result['wall']:7.1f} s wall; table {size / mb:6.0f} MB as float32; "
+                  f"peak RSS: flow process {flow_peak / mb:6.0f} MB{flow_note} "
+                  f"({flow_peak / size:.1f}x the table), whole process tree {result['tree_peak'] / mb:6.0f} MB "
+                  f"({result['tree_peak'] / size:.1f}x); champion {result['champion']} ROC-AUC "
+                  f"{result['roc_auc']:.4f}; search s {result['search_seconds']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
