@@ -33,3 +33,6 @@ def configure_environment() -> None:
         defaults["PREFECT_HOME"] = str(PROJECT_ROOT / ".prefect")
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    import logging
+
+    logging.getLogger("gauntlet").setLevel(logging.INFO)  # what tasks/ml says is part of the story

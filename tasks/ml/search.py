@@ -408,11 +408,11 @@ def retry_dead_workers_trials(study: optuna.Study) -> list[int]:
         if _alive(trial.user_attrs.get("worker"), trial.datetime_start):
             continue
         try:
+            storage.set_trial_user_attr(trial._trial_id, "error", "its worker died")  # noqa: SLF001
             if not storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):  # noqa: SLF001
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker finished or failed it first
-        storage.set_trial_user_attr(trial._trial_id, "error", "its worker died")  # noqa: SLF001
         if trial.params:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         retried.append(trial.number)

@@ -1,0 +1,101 @@
+"""A run killed with SIGKILL in the middle of a family's search, then the same command again:
+the interrupted study resumes (no trial repeated, the budget met exactly) and the family that had
+finished is not searched again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from config.runtime import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+RF_TRIALS = 16
+
+
+def _command(artifacts: Path) -> list[str]:
+    sets = {
+        "artifacts_dir": artifacts, "search.storage": "auto", "tracking.backend": "none",
+        "models.lightgbm.enabled": "false", "models.xgboost.enabled": "false",
+        "models.logistic_regression.n_trials": 3, "models.random_forest.n_trials": RF_TRIALS,
+        "search.parallelism": 2, "search.pruner": "none", "evaluation.bootstrap_resamples": 20,
+    }
+    cmd = [sys.executable, "flows/train.py", "--config", "config/smoke.yaml"]
+    for key, value in sets.items():
+        cmd += ["--set", f"{key}={value}"]
+    return cmd
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "COMET_API_KEY")}
+
+
+def _study(artifacts: Path, family: str) -> optuna.Study | None:
+    files = list((artifacts / "optuna").glob(f"*-{family}-*.journal"))
+    if not files:
+        return None
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(files[0])))
+    return optuna.load_study(study_name=files[0].stem, storage=storage)
+
+
+def test_a_killed_run_resumes_its_study_and_reuses_finished_families(tmp_path):
+    artifacts = tmp_path / "artifacts"
+    proc = subprocess.Popen(_command(artifacts), cwd=PROJECT_ROOT, env=_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    before = 0
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            lr_done = list(artifacts.glob("runs/*/candidates/logistic_regression.json"))
+            study = _study(artifacts, "random_forest")
+            before = len(study.get_trials(states=FINISHED)) if study else 0
+            if lr_done and before >= 3:
+                break
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the flow process and Prefect's temporary server
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert 3 <= before < RF_TRIALS
+    first_numbers = {t.number for t in _study(artifacts, "random_forest").get_trials()}
+
+    out = subprocess.run(_command(artifacts), cwd=PROJECT_ROOT, env=_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = sorted((artifacts / "runs").iterdir())
+    assert len(runs) == 2
+    report = json.loads((runs[-1] / "report.json").read_text())
+    by_family = {c["family"]: c for c in report["candidates"]}
+
+    # The finished family was not searched again: its candidate comes from the killed run.
+    assert by_family["logistic_regression"]["reused_from"] == str(runs[0])
+    assert (runs[-1] / "candidates" / "logistic_regression.pkl").is_file()
+    assert len(_study(artifacts, "logistic_regression").get_trials()) == 3
+
+    # The interrupted study went on where it stopped: the budget met exactly, no number reused.
+    trials = _study(artifacts, "random_forest").get_trials()
+    finished = [t for t in trials if t.state in FINISHED]
+    assert len(finished) == RF_TRIALS, out.stderr[-6000:]
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    resumed = [t for t in trials if t.number not in first_numbers]
+    assert len(resumed) >= RF_TRIALS - before and min(t.number for t in resumed) > max(first_numbers)
+    # A trial that was running when the process died is failed and its parameters tried again.
+    for dead in (t for t in trials if t.state == optuna.trial.TrialState.FAIL):
+        assert dead.user_attrs["error"] == "its worker died"
+        assert any(t.user_attrs.get("retry_of") == dead.number for t in trials)
+    assert "resumed with" in out.stderr or "resumed with" in out.stdout
+    assert by_family["random_forest"]["status"] == "ok" and not by_family["random_forest"]["reused_from"]
