@@ -9,7 +9,7 @@ COPY config ./config
 COPY flows ./flows
 COPY tasks ./tasks
 RUN pip install --no-cache-dir -e ".[postgres]" \
-    && python -c "import lightgbm, xgboost, sklearn, psycopg2, flows.train, flows.evaluate"
+    && python -c "import lightgbm, xgboost, sklearn, psycopg, flows.train, flows.evaluate"
 ENV PREFECT_HOME=/app/.prefect \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
     COMET_ERROR_TRACKING_ENABLE=false

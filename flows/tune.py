@@ -29,6 +29,7 @@ from tasks.ml.search import (  # noqa: E402
     prepare_data,
     run_study,
     trials_table,
+    worker_id,
 )
 from tasks.modeling import save_pipeline  # noqa: E402
 from tasks.runs import RunPaths, dataset_info, load_run_config, read_json, write_candidate  # noqa: E402
@@ -94,15 +95,10 @@ class TrialProgress:
         )
 
 
-@flow(name="tune_model", flow_run_name="tune-{family}", log_prints=True)
-def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) -> Candidate:
-    """Search `family`'s hyperparameters on the run's train/valid splits; save the best pipeline."""
-    logger = get_run_logger()
-    started = time.perf_counter()
-    paths = RunPaths(run_dir)
-    manifest = read_json(paths.manifest)
-    info = dataset_info(manifest)
-    spec = get_family(family)
+def search_settings(
+    config: TrainConfig, family: str, manifest: dict, n_jobs: int
+) -> tuple[SearchSettings, DataSettings]:
+    """What a family's search and its data preparation take from the run's config."""
     model_cfg = getattr(config.models, family)
     evaluation = config.evaluation
     settings = SearchSettings(
@@ -130,6 +126,49 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
         split_strategy=config.split.strategy,
         group_column=config.split.group_column,
     )
+    return settings, data_settings
+
+
+@flow(name="contribute_trials", flow_run_name="trials-{family}", log_prints=True)
+def contribute_trials(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) -> dict:
+    """A worker's share of a family's search: run trials of the shared study (a PostgreSQL or journal
+    storage) until its budget is met, counting every worker's trials. The run's own tune_model
+    builds the model from the best trial, whichever worker ran it."""
+    logger = get_run_logger()
+    paths = RunPaths(run_dir)
+    manifest = read_json(paths.manifest)
+    if config.study_storage is None:
+        raise ValueError("trial workers need a shared study: set search.storage to a journal file or postgresql://...")
+    settings, data_settings = search_settings(config, family, manifest, n_jobs)
+    spec = get_family(family)
+    data = prepare_data(spec, dataset_info(manifest), pd.read_parquet(paths.split("train")),
+                        pd.read_parquet(paths.split("valid")), data_settings)
+    before = time.perf_counter()
+    study, _ = run_study(spec, data, settings, callbacks=[_log_trial(family, settings, logger)])
+    mine = [t for t in study.trials if t.user_attrs.get("worker") == worker_id()]
+    logger.info("[%s] this worker ran %d of the study's %d trials in %.1fs", family, len(mine), len(study.trials),
+                time.perf_counter() - before)
+    return {"family": family, "study_name": settings.study_name, "trials_run": len(mine),
+            "trials_total": len(study.trials)}
+
+
+def _log_trial(family: str, settings: SearchSettings, logger):
+    def log(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+        logger.info("[%s] trial %d: %s=%s", family, trial.number, settings.metric, value)
+    return log
+
+
+@flow(name="tune_model", flow_run_name="tune-{family}", log_prints=True)
+def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) -> Candidate:
+    """Search `family`'s hyperparameters on the run's train/valid splits; save the best pipeline."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    paths = RunPaths(run_dir)
+    manifest = read_json(paths.manifest)
+    info = dataset_info(manifest)
+    spec = get_family(family)
+    settings, data_settings = search_settings(config, family, manifest, n_jobs)
     tracker = start_tracker(
         config.tracking, config.comet_dir, name=f"{paths.run_id}-{family}",
         tags=["gauntlet", "search", family],
@@ -266,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", required=True, help="artifacts/runs/<run_id>")
     parser.add_argument("--family", required=True)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--worker", action="store_true",
+                        help="only contribute trials to the family's shared study (search.storage)")
+    parser.add_argument("--threads", type=int, default=1, help="threads for the models (default 1)")
     args = parser.parse_args(argv)
     from config.errors import GauntletError
     from flows._cli import fail, stop_local_server
@@ -274,11 +316,15 @@ def main(argv: list[str] | None = None) -> int:
         paths = RunPaths(args.run)
         config = load_run_config(paths, args.set)
         get_family(args.family)
-        candidate = tune_model(family=args.family, run_dir=str(paths.root), config=config)
-    except (GauntletError, KeyError) as exc:
+        if args.worker:
+            result = contribute_trials(family=args.family, run_dir=str(paths.root), config=config, n_jobs=args.threads)
+        else:
+            result = tune_model(family=args.family, run_dir=str(paths.root), config=config,
+                                n_jobs=args.threads).model_dump(mode="json")
+    except (GauntletError, KeyError, ValueError) as exc:
         return fail(exc.args[0] if exc.args else exc)
     stop_local_server()
-    print(json.dumps(candidate.model_dump(mode="json"), indent=2))
+    print(json.dumps(result, indent=2))
     return 0
 
 

@@ -318,7 +318,7 @@ def run_study(
         return scores, info
 
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", _worker_id())
+        trial.set_user_attr("worker", worker_id())
         params = spec.space(trial, weighted)
         start = time.perf_counter()
         estimator = None
@@ -369,7 +369,7 @@ def _count(study: optuna.Study, states: tuple) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def _worker_id() -> str:
+def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 

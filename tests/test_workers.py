@@ -1,0 +1,133 @@
+"""Scale-out on a real PostgreSQL: worker processes share one Optuna study and one trial budget.
+
+A throwaway PostgreSQL 15 cluster is started on 127.0.0.1 (skipped where its binaries are absent).
+Each worker is the command the README gives: `python flows/tune.py --run RUN --family F --worker`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+
+from config.runtime import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
+
+PG_BIN = Path(os.environ.get("GAUNTLET_PG_BIN", "/usr/lib/postgresql/15/bin"))
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+BUDGET = 12
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    """initdb refuses to run as root: run the cluster as the postgres user when we are root."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL cluster on 127.0.0.1 for this module; yields a URL factory per database."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e '.[postgres]')")
+    if not (PG_BIN / "initdb").is_file():
+        pytest.skip(f"PostgreSQL binaries not found in {PG_BIN} (set GAUNTLET_PG_BIN)")
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+    root = Path(tempfile.mkdtemp(prefix="gauntlet-pg-"))
+    data = root / "data"
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+    port = _free_port()
+    subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres"]),
+                   check=True, capture_output=True)
+    subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"), "-o",
+                                 f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"]),
+                   check=True, capture_output=True)
+
+    def database(name: str) -> str:
+        subprocess.run(_as_postgres([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port),
+                                     "-U", "postgres", name]), check=True, capture_output=True)
+        return f"postgresql://postgres@127.0.0.1:{port}/{name}"
+
+    try:
+        yield database
+    finally:
+        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "COMET_API_KEY")}
+
+
+@pytest.fixture(scope="module")
+def prepared_run(tmp_path_factory) -> Path:
+    """A run directory with its splits (a 1-trial smoke run of one family)."""
+    artifacts = tmp_path_factory.mktemp("workers")
+    cmd = [sys.executable, "flows/train.py", "--config", "config/smoke.yaml", "--set", f"artifacts_dir={artifacts}",
+           "--set", "tracking.backend=none", "--set", "models.random_forest.enabled=false",
+           "--set", "models.lightgbm.enabled=false", "--set", "models.xgboost.enabled=false",
+           "--set", "models.logistic_regression.n_trials=1"]
+    out = subprocess.run(cmd, cwd=PROJECT_ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run,) = (artifacts / "runs").iterdir()
+    return run
+
+
+def _workers(run: Path, url: str, n: int) -> list[subprocess.CompletedProcess]:
+    cmd = [sys.executable, "flows/tune.py", "--run", str(run), "--family", "random_forest", "--worker",
+           "--set", f"search.storage={url}", "--set", f"models.random_forest.n_trials={BUDGET}",
+           "--set", "search.pruner=none"]
+    procs = [subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(n)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=400)
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return results
+
+
+def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
+    (summary,) = optuna.get_all_study_summaries(storage=url)
+    return optuna.load_study(study_name=summary.study_name, storage=url).get_trials()
+
+
+def _trials_per_minute(trials: list[optuna.trial.FrozenTrial]) -> float:
+    done = [t for t in trials if t.state in FINISHED]
+    span = max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
+    return 60 * len(done) / span.total_seconds()
+
+
+def test_two_workers_share_one_postgresql_study_and_its_budget(postgres, prepared_run):
+    one_url, two_url = postgres("one_worker"), postgres("two_workers")
+    for out in _workers(prepared_run, one_url, 1):
+        assert out.returncode == 0, out.stderr[-3000:]
+    for out in _workers(prepared_run, two_url, 2):
+        assert out.returncode == 0, out.stderr[-3000:]
+
+    alone, shared = _trials(one_url), _trials(two_url)
+    assert sum(t.state in FINISHED for t in alone) == BUDGET
+    finished = [t for t in shared if t.state in FINISHED]
+    # The budget is shared: workers count each other's running trials before starting one
+    # (two may start the last one at the same instant: at most one trial over).
+    assert BUDGET <= len(finished) <= BUDGET + 1
+    numbers = [t.number for t in shared]
+    assert len(numbers) == len(set(numbers)) == len(shared)
+    workers = {t.user_attrs["worker"] for t in finished}
+    assert len(workers) == 2  # both processes ran trials of the one study
+    rate_one, rate_two = _trials_per_minute(alone), _trials_per_minute(shared)
+    print(f"trials per minute: 1 worker {rate_one:.0f}, 2 workers {rate_two:.0f} ({rate_two / rate_one:.2f}x)")
+    assert rate_two > rate_one
