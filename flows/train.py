@@ -167,6 +167,7 @@ def search_families(config: TrainConfig, paths: RunPaths) -> list[Candidate]:
     runner_type = ThreadPoolTaskRunner if config.search.executor == "threads" else ProcessPoolTaskRunner
     logger.info("searching %s, %d at a time in %s, %d thread(s) each (%d cores)", ", ".join(order), parallel,
                 config.search.executor, threads, os.cpu_count() or 1)
+    helpers = start_trial_workers(config, paths, order)
     outcomes: dict[str, object] = {}
     with threadpool_limits(limits=threads), runner_type(max_workers=parallel) as runner:
         futures = {f: runner.submit(search_family, {"family": f, "run_dir": str(paths.root), "config": config,
@@ -180,6 +181,8 @@ def search_families(config: TrainConfig, paths: RunPaths) -> list[Candidate]:
                 outcomes[family] = runner.submit(again, {"family": family, "run_dir": str(paths.root),
                                                          "config": config, "n_jobs": threads}).result(
                     raise_on_failure=False)
+    if helpers:
+        logger.info("trial workers: %s", "; ".join(f"{name} {state}" for name, state in helpers_states(helpers)))
     candidates = []
     for family in families:
         outcome = outcomes[family]
@@ -194,6 +197,49 @@ def search_families(config: TrainConfig, paths: RunPaths) -> list[Candidate]:
             outcome = _failed(family, str(paths.root), config, f"{outcome} (after {SEARCH_RETRIES} retries)")
         candidates.append(outcome)
     return candidates
+
+
+TRIAL_WORKER_DEPLOYMENT = "contribute_trials/worker"
+
+
+def start_trial_workers(config: TrainConfig, paths: RunPaths, families: list[str]) -> list:
+    """search.trial_workers N > 1: N - 1 extra flow runs per family, each running trials of the
+    family's shared study, executed by whichever `make worker` processes are polling the work pool.
+    Prefect schedules them and the study's storage shares the budget: gauntlet adds no scheduler."""
+    extra = config.search.trial_workers - 1
+    if extra < 1:
+        return []
+    from prefect.deployments import run_deployment
+
+    if config.study_storage is None:
+        raise GauntletError("search.trial_workers > 1 needs a shared study: set search.storage to auto, "
+                            "journal:PATH (one machine) or postgresql://... (many machines)")
+    config = config.model_copy(update={"artifacts_dir": str(Path(config.artifacts_dir).resolve())})
+    runs = []
+    for family in families:
+        for _ in range(extra):
+            try:
+                runs.append(run_deployment(
+                    TRIAL_WORKER_DEPLOYMENT, timeout=0, as_subflow=False, tags=["gauntlet", "trial-worker"],
+                    parameters={"family": family, "run_dir": str(paths.root.resolve()),
+                                "config": config.model_dump(mode="json"), "n_jobs": 1},
+                ))
+            except Exception as exc:  # no server, or the deployment was never registered
+                raise GauntletError(
+                    f"search.trial_workers {config.search.trial_workers}: cannot start a trial worker run "
+                    f"({type(exc).__name__}: {exc}); run `make server`, `make deploy` and `make worker`, "
+                    "and point PREFECT_API_URL at that server"
+                ) from exc
+    get_run_logger().info("started %d trial worker run(s) (%s) for %d families", len(runs),
+                          TRIAL_WORKER_DEPLOYMENT, len(families))
+    return runs
+
+
+def helpers_states(runs: list) -> list[tuple[str, str]]:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return [(run.name, client.read_flow_run(run.id).state_name or "?") for run in runs]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -6,15 +6,11 @@ to run, run here as subprocesses against a fresh server with its own PREFECT_HOM
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,18 +19,13 @@ import pytest
 
 from config.runtime import PROJECT_ROOT
 from tasks import registry
+from tests.conftest import free_port, postgres_cluster
 
 BIN = Path(sys.executable).parent
 PREFECT = str(BIN / "prefect")
 # docker-compose.yml runs these same commands in its services (tests/test_compose.py checks it).
 SERVER_COMMAND = ["prefect", "server", "start"]
 WORKER_COMMAND = ["prefect", "worker", "start", "--pool", "gauntlet-process", "--type", "process"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_healthy(api: str, proc: subprocess.Popen, timeout: float = 150) -> None:
@@ -51,43 +42,14 @@ def wait_healthy(api: str, proc: subprocess.Popen, timeout: float = 150) -> None
     raise TimeoutError(f"prefect server at {api} not healthy after {timeout}s")
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-def postgres_cluster():
-    """A throwaway PostgreSQL cluster on 127.0.0.1 (5432 when free); yields the server's database URL."""
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not bins and not shutil.which("initdb"):
-        pytest.skip("PostgreSQL server binaries are absent (no initdb); install postgresql to run this test")
-    bindir = Path(bins[-1]).parent if bins else Path(shutil.which("initdb")).parent
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    data = Path(tempfile.mkdtemp(prefix="gauntlet-pg-", dir="/tmp"))
-    if as_postgres:
-        shutil.chown(data, "postgres", "postgres")
-    port = 5432 if port_is_free(5432) else free_port()
-    run = dict(check=True, capture_output=True, text=True, timeout=120)
-    subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(data / "db"), "--auth=trust", "-U", "postgres"], **run)
-    subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "log"), "-w",
-                    "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"], **run)
-    try:
-        subprocess.run([*as_postgres, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                        "prefect"], **run)
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/prefect"
-    finally:
-        subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "fast", "stop"],
-                       capture_output=True, timeout=60)
-        shutil.rmtree(data, ignore_errors=True)
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def database(request):
     """The server's database: its own SQLite file, then a PostgreSQL cluster (skipped when absent)."""
     if request.param == "sqlite":
         yield None
     else:
-        yield from postgres_cluster()
+        for create in postgres_cluster():
+            yield f"postgresql+asyncpg://{create('prefect')}"
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +60,8 @@ def deployed(tmp_path_factory, database):
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "COMET_API_KEY")}
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               GAUNTLET_NIGHTLY_CRON="30 2 * * *", GAUNTLET_TIMEZONE="Europe/Paris")
+               GAUNTLET_NIGHTLY_CRON="30 2 * * *", GAUNTLET_TIMEZONE="Europe/Paris",
+               PREFECT_WORKER_QUERY_SECONDS="2")  # the worker picks up new runs within 2 s
     if database:
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database
     logs = tmp_path_factory.mktemp("logs")
@@ -195,3 +158,34 @@ def test_manual_deployment_exposes_typed_parameters_and_rejects_bad_ones(deploye
     assert "n_trials" in response.text or "greater than or equal to 1" in response.text
     response = trigger(api, "train/manual", {"params": {"models": ["catboost"]}})
     assert response.status_code in (409, 422), response.text
+
+
+def test_trial_workers_run_on_the_work_pool_and_share_the_study(deployed, tmp_path):
+    """search.trial_workers 2: the train run starts a contribute_trials/worker run, which the worker
+    process executes; both run trials of the same journal study, the budget met once."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    api, env, logs = deployed
+    if "PREFECT_SERVER_DATABASE_CONNECTION_URL" in env:
+        pytest.skip("the server's database does not matter here: run once, on SQLite")
+    budget = 60  # about 15 s of trials: the worker run starts (a new process) well before the end
+    params = {"params": {"config_path": "config/smoke.yaml", "models": ["random_forest"], "n_trials": budget,
+                         "overrides": {"artifacts_dir": str(tmp_path), "tracking.backend": "none",
+                                       "search.trial_workers": 2, "search.pruner": "none",
+                                       "search.storage": f"journal:{tmp_path}/optuna/"}}}
+    response = trigger(api, "train/manual", params)
+    assert response.status_code == 201, response.text
+    run = wait_final(api, response.json()["id"])
+    worker_log = (logs / "worker.log").read_text()[-3000:]
+    assert run["state"]["type"] == "COMPLETED", run["state"]["message"] + "\n" + worker_log
+    (journal,) = (tmp_path / "optuna").glob("*.journal")
+    study = optuna.load_study(study_name=journal.stem, storage=JournalStorage(JournalFileBackend(str(journal))))
+    finished = [t for t in study.get_trials() if t.state in (optuna.trial.TrialState.COMPLETE,
+                                                             optuna.trial.TrialState.PRUNED)]
+    assert budget <= len(finished) <= budget + 1
+    assert len({t.user_attrs["worker"] for t in finished}) == 2, worker_log
+    helpers = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["trial-worker"]}}},
+                         timeout=10).json()
+    assert helpers and all(h["state"]["type"] == "COMPLETED" for h in helpers)

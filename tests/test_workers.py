@@ -7,66 +7,32 @@ Each worker is the command the README gives: `python flows/tune.py --run RUN --f
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import optuna
 import pytest
 
 from config.runtime import PROJECT_ROOT
+from tests.conftest import postgres_cluster
 
 pytestmark = pytest.mark.integration
 
-PG_BIN = Path(os.environ.get("GAUNTLET_PG_BIN", "/usr/lib/postgresql/15/bin"))
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 BUDGET = 12
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    """initdb refuses to run as root: run the cluster as the postgres user when we are root."""
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
 @pytest.fixture(scope="module")
 def postgres():
-    """A PostgreSQL cluster on 127.0.0.1 for this module; yields a URL factory per database."""
+    """Yields a function that creates a database in a throwaway cluster and returns its URL."""
     pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e '.[postgres]')")
-    if not (PG_BIN / "initdb").is_file():
-        pytest.skip(f"PostgreSQL binaries not found in {PG_BIN} (set GAUNTLET_PG_BIN)")
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
-        pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
-    root = Path(tempfile.mkdtemp(prefix="gauntlet-pg-"))
-    data = root / "data"
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-    port = _free_port()
-    subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres"]),
-                   check=True, capture_output=True)
-    subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"), "-o",
-                                 f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"]),
-                   check=True, capture_output=True)
+    for create in postgres_cluster():
 
-    def database(name: str) -> str:
-        subprocess.run(_as_postgres([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port),
-                                     "-U", "postgres", name]), check=True, capture_output=True)
-        return f"postgresql://postgres@127.0.0.1:{port}/{name}"
+        def database(name: str, create=create) -> str:
+            return f"postgresql://{create(name)}"
 
-    try:
         yield database
-    finally:
-        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _env() -> dict[str, str]:
