@@ -49,8 +49,13 @@ def plain_loop(path: str, target: str, n_trials: int, seed: int, patience: int, 
     from tasks.ml.search_spaces import SEARCH_SPACES
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    frame = pd.read_parquet(path)
-    y = pd.factorize(frame[target], sort=True)[0]
+    if path.startswith("builtin:"):  # the bundled demo table (scikit-learn's breast cancer)
+        from tasks.ml.data import load_table
+
+        frame = load_table(path)
+    else:
+        frame = pd.read_parquet(path)
+    y = pd.factorize(frame[target], sort=True)[0]  # breast cancer: benign 0, malignant 1 (gauntlet's positive)
     X = frame.drop(columns=[target])
     X_rest, X_test, y_rest, y_test = train_test_split(X, y, test_size=0.2, stratify=y, random_state=seed)
     X_train, X_valid, y_train, y_valid = train_test_split(
@@ -125,7 +130,8 @@ def run_plain(args: argparse.Namespace) -> dict:
 
 def run_gauntlet(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="gauntlet-bench-") as tmp:
-        sets = [f"artifacts_dir={tmp}", f"data.path={Path(args.data).resolve()}", f"data.target={args.target}"]
+        data = args.data if args.data.startswith("builtin:") else str(Path(args.data).resolve())
+        sets = [f"artifacts_dir={tmp}", f"data.path={data}", f"data.target={args.target}"]
         for family in FAMILIES:
             sets += [f"models.{family}.n_trials={args.trials}", f"models.{family}.timeout_s=null"]
         cmd = [sys.executable, "flows/train.py", "--config", args.config]
