@@ -1,3 +1,6 @@
+import os
+import socket
+
 import numpy as np
 import optuna
 import pytest
@@ -123,3 +126,46 @@ def test_storage_urls_read_environment_variables_at_connect_time(tmp_path, monke
     with pytest.raises(ValueError, match="names an environment variable that is not set"):
         make_storage("postgresql://gauntlet:${GAUNTLET_TEST_DIR}@db/optuna")
     assert make_storage(None) is None
+
+
+def test_a_journal_folder_holds_one_file_per_study_and_pruners_are_configurable(tmp_path):
+    import optuna
+
+    from tasks.ml.search import make_pruner, make_storage
+
+    for name in ("a", "b"):
+        optuna.create_study(study_name=name, storage=make_storage(f"journal:{tmp_path}/studies/", name))
+    assert sorted(p.name for p in (tmp_path / "studies").iterdir()) == ["a.journal", "b.journal"]
+    assert isinstance(make_pruner("successive_halving"), optuna.pruners.SuccessiveHalvingPruner)
+    assert isinstance(make_pruner("hyperband"), optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner("median"), optuna.pruners.MedianPruner)
+    assert isinstance(make_pruner("none"), optuna.pruners.NopPruner)
+
+
+def test_a_dead_workers_running_trial_is_failed_and_retried_and_the_budget_counts_running_trials(tmp_path):
+    """A RUNNING trial whose process is gone is failed and its parameters enqueued; one owned by a live
+    process of another worker counts against the budget (it will finish there)."""
+    import optuna
+
+    from tasks.ml.search import make_storage, optimize_within_budget, retry_dead_workers_trials
+
+    study = optuna.create_study(study_name="s", storage=make_storage(f"journal:{tmp_path}/s.journal"),
+                                direction="maximize")
+    dead = study.ask({"C": optuna.distributions.FloatDistribution(0.1, 1.0)})
+    dead.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # no such pid
+    alive = study.ask({"C": optuna.distributions.FloatDistribution(0.1, 1.0)})
+    alive.set_user_attr("worker", f"{socket.gethostname()}:{os.getppid()}")  # a live process
+    assert retry_dead_workers_trials(study) == [dead.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[dead.number] == optuna.trial.TrialState.FAIL
+    assert states[alive.number] == optuna.trial.TrialState.RUNNING
+
+    ran = []
+
+    def objective(trial):
+        ran.append(trial.suggest_float("C", 0.1, 1.0))
+        return 0.5
+
+    settings = SearchSettings(metric="fbeta", direction="maximize", n_trials=4)
+    assert optimize_within_budget(study, objective, settings) == 3  # 4 owed, 1 running elsewhere
+    assert ran[0] == dead.params["C"]  # the dead worker's parameters were tried first
