@@ -169,3 +169,18 @@ def test_a_dead_workers_running_trial_is_failed_and_retried_and_the_budget_count
     settings = SearchSettings(metric="fbeta", direction="maximize", n_trials=4)
     assert optimize_within_budget(study, objective, settings) == 3  # 4 owed, 1 running elsewhere
     assert ran[0] == dead.params["C"]  # the dead worker's parameters were tried first
+
+
+def test_random_forest_trees_grow_on_a_capped_bootstrap_sample_on_large_tables(monkeypatch):
+    from tasks.ml import estimators
+
+    X, y = np.random.default_rng(0).normal(size=(400, 3)), np.arange(400) % 2
+    spec = get_family("random_forest")
+    monkeypatch.setattr(estimators, "RF_MAX_ROWS_PER_TREE", 100)
+    model = spec.make({"n_estimators": 5}, 0, 1, 2)
+    spec.fit(model, X, y, estimators.FitContext(None, None, 2))
+    assert model.max_samples == 0.25  # 100 of 400 rows per tree
+    monkeypatch.setattr(estimators, "RF_MAX_ROWS_PER_TREE", 1000)
+    model = spec.make({"n_estimators": 5}, 0, 1, 2)
+    spec.fit(model, X, y, estimators.FitContext(None, None, 2))
+    assert model.max_samples is None  # small tables: every tree sees a full bootstrap sample
