@@ -233,6 +233,13 @@ class SearchConfig(_Section):
             raise ValueError("cv_folds 1 is not cross-validation; use 0 (the valid split) or 2 and more")
         return value
 
+    @model_validator(mode="after")
+    def _workers_need_a_shared_study(self) -> SearchConfig:
+        if self.trial_workers > 1 and self.storage is None:
+            raise ValueError("trial_workers > 1 needs a shared study: set search.storage to auto, journal:PATH "
+                             "(one machine) or postgresql://... (many machines)")
+        return self
+
     @field_validator("parallelism")
     @classmethod
     def _positive_parallelism(cls, value: int | str) -> int | str:

@@ -36,6 +36,8 @@ def last_line(text: str) -> str:
         (["--set", "preprocessing.imbalance.method=smote", "--set", "preprocessing.categorical.encoding=native"],
          "smote interpolates numbers and cannot follow categorical.encoding native"),
         (["--set", "evaluation.calibration=platt"], "evaluation.calibration: Input should be 'none', 'sigmoid' or 'isotonic'"),
+        (["--set", "search.parallelism=0"], "search.parallelism: parallelism must be auto or a whole number >= 1"),
+        (["--set", "search.pruner=asha"], "search.pruner: Input should be 'median', 'successive_halving', 'hyperband' or 'none'"),
     ],
 )
 def test_bad_config_or_missing_file_ends_with_one_line(args, message, tmp_path):

@@ -39,6 +39,7 @@ def test_overrides_are_typed_and_nested():
         (["evaluation.comparison_metric=mae"], "unknown metric 'mae'; choose one of fbeta"),
         (["data.task=regression"], "data.task: Input should be 'auto', 'binary' or 'multiclass' (got 'regression')"),
         (["search.storage=redis-ish"], "storage 'redis-ish' is not understood"),
+        (["search.storage=none", "search.trial_workers=2"], "trial_workers > 1 needs a shared study"),
         (["tracking.backend=wandb"], "tracking.backend: Input should be 'comet' or 'none'"),
     ],
 )
