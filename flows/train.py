@@ -174,8 +174,11 @@ def search_families(config: TrainConfig, paths: RunPaths) -> list[Candidate]:
                                                     "n_jobs": threads}) for f in order}
         for family, future in futures.items():
             outcomes[family] = future.result(raise_on_failure=False)
-        for family, outcome in outcomes.items():
-            if isinstance(outcome, Candidate) and _adopt(outcome, paths) is None:
+        for family, outcome in list(outcomes.items()):
+            if not isinstance(outcome, Candidate):
+                continue
+            outcomes[family] = _adopt(outcome, paths)
+            if outcomes[family] is None:
                 logger.warning("[%s] the cached search's model file is gone or changed; searching again", family)
                 again = search_family.with_options(refresh_cache=True)
                 outcomes[family] = runner.submit(again, {"family": family, "run_dir": str(paths.root),
@@ -187,7 +190,6 @@ def search_families(config: TrainConfig, paths: RunPaths) -> list[Candidate]:
     for family in families:
         outcome = outcomes[family]
         if isinstance(outcome, Candidate):
-            outcome = _adopt(outcome, paths) or outcome
             if outcome.reused_from:
                 logger.info("[%s] finished in an earlier run with the same data, search and budget: reused "
                             "from %s", family, outcome.reused_from)

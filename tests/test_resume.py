@@ -51,6 +51,21 @@ def _study(artifacts: Path, family: str) -> optuna.Study | None:
     return optuna.load_study(study_name=files[0].stem, storage=storage)
 
 
+def _search_cached(artifacts: Path, family: str) -> bool:
+    """Whether the family's finished search is in Prefect's result cache (its task completed)."""
+    from prefect.settings import get_current_settings
+
+    from flows.tune import _search_cache_key
+    from tasks.runs import RunPaths, load_run_config
+
+    for run in artifacts.glob("runs/*"):
+        if (run / "manifest.json").is_file() and (run / "config.json").is_file():
+            config = load_run_config(RunPaths(run))
+            key = _search_cache_key(None, {"config": config, "family": family, "run_dir": str(run)})
+            return (Path(get_current_settings().results.local_storage_path) / key).is_file()
+    return False
+
+
 def test_a_killed_run_resumes_its_study_and_reuses_finished_families(tmp_path):
     artifacts = tmp_path / "artifacts"
     proc = subprocess.Popen(_command(artifacts), cwd=PROJECT_ROOT, env=_env(), start_new_session=True,
@@ -59,7 +74,7 @@ def test_a_killed_run_resumes_its_study_and_reuses_finished_families(tmp_path):
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
-            lr_done = list(artifacts.glob("runs/*/candidates/logistic_regression.json"))
+            lr_done = _search_cached(artifacts, "logistic_regression")
             study = _study(artifacts, "random_forest")
             before = len(study.get_trials(states=FINISHED)) if study else 0
             if lr_done and before >= 3:
@@ -96,6 +111,18 @@ def test_a_killed_run_resumes_its_study_and_reuses_finished_families(tmp_path):
     # A trial that was running when the process died is failed and its parameters tried again.
     for dead in (t for t in trials if t.state == optuna.trial.TrialState.FAIL):
         assert dead.user_attrs["error"] == "its worker died"
-        assert any(t.user_attrs.get("retry_of") == dead.number for t in trials)
+        if dead.params:  # killed after it drew its parameters: they are tried again
+            assert any(t.user_attrs.get("retry_of") == dead.number for t in trials)
     assert "resumed with" in out.stderr or "resumed with" in out.stdout
     assert by_family["random_forest"]["status"] == "ok" and not by_family["random_forest"]["reused_from"]
+
+    # The earlier run's model file is gone: the cached search cannot be reused, so it runs again.
+    (runs[0] / "candidates" / "logistic_regression.pkl").unlink()
+    out = subprocess.run(_command(artifacts), cwd=PROJECT_ROOT, env=_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "model file is gone or changed; searching again" in out.stderr
+    third = json.loads((sorted((artifacts / "runs").iterdir())[-1] / "report.json").read_text())
+    again = {c["family"]: c for c in third["candidates"]}["logistic_regression"]
+    assert again["status"] == "ok" and again["reused_from"] is None
+    assert Path(again["pipeline_path"]).is_file()
