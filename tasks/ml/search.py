@@ -206,10 +206,20 @@ def make_storage(url: str | None, study_name: str = "gauntlet") -> Any:
         return JournalStorage(JournalFileBackend(str(path)))
     from optuna.storages import RDBStorage, RetryFailedTrialCallback
 
-    return RDBStorage(
-        url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
-        grace_period=4 * HEARTBEAT_S, failed_trial_callback=RetryFailedTrialCallback(max_retry=2),
-    )
+    for attempt in range(3):
+        try:
+            return RDBStorage(
+                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
+                grace_period=4 * HEARTBEAT_S, failed_trial_callback=RetryFailedTrialCallback(max_retry=2),
+            )
+        except Exception as exc:
+            # Workers that open a fresh database at the same moment race to create Optuna's tables
+            # (PostgreSQL: "duplicate key ... pg_type_typname_nsp_index"); the loser finds them made.
+            if type(exc).__name__ not in ("IntegrityError", "ProgrammingError") or attempt == 2:
+                raise
+            log.info("Optuna's tables were being created by another worker; opening the storage again")
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 HEARTBEAT_S = 15  # database studies: a worker's RUNNING trial is failed (and retried) 60 s after it died
