@@ -28,8 +28,8 @@ help:
 	@echo "make lint    ruff over the project"
 	@echo "make evaluate RUN=artifacts/runs/<run_id>   re-evaluate a finished run"
 	@echo "make server  Prefect server + UI on http://127.0.0.1:$(PREFECT_PORT)"
-	@echo "make deploy  register train/nightly, train/manual, evaluate/manual on that server"
-	@echo "make worker  run the deployments' flow runs (process work pool gauntlet-process)"
+	@echo "make deploy  register train/nightly, train/manual, evaluate/manual, contribute_trials/worker on that server"
+	@echo "make worker  run the deployments' flow runs, trial workers included (process work pool gauntlet-process); run it N times to scale out"
 	@echo "make clean   remove .venv, .prefect and caches (artifacts/ stays)"
 
 $(BIN)/python:
