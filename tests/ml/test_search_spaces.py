@@ -184,3 +184,23 @@ def test_random_forest_trees_grow_on_a_capped_bootstrap_sample_on_large_tables(m
     model = spec.make({"n_estimators": 5}, 0, 1, 2)
     spec.fit(model, X, y, estimators.FitContext(None, None, 2))
     assert model.max_samples is None  # small tables: every tree sees a full bootstrap sample
+
+
+def test_timeout_s_ends_a_search_before_its_trial_budget(tmp_path):
+    import time
+
+    import optuna
+
+    from tasks.ml.search import optimize_within_budget
+
+    study = optuna.create_study(direction="maximize")
+
+    def slow(trial):
+        time.sleep(0.3)
+        return trial.suggest_float("x", 0, 1)
+
+    settings = SearchSettings(metric="fbeta", direction="maximize", n_trials=100, timeout_s=1.0)
+    ran = optimize_within_budget(study, slow, settings)
+    assert 1 <= ran <= 5 and len(study.trials) == ran  # stopped by time, far short of 100
+    settings = SearchSettings(metric="fbeta", direction="maximize", n_trials=ran + 2, timeout_s=None)
+    assert optimize_within_budget(study, slow, settings) == 2  # the budget counts earlier trials
