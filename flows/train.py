@@ -8,9 +8,12 @@ concurrently as Prefect tasks -> evaluate (champion on validation, test once, ga
 
 from __future__ import annotations
 
+from config import local_server
 from config.runtime import configure_environment
 
 configure_environment()
+if __name__ == "__main__":
+    local_server.start_early()  # Prefect's local server boots while the imports below run
 
 import argparse  # noqa: E402
 import os  # noqa: E402
@@ -265,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = TrainParameters.from_cli(args.config, args.overrides)
         data_tasks.preflight(params.to_config())  # fails in a second, before Prefect and training start
+        local_server.wait_until_ready()  # if started above: the first Prefect call below finds it up
         if args.serve:  # the simplest deployment: this process runs what the server schedules
             train.serve(name="served", cron=args.cron, parameters={"params": params.model_dump(mode="json")},
                         tags=["gauntlet", "served"])
