@@ -115,7 +115,8 @@ def main() -> int:
                            cwd=ROOT, capture_output=True, text=True, check=True)
     print(f"baseline: importing the train flow (Prefect, scikit-learn, LightGBM, XGBoost, Optuna, pandas) "
           f"takes {int(probe.stdout.split()[-1]) / 1024:.0f} MB before any data")
-    for rows in args.rows:
+    baseline = None
+    for rows in sorted(args.rows):
         with tempfile.TemporaryDirectory(prefix="gauntlet-scale-") as tmp:
             path = Path(tmp) / f"synthetic_{rows}.parquet"
             size = make_table(path, rows, args.features)
@@ -124,9 +125,13 @@ def main() -> int:
             flow_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
             flow_note = "" if flow_peak > before * 1024 else " (not above an earlier size's)"
             mb = 1 << 20
+            baseline = baseline or (rows, flow_peak)  # the smallest size: Prefect, the libraries, no data
+            growth = "" if baseline[0] == rows else (
+                f"; {(flow_peak - baseline[1]) / mb:.0f} MB above the {baseline[0]:,}-row run "
+                f"({(flow_peak - baseline[1]) / size:.1f}x the table)")
             print(f"{rows:>9,} rows: {result['wall']:7.1f} s wall; table {size / mb:6.0f} MB as float32; "
                   f"peak RSS: flow process {flow_peak / mb:6.0f} MB{flow_note} "
-                  f"({flow_peak / size:.1f}x the table), whole process tree {result['tree_peak'] / mb:6.0f} MB "
+                  f"({flow_peak / size:.1f}x the table{growth}), whole process tree {result['tree_peak'] / mb:6.0f} MB "
                   f"({result['tree_peak'] / size:.1f}x); champion {result['champion']} ROC-AUC "
                   f"{result['roc_auc']:.4f}; search s {result['search_seconds']}", flush=True)
     return 0

@@ -26,7 +26,7 @@ from flows._cli import fail, print_summary  # noqa: E402
 from tasks import registry  # noqa: E402
 from tasks import reporting as rep  # noqa: E402
 from tasks.ml import evaluation as ev_ml  # noqa: E402
-from tasks.ml.data import encode_target, features_and_target  # noqa: E402
+from tasks.ml.data import encode_target, features_and_target, read_parquet  # noqa: E402
 from tasks.ml.metrics import (  # noqa: E402
     compute_metrics,
     confusion_summary,
@@ -206,7 +206,7 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
     if missing:
         raise GauntletError(f"evaluation.sensitive_columns names columns not in the table: {missing}; "
                             f"choose among {', '.join(columns[:12])}")
-    valid = pd.read_parquet(paths.split("valid"))
+    valid = read_parquet(paths.split("valid"))
     X_valid, y_valid = features_and_target(valid, info)
     n_classes = len(info.classes)
     ensemble = None
@@ -225,7 +225,7 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
     decision = fit_decision(model, champion, X_valid, y_valid, info, config, logger)
 
     # The test split is read here and only predicted on: nothing below fits on it.
-    test = pd.read_parquet(paths.split("test"))
+    test = read_parquet(paths.split("test"))
     X_test, y_test = features_and_target(test, info)
     proba = decision.predict_proba(X_test)
     y_pred = decision.predict(X_test)

@@ -14,11 +14,11 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 import optuna  # noqa: E402
-import pandas as pd  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
 
 from config.schema import TrainConfig  # noqa: E402
+from tasks.ml.data import read_parquet  # noqa: E402
 from tasks.ml.estimators import get_family  # noqa: E402
 from tasks.ml.preprocessing import PreprocessOptions  # noqa: E402
 from tasks.ml.results import Candidate  # noqa: E402
@@ -53,6 +53,9 @@ def study_name(config: TrainConfig, family: str, data_sha256: str) -> str:
     return f"{config.model_name}-{family}-{data_sha256[:12]}-{digest}"
 
 
+PROGRESS_EVERY_S = 1.0
+
+
 class TrialProgress:
     """Optuna callback: a log line, a Comet step and the Prefect progress artifact, per finished trial."""
 
@@ -65,16 +68,24 @@ class TrialProgress:
         self.artifact = create_progress_artifact(
             0.0, key=f"search-progress-{family.replace('_', '-')}", description=f"{family}: 0/{n_trials} trials"
         )
+        self.artifact_updated = time.monotonic()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         from prefect.artifacts import update_progress_artifact
 
         self.done += 1
-        update_progress_artifact(
-            self.artifact, min(100.0, 100.0 * self.done / self.n_trials),
-            description=f"{self.family}: {self.done}/{self.n_trials} trials, best {self.metric} "
-            + (f"{study.best_value:.4f}" if any(t.value is not None for t in study.trials) else "-"),
-        )
+        try:
+            best = f"{study.best_value:.4f}"
+        except ValueError:  # no trial completed yet
+            best = "-"
+        # The artifact is an API call: once a second at most (fast trials would otherwise queue on
+        # the server's database), and at the last trial.
+        if self.done >= self.n_trials or time.monotonic() - self.artifact_updated >= PROGRESS_EVERY_S:
+            update_progress_artifact(
+                self.artifact, min(100.0, 100.0 * self.done / self.n_trials),
+                description=f"{self.family}: {self.done}/{self.n_trials} trials, best {self.metric} {best}",
+            )
+            self.artifact_updated = time.monotonic()
         state = trial.state.name.lower()
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, int | float)}
@@ -84,11 +95,10 @@ class TrialProgress:
              "trial_pruned": float(state == "pruned")},
             step=trial.number,
         )
-        try:
-            best = f"{study.best_value:.4f}"
-        except ValueError:
-            best = "-"
-        value = f"{trial.value:.4f}" if trial.value is not None else state
+        if trial.state == optuna.trial.TrialState.PRUNED:  # its value is the pruner's, not the metric
+            value = f"pruned at step {trial.last_step}" if trial.last_step is not None else "pruned"
+        else:
+            value = f"{trial.value:.4f}" if trial.value is not None else state
         self.logger.info(
             "[%s] trial %d/%d: %s=%s (best %s), %.2fs", self.family, trial.number + 1, self.n_trials,
             self.metric, value, best, seconds,
@@ -141,8 +151,8 @@ def contribute_trials(family: str, run_dir: str, config: TrainConfig, n_jobs: in
         raise ValueError("trial workers need a shared study: set search.storage to a journal file or postgresql://...")
     settings, data_settings = search_settings(config, family, manifest, n_jobs)
     spec = get_family(family)
-    data = prepare_data(spec, dataset_info(manifest), pd.read_parquet(paths.split("train")),
-                        pd.read_parquet(paths.split("valid")), data_settings)
+    data = prepare_data(spec, dataset_info(manifest), read_parquet(paths.split("train")),
+                        read_parquet(paths.split("valid")), data_settings)
     before = time.perf_counter()
     study, _ = run_study(spec, data, settings, callbacks=[_log_trial(family, settings, logger)])
     mine = [t for t in study.trials if t.user_attrs.get("worker") == worker_id()]
@@ -181,9 +191,9 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
              "config_hash": manifest["config_hash"], "encoding": config.preprocessing.categorical.encoding,
              "imbalance": settings.imbalance, "cv_folds": config.search.cv_folds}
         )
-        train = pd.read_parquet(paths.split("train"))
-        valid = pd.read_parquet(paths.split("valid"))
-        data = prepare_data(spec, info, train, valid, data_settings)
+        # The raw splits are dropped once encoded: only the arrays the trials fit on stay in memory.
+        data = prepare_data(spec, info, read_parquet(paths.split("train")),
+                            read_parquet(paths.split("valid")), data_settings)
         if data.mode == "repeated_cv":
             logger.warning("[%s] small data: trials are scored by %s instead of the small valid split",
                            family, data.description)

@@ -76,6 +76,17 @@ def load_builtin(name: str) -> pd.DataFrame:
     )
 
 
+def read_parquet(path: str | Path) -> pd.DataFrame:
+    """A Parquet file as a DataFrame, with the fewest copies pyarrow allows.
+
+    Arrow buffers are handed to pandas column by column and freed as they go. Measured on 1M x 40
+    float32 (160 MB): +511 MB peak and +295 MB kept, against +585 / +423 MB for pd.read_parquet.
+    """
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, memory_map=True).to_pandas(self_destruct=True, split_blocks=True)
+
+
 def load_table(path: str) -> pd.DataFrame:
     """Read a CSV or Parquet file (pyarrow engine), or a bundled demo table `builtin:NAME`."""
     if path.startswith(BUILTIN_PREFIX):
@@ -86,12 +97,7 @@ def load_table(path: str) -> pd.DataFrame:
     suffix = "".join(file.suffixes[-2:]).lower()
     try:
         if suffix.endswith((".parquet", ".pq")):
-            import pyarrow.parquet as pq
-
-            # Arrow buffers handed to pandas column by column and freed as they go. Measured on
-            # 1M x 40 float32 (160 MB): +511 MB peak and +295 MB kept, against +585 / +423 MB
-            # for pd.read_parquet.
-            return pq.read_table(file, memory_map=True).to_pandas(self_destruct=True, split_blocks=True)
+            return read_parquet(file)
         if suffix.endswith((".csv", ".csv.gz", ".csv.zip", ".tsv")):
             sep = "\t" if ".tsv" in suffix else ","
             return pd.read_csv(file, sep=sep, engine="pyarrow")

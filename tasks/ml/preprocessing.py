@@ -80,12 +80,24 @@ def as_category_strings(frame: pd.DataFrame) -> np.ndarray:
     return np.column_stack([_column_strings(frame[c]) for c in frame.columns])
 
 
+def _float_dtype(dtypes: Any) -> type:
+    """float32 when every column already is (a float32 table stays half the size), else float64."""
+    dtypes = list(dtypes)
+    return np.float32 if dtypes and all(d == np.float32 for d in dtypes) else np.float64
+
+
 def inf_to_nan(frame: Any) -> Any:
-    """Infinite numbers -> NaN, so that imputation fills them like any missing value."""
+    """Infinite numbers -> NaN, so that imputation fills them like any missing value.
+
+    Makes exactly one copy, which the steps after it (imputation, scaling) then work on in place.
+    """
     if isinstance(frame, pd.DataFrame):
-        return frame.astype("float64").replace([np.inf, -np.inf], np.nan)
-    values = np.asarray(frame, dtype="float64").copy()
-    values[~np.isfinite(values)] = np.nan
+        values = frame.to_numpy(dtype=_float_dtype(frame.dtypes), na_value=np.nan, copy=True)
+        values[np.isinf(values)] = np.nan
+        return pd.DataFrame(values, index=frame.index, columns=frame.columns, copy=False)
+    array = np.asarray(frame)
+    values = np.array(array, dtype=_float_dtype([array.dtype]), copy=True)
+    values[np.isinf(values)] = np.nan
     return values
 
 
@@ -168,9 +180,12 @@ class DatetimeFeatures(TransformerMixin, BaseEstimator):
 
 
 def _imputer(options: PreprocessOptions, indicators: bool) -> SimpleImputer:
+    # copy=False: the step before it (inf_to_nan, DatetimeFeatures) always hands over a fresh array.
     if options.imputation == "zero":
-        return SimpleImputer(strategy="constant", fill_value=0.0, add_indicator=indicators, keep_empty_features=True)
-    return SimpleImputer(strategy=options.imputation, add_indicator=indicators, keep_empty_features=True)
+        return SimpleImputer(strategy="constant", fill_value=0.0, add_indicator=indicators,
+                             keep_empty_features=True, copy=False)
+    return SimpleImputer(strategy=options.imputation, add_indicator=indicators, keep_empty_features=True,
+                         copy=False)
 
 
 def _category_encoder(options: PreprocessOptions, native: bool) -> list[tuple[str, Any]]:
@@ -216,7 +231,7 @@ def build_preprocessor(
         ("impute", _imputer(options, options.missing_indicators)),
     ]
     if scale:
-        numeric_steps.append(("scale", StandardScaler()))
+        numeric_steps.append(("scale", StandardScaler(copy=False)))  # on the imputer's output, in place
     transformers = []
     if numeric:
         transformers.append(("numeric", Pipeline(numeric_steps), numeric))

@@ -226,7 +226,7 @@ HEARTBEAT_S = 15  # database studies: a worker's RUNNING trial is failed (and re
 
 
 def make_pruner(name: str, min_resource: int = 20) -> optuna.pruners.BasePruner:
-    """Steps are boosting rounds on a holdout (reported every REPORT_EVERY rounds), or folds in CV."""
+    """Steps are boosting rounds on a holdout (reported at rounds 10, 20, 40, 80...), or folds in CV."""
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min_resource)
     if name == "successive_halving":
@@ -279,14 +279,46 @@ def _score(estimator: Any, X: Any, y: np.ndarray, n_classes: int, settings: Sear
     )
 
 
-@dataclass
-class BestModel:
-    """The fitted estimator of the best trial so far, kept so that it need not be refitted."""
+# Training sets at least this large: the best model so far waits in a temporary file while the next
+# trial fits, instead of in memory. A random forest on 600k rows weighs up to RF_MAX_MODEL_BYTES,
+# and holding the best one while fitting the next doubled the search's peak on 1M rows.
+SPILL_ABOVE_BYTES = 64 * 2**20
 
-    trial: int
-    estimator: Any
-    info: dict[str, Any]
-    fit_seconds: float
+
+def _nbytes(X: Any) -> int:
+    if isinstance(X, pd.DataFrame):
+        return int(X.memory_usage(index=False).sum())
+    return int(getattr(X, "nbytes", 0))
+
+
+class BestModel:
+    """The fitted estimator of the best trial so far, kept so that it need not be refitted:
+    in memory, or pickled to a temporary file (`spill=True`) that is removed once loaded or dropped."""
+
+    def __init__(self, trial: int, estimator: Any, info: dict[str, Any], fit_seconds: float,
+                 spill: bool = False) -> None:
+        self.trial, self.info, self.fit_seconds = trial, info, fit_seconds
+        self.estimator, self.path = estimator, None
+        if spill:
+            import pickle
+            import tempfile
+            import weakref
+
+            fd, path = tempfile.mkstemp(prefix=f"gauntlet-best-trial-{trial}-", suffix=".pkl")
+            self.path = Path(path)
+            weakref.finalize(self, self.path.unlink, missing_ok=True)  # dropped or failed: no leftover
+            with os.fdopen(fd, "wb") as file:
+                pickle.dump(estimator, file, protocol=pickle.HIGHEST_PROTOCOL)
+            self.estimator = None
+
+    def load(self) -> Any:
+        if self.estimator is None and self.path is not None:
+            import pickle
+
+            with self.path.open("rb") as file:
+                self.estimator = pickle.load(file)  # noqa: S301 - written by this process a moment ago
+            self.path.unlink(missing_ok=True)
+        return self.estimator
 
 
 def run_study(
@@ -310,6 +342,7 @@ def run_study(
     )
     retry_dead_workers_trials(study)
     kept: list[BestModel] = []
+    spill = _nbytes(data.X_train) >= SPILL_ABOVE_BYTES
     weighted = settings.imbalance == "auto"
 
     def cross_validate(trial: optuna.Trial, params: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
@@ -349,7 +382,8 @@ def run_study(
             trial.set_user_attr(key, value)
         value = scores[settings.metric]
         if estimator is not None and (not kept or is_better(value, kept[0].info["_value"], settings.direction)):
-            kept[:] = [BestModel(trial.number, estimator, {**info, "_value": value}, seconds)]
+            kept[:] = []  # the previous best goes before the new one is written
+            kept[:] = [BestModel(trial.number, estimator, {**info, "_value": value}, seconds, spill=spill)]
         return value
 
     if weighted and not study.get_trials(deepcopy=False):
@@ -484,7 +518,7 @@ def best_pipeline(
     """
     best = study.best_trial
     if kept is not None and kept.trial == best.number and data.mode == "holdout":
-        estimator, info, seconds, refitted = kept.estimator, kept.info, kept.fit_seconds, False
+        estimator, info, seconds, refitted = kept.load(), kept.info, kept.fit_seconds, False
     else:
         start = time.perf_counter()
         estimator, info = fit_estimator(
@@ -502,7 +536,15 @@ def best_pipeline(
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial. A pruned trial has no value (Optuna stores the pruner's last intermediate
+    value there, a negated loss for maximised metrics); `pruned_at_step` says where it stopped."""
     frame = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration", "user_attrs"))
+    if "state" in frame and "value" in frame:
+        pruned = frame["state"] == "PRUNED"
+        steps = {t.number: t.last_step for t in study.get_trials(deepcopy=False)}
+        frame.insert(frame.columns.get_loc("state") + 1, "pruned_at_step",
+                     [steps.get(n) if p else None for n, p in zip(frame["number"], pruned, strict=True)])
+        frame.loc[pruned, "value"] = np.nan
     if "duration" in frame:
         frame["duration"] = frame["duration"].dt.total_seconds()
     return frame

@@ -100,6 +100,34 @@ def test_the_best_trials_model_is_kept_not_refitted(prepared_parts):
     assert compute_metrics(data.y_valid, proba, n_classes=2)["log_loss"] == pytest.approx(study.best_value, rel=1e-6)
 
 
+def test_on_large_training_sets_the_best_model_waits_on_disk_not_in_memory(prepared_parts, monkeypatch):
+    import gc
+
+    from tasks.ml import search
+
+    info, parts = prepared_parts
+    spec = get_family("random_forest")
+    data = prepare_data(spec, info, parts["train"], parts["valid"])
+    monkeypatch.setattr(search, "SPILL_ABOVE_BYTES", 0)  # every training set counts as large
+    settings = SearchSettings(metric="fbeta", direction="maximize", n_trials=3)
+    study, kept = run_study(spec, data, settings)
+    assert kept.estimator is None and kept.path.is_file()  # the best trial's forest is on disk
+    path = kept.path
+    pipeline, _, _, refitted, _ = best_pipeline(spec, data, study, kept, settings)
+    assert not refitted and not path.exists()  # loaded back, file gone
+    proba = pipeline.predict_proba(parts["valid"][info.features])
+    from tasks.ml.metrics import compute_metrics
+
+    score = compute_metrics(data.y_valid, proba, n_classes=2)["fbeta"]
+    assert score == pytest.approx(study.best_value, rel=1e-9)  # the very model of the best trial
+    dropped = search.BestModel(0, pipeline, {}, 0.0, spill=True)
+    leftover = dropped.path
+    assert leftover.is_file()
+    del dropped
+    gc.collect()
+    assert not leftover.exists()  # a search that fails or ends without loading it leaves nothing
+
+
 def test_a_family_whose_every_trial_raises_fails_fast(prepared_parts):
     import dataclasses
 
@@ -184,6 +212,31 @@ def test_random_forest_trees_grow_on_a_capped_bootstrap_sample_on_large_tables(m
     model = spec.make({"n_estimators": 5}, 0, 1, 2)
     spec.fit(model, X, y, estimators.FitContext(None, None, 2))
     assert model.max_samples is None  # small tables: every tree sees a full bootstrap sample
+
+
+def test_random_forest_fits_its_memory_budget_on_large_tables(monkeypatch):
+    import pickle
+
+    from tasks.ml import estimators
+
+    X, y = np.random.default_rng(0).normal(size=(4000, 5)), np.random.default_rng(1).integers(0, 2, 4000)
+    spec = get_family("random_forest")
+    params = {"n_estimators": 10, "max_depth": 20, "min_samples_leaf": 1}
+    monkeypatch.setattr(estimators, "RF_MAX_ROWS_PER_TREE", 1000)
+    grown = spec.make(params, 0, 1, 2)
+    spec.fit(grown, X, y, estimators.FitContext(None, None, 2))  # noise: trees grow a leaf per few rows
+    budget = len(pickle.dumps(grown)) // 8
+    monkeypatch.setattr(estimators, "RF_MAX_MODEL_BYTES", budget)
+    capped = spec.make(params, 0, 1, 2)
+    spec.fit(capped, X, y, estimators.FitContext(None, None, 2))
+    cap = estimators.rf_leaf_cap(10, 2, budget)
+    assert capped.max_leaf_nodes == cap
+    assert max(t.get_n_leaves() for t in capped.estimators_) <= cap < max(t.get_n_leaves() for t in grown.estimators_)
+    assert len(pickle.dumps(capped)) <= budget * 1.2  # pickle framing on top of the node arrays
+    monkeypatch.setattr(estimators, "RF_MAX_ROWS_PER_TREE", 10_000)
+    small = spec.make(params, 0, 1, 2)
+    spec.fit(small, X, y, estimators.FitContext(None, None, 2))
+    assert small.max_leaf_nodes is None  # tables under the large-table threshold are untouched
 
 
 def test_timeout_s_ends_a_search_before_its_trial_budget(tmp_path):
