@@ -28,6 +28,10 @@ def configure_environment() -> None:
         "COMET_DISABLE_AUTO_LOGGING": "1",
         # gauntlet logs where each experiment went; Comet's own INFO chatter is left out.
         "COMET_LOGGING_CONSOLE": "WARNING",
+        # pyarrow's default pool (mimalloc) keeps what it freed: reading a 1M x 40 float32 table left
+        # 265 MB resident after the DataFrame was gone. The system allocator gives it back
+        # (tasks.ml.data.release_memory), measured: 90 MB less at start too.
+        "ARROW_DEFAULT_MEMORY_POOL": "system",
     }
     if (PROJECT_ROOT / "pyproject.toml").is_file():  # a source checkout: keep Prefect's state here
         defaults["PREFECT_HOME"] = str(PROJECT_ROOT / ".prefect")

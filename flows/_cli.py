@@ -6,11 +6,16 @@ import sys
 
 
 def stop_local_server() -> None:
-    """Stop Prefect's ephemeral server now rather than at exit, so that its goodbye line does not
-    come after our result or error. Does nothing when PREFECT_API_URL points at a real server."""
+    """Stop the local server now rather than at exit (Prefect's own temporary server says goodbye on
+    the console, which must not come after our result or error). Does nothing when PREFECT_API_URL
+    points at a real server, and imports nothing when Prefect was never imported (an early error)."""
+    from config import local_server
+
+    if "prefect" not in sys.modules:
+        local_server.stop()
+        return
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
-    from prefect.server.api.server import SubprocessASGIServer
 
     # Send the logs and events still queued while the server is up, then stop it.
     for worker in (APILogWorker, EventsWorker):
@@ -18,7 +23,10 @@ def stop_local_server() -> None:
             worker.drain_all(timeout=10)
         except Exception:  # nothing must mask the command's own result
             pass
-    SubprocessASGIServer().stop()
+    local_server.stop()  # the one flows/train.py started, if it did
+    server_module = sys.modules.get("prefect.server.api.server")  # Prefect's own, if a flow started it
+    if server_module is not None:
+        server_module.SubprocessASGIServer().stop()
 
 
 def fail(message: object) -> int:

@@ -7,9 +7,12 @@ Runs inside `train`, or alone on a finished run (for example with another thresh
 
 from __future__ import annotations
 
+from config import local_server
 from config.runtime import configure_environment
 
 configure_environment()
+if __name__ == "__main__":
+    local_server.start_early()  # Prefect's local server boots while the imports below run
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
@@ -402,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = RunPaths(Path(args.run))
         config = load_run_config(paths, args.set)
+        local_server.wait_until_ready()
         report = evaluate(run_dir=str(paths.root), config=config)
     except GauntletError as exc:
         return fail(exc)

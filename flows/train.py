@@ -34,6 +34,7 @@ from flows.evaluate import evaluate  # noqa: E402
 from flows.tune import SEARCH_RETRIES, FamilySearchFailed, search_family  # noqa: E402
 from tasks import data as data_tasks  # noqa: E402
 from tasks import reporting as rep  # noqa: E402
+from tasks.ml.data import release_memory  # noqa: E402
 from tasks.ml.results import Candidate, EvalReport  # noqa: E402
 from tasks.modeling import file_sha256  # noqa: E402
 from tasks.runs import RunPaths, new_run_id, write_candidate  # noqa: E402
@@ -143,6 +144,7 @@ def _train(config: TrainConfig) -> EvalReport:
     with stage("split_dataset"):
         data_tasks.split_dataset(frame, info, config, str(paths.root))
     del frame
+    release_memory()  # the searches read the splits back; the whole table's memory goes back to the OS
 
     candidates = search_families(config, paths)
     failed = [c for c in candidates if c.status != "ok"]

@@ -3,14 +3,18 @@
     python flows/tune.py --run artifacts/runs/<run_id> --family lightgbm
 """
 
+from config import local_server
 from config.runtime import configure_environment
 
 configure_environment()
+if __name__ == "__main__":
+    local_server.start_early()  # Prefect's local server boots while the imports below run
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 
 import optuna  # noqa: E402
@@ -18,7 +22,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
 
 from config.schema import TrainConfig  # noqa: E402
-from tasks.ml.data import read_parquet  # noqa: E402
+from tasks.ml.data import read_parquet, release_memory  # noqa: E402
 from tasks.ml.estimators import get_family  # noqa: E402
 from tasks.ml.preprocessing import PreprocessOptions  # noqa: E402
 from tasks.ml.results import Candidate  # noqa: E402
@@ -54,6 +58,10 @@ def study_name(config: TrainConfig, family: str, data_sha256: str) -> str:
 
 
 PROGRESS_EVERY_S = 1.0
+# One family at a time reads and encodes its splits (threads executor): encoding holds the raw split,
+# a float copy and the encoded array at once, and two families doing it together set the search's
+# memory peak on large tables. The wait is the other family's encoding (about 50 ms on the demo).
+PREPARE_LOCK = threading.Lock()
 
 
 class TrialProgress:
@@ -151,8 +159,10 @@ def contribute_trials(family: str, run_dir: str, config: TrainConfig, n_jobs: in
         raise ValueError("trial workers need a shared study: set search.storage to a journal file or postgresql://...")
     settings, data_settings = search_settings(config, family, manifest, n_jobs)
     spec = get_family(family)
-    data = prepare_data(spec, dataset_info(manifest), read_parquet(paths.split("train")),
-                        read_parquet(paths.split("valid")), data_settings)
+    with PREPARE_LOCK:
+        data = prepare_data(spec, dataset_info(manifest), read_parquet(paths.split("train")),
+                            read_parquet(paths.split("valid")), data_settings)
+        release_memory()
     before = time.perf_counter()
     study, _ = run_study(spec, data, settings, callbacks=[_log_trial(family, settings, logger)])
     mine = [t for t in study.trials if t.user_attrs.get("worker") == worker_id()]
@@ -192,8 +202,10 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
              "imbalance": settings.imbalance, "cv_folds": config.search.cv_folds}
         )
         # The raw splits are dropped once encoded: only the arrays the trials fit on stay in memory.
-        data = prepare_data(spec, info, read_parquet(paths.split("train")),
-                            read_parquet(paths.split("valid")), data_settings)
+        with PREPARE_LOCK:
+            data = prepare_data(spec, info, read_parquet(paths.split("train")),
+                                read_parquet(paths.split("valid")), data_settings)
+            release_memory()
         if data.mode == "repeated_cv":
             logger.warning("[%s] small data: trials are scored by %s instead of the small valid split",
                            family, data.description)
@@ -326,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = RunPaths(args.run)
         config = load_run_config(paths, args.set)
         get_family(args.family)
+        local_server.wait_until_ready()
         if args.worker:
             result = contribute_trials(family=args.family, run_dir=str(paths.root), config=config, n_jobs=args.threads)
         else:

@@ -87,6 +87,17 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
     return pq.read_table(path, memory_map=True).to_pandas(self_destruct=True, split_blocks=True)
 
 
+def release_memory() -> None:
+    """Hand freed memory back to the OS once a large table is gone (the allocator keeps it otherwise):
+    pyarrow's pool, and with the system pool (config/runtime.py) malloc's free lists too."""
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+
+
 def load_table(path: str) -> pd.DataFrame:
     """Read a CSV or Parquet file (pyarrow engine), or a bundled demo table `builtin:NAME`."""
     if path.startswith(BUILTIN_PREFIX):
@@ -416,7 +427,8 @@ def split_dataset(
     stratified/random: shuffled with `seed`. time: sorted by `time_column` (stable), the earliest rows
     train, then valid, then the latest test. group: no value of `group_column` in two splits.
     """
-    frame = frame.loc[frame[info.target].notna()]
+    if frame[info.target].isna().any():  # (a boolean mask copies the table: only when it must)
+        frame = frame.loc[frame[info.target].notna()]
     valid_of_rest = valid_size / (1 - test_size)
     if strategy == "time":
         ordered = frame.sort_values(time_column, kind="mergesort")
@@ -440,11 +452,14 @@ def split_dataset(
         train, valid = cut(rest, valid_of_rest)
         parts = {"train": train, "valid": valid, "test": test}
     else:
-        stratify = frame[info.target].astype(str) if strategy == "stratified" else None
-        rest, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=stratify)
-        stratify = rest[info.target].astype(str) if strategy == "stratified" else None
-        train, valid = train_test_split(rest, test_size=valid_of_rest, random_state=seed, stratify=stratify)
-        parts = {"train": train, "valid": valid, "test": test}
+        # Positions are split, then each part is taken once: the same rows in the same order as
+        # splitting the frames themselves, without a copy of the 80% "rest" in between.
+        labels = frame[info.target].astype(str).to_numpy() if strategy == "stratified" else None
+        rest, test = train_test_split(np.arange(len(frame)), test_size=test_size, random_state=seed,
+                                      stratify=labels)
+        train, valid = train_test_split(rest, test_size=valid_of_rest, random_state=seed,
+                                        stratify=None if labels is None else labels[rest])
+        parts = {"train": frame.take(train), "valid": frame.take(valid), "test": frame.take(test)}
     for name, part in parts.items():
         missing = sorted(set(map(str, info.classes)) - set(part[info.target].astype(str)))
         if missing:
