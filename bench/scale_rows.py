@@ -26,21 +26,22 @@ FAMILIES = ("logistic_regression", "random_forest", "lightgbm", "xgboost")
 
 
 def make_table(path: Path, rows: int, features: int, seed: int = 0) -> int:
-    """Write the table in chunks (bounded memory here too); returns its float32 size in bytes."""
+    """Write the table; returns its float32 size in bytes. (This process's memory is not measured.)"""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
     from sklearn.datasets import make_classification
 
+    # One draw of the whole table (the same seed per chunk would repeat the same rows in every
+    # chunk, and the valid and test rows would be copies of training rows), written in chunks.
+    X, y = make_classification(n_samples=rows, n_features=features, n_informative=features // 2,
+                               n_redundant=features // 8, flip_y=0.05, class_sep=0.8, random_state=seed)
     writer = None
     chunk = 200_000
     for start in range(0, rows, chunk):
-        n = min(chunk, rows - start)
-        X, y = make_classification(n_samples=n, n_features=features, n_informative=features // 2,
-                                   n_redundant=features // 8, flip_y=0.05, class_sep=0.8,
-                                   random_state=seed)  # same generator per chunk: one distribution
-        table = pa.table({**{f"x{i:02d}": X[:, i].astype(np.float32) for i in range(features)},
-                          "label": y.astype(np.int8)})
+        part = slice(start, min(rows, start + chunk))
+        table = pa.table({**{f"x{i:02d}": X[part, i].astype(np.float32) for i in range(features)},
+                          "label": y[part].astype(np.int8)})
         writer = writer or pq.ParquetWriter(path, table.schema)
         writer.write_table(table)
     writer.close()
