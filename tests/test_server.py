@@ -97,20 +97,32 @@ def deployed(tmp_path_factory, database):
 
 
 def deployment(api: str, name: str) -> dict:
-    response = httpx.get(f"{api}/deployments/name/{name}", timeout=10)
+    response = api_call("GET", f"{api}/deployments/name/{name}", timeout=10)
     response.raise_for_status()
     return response.json()
 
 
+def api_call(method: str, url: str, **kwargs) -> httpx.Response:
+    """An API request retried on 503, as Prefect's own client does: a SQLite-backed server answers
+    503 when its database is locked by another writer (seen in CI on a busy machine)."""
+    for attempt in range(8):
+        response = httpx.request(method, url, **kwargs)
+        if response.status_code != 503:
+            return response
+        time.sleep(float(response.headers.get("Retry-After", 0.5 * (attempt + 1))))
+    return response
+
+
 def trigger(api: str, name: str, parameters: dict) -> httpx.Response:
     dep = deployment(api, name)
-    return httpx.post(f"{api}/deployments/{dep['id']}/create_flow_run", json={"parameters": parameters}, timeout=30)
+    return api_call("POST", f"{api}/deployments/{dep['id']}/create_flow_run", json={"parameters": parameters},
+                    timeout=30)
 
 
 def wait_final(api: str, flow_run_id: str, timeout: float = 420) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
+        run = api_call("GET", f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
         if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             return run
         time.sleep(1)
@@ -186,6 +198,6 @@ def test_trial_workers_run_on_the_work_pool_and_share_the_study(deployed, tmp_pa
                                                              optuna.trial.TrialState.PRUNED)]
     assert budget <= len(finished) <= budget + 1
     assert len({t.user_attrs["worker"] for t in finished}) == 2, worker_log
-    helpers = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["trial-worker"]}}},
+    helpers = api_call("POST", f"{api}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["trial-worker"]}}},
                          timeout=10).json()
     assert helpers and all(h["state"]["type"] == "COMPLETED" for h in helpers)
