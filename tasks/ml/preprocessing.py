@@ -179,13 +179,36 @@ class DatetimeFeatures(TransformerMixin, BaseEstimator):
         )
 
 
+class ColumnwiseImputer(SimpleImputer):
+    """SimpleImputer whose median is taken one column at a time.
+
+    scikit-learn's median (np.ma.median over the whole masked array) sorts a masked copy of all
+    training rows at once: 325 MB more at the peak for 600k x 40 float32 rows (966 MB against 642 MB
+    for the mean). Column by column, the same medians cost one column's copy. Other strategies are
+    scikit-learn's own.
+    """
+
+    def _dense_fit(self, X, strategy, missing_values, fill_value):  # noqa: ANN001, ANN202
+        if strategy != "median":
+            return super()._dense_fit(X, strategy, missing_values, fill_value)
+        from sklearn.utils._mask import _get_mask
+
+        missing = _get_mask(X, missing_values)
+        self._fit_indicator(missing)
+        medians = np.empty(X.shape[1], dtype=np.result_type(X.dtype, np.float32))
+        for j in range(X.shape[1]):
+            present = X[~missing[:, j], j]
+            medians[j] = np.median(present) if present.size else (0 if self.keep_empty_features else np.nan)
+        return medians
+
+
 def _imputer(options: PreprocessOptions, indicators: bool) -> SimpleImputer:
     # copy=False: the step before it (inf_to_nan, DatetimeFeatures) always hands over a fresh array.
     if options.imputation == "zero":
         return SimpleImputer(strategy="constant", fill_value=0.0, add_indicator=indicators,
                              keep_empty_features=True, copy=False)
-    return SimpleImputer(strategy=options.imputation, add_indicator=indicators, keep_empty_features=True,
-                         copy=False)
+    return ColumnwiseImputer(strategy=options.imputation, add_indicator=indicators, keep_empty_features=True,
+                             copy=False)
 
 
 def _category_encoder(options: PreprocessOptions, native: bool) -> list[tuple[str, Any]]:

@@ -229,3 +229,22 @@ def test_class_weight_method_reweights_every_family(shop):
                 (data.y_train == 0).sum() / (data.y_train == 1).sum())
         else:
             assert model.get_params()["class_weight"] == "balanced"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_columnwise_median_imputer_matches_scikit_learns(dtype):
+    """Same medians (empty columns included), same output, same dtype, with or without indicators."""
+    from sklearn.impute import SimpleImputer
+
+    from tasks.ml.preprocessing import ColumnwiseImputer
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1001, 6)).astype(dtype)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    X[:, 3] = np.nan  # an empty column: keep_empty_features gives it 0
+    for indicators in (False, True):
+        ours = ColumnwiseImputer(strategy="median", keep_empty_features=True, add_indicator=indicators).fit(X)
+        sklearn = SimpleImputer(strategy="median", keep_empty_features=True, add_indicator=indicators).fit(X)
+        assert ours.statistics_.dtype == sklearn.statistics_.dtype
+        np.testing.assert_array_equal(ours.statistics_, sklearn.statistics_)
+        np.testing.assert_array_equal(ours.transform(X), sklearn.transform(X))
