@@ -28,6 +28,7 @@ from tasks.ml.preprocessing import PreprocessOptions  # noqa: E402
 from tasks.ml.results import Candidate  # noqa: E402
 from tasks.ml.search import (  # noqa: E402
     DataSettings,
+    PreparedData,
     SearchSettings,
     best_pipeline,
     prepare_data,
@@ -62,6 +63,16 @@ PROGRESS_EVERY_S = 1.0
 # a float copy and the encoded array at once, and two families doing it together set the search's
 # memory peak on large tables. The wait is the other family's encoding (about 50 ms on the demo).
 PREPARE_LOCK = threading.Lock()
+
+
+def _prepare(spec, info, paths: RunPaths, data_settings) -> PreparedData:  # noqa: ANN001
+    """The family's encoded train/valid arrays. The raw splits are dropped once encoded, and their
+    memory handed back: only the arrays the trials fit on stay in memory."""
+    with PREPARE_LOCK:
+        data = prepare_data(spec, info, read_parquet(paths.split("train")), read_parquet(paths.split("valid")),
+                            data_settings)
+        release_memory()
+    return data
 
 
 class TrialProgress:
@@ -159,10 +170,7 @@ def contribute_trials(family: str, run_dir: str, config: TrainConfig, n_jobs: in
         raise ValueError("trial workers need a shared study: set search.storage to a journal file or postgresql://...")
     settings, data_settings = search_settings(config, family, manifest, n_jobs)
     spec = get_family(family)
-    with PREPARE_LOCK:
-        data = prepare_data(spec, dataset_info(manifest), read_parquet(paths.split("train")),
-                            read_parquet(paths.split("valid")), data_settings)
-        release_memory()
+    data = _prepare(spec, dataset_info(manifest), paths, data_settings)
     before = time.perf_counter()
     study, _ = run_study(spec, data, settings, callbacks=[_log_trial(family, settings, logger)])
     mine = [t for t in study.trials if t.user_attrs.get("worker") == worker_id()]
@@ -201,11 +209,7 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
              "config_hash": manifest["config_hash"], "encoding": config.preprocessing.categorical.encoding,
              "imbalance": settings.imbalance, "cv_folds": config.search.cv_folds}
         )
-        # The raw splits are dropped once encoded: only the arrays the trials fit on stay in memory.
-        with PREPARE_LOCK:
-            data = prepare_data(spec, info, read_parquet(paths.split("train")),
-                                read_parquet(paths.split("valid")), data_settings)
-            release_memory()
+        data = _prepare(spec, info, paths, data_settings)
         if data.mode == "repeated_cv":
             logger.warning("[%s] small data: trials are scored by %s instead of the small valid split",
                            family, data.description)
