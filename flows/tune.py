@@ -16,7 +16,9 @@ import json  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+import weakref  # noqa: E402
 
+import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
@@ -63,15 +65,28 @@ PROGRESS_EVERY_S = 1.0
 # a float copy and the encoded array at once, and two families doing it together set the search's
 # memory peak on large tables. The wait is the other family's encoding (about 50 ms on the demo).
 PREPARE_LOCK = threading.Lock()
+# Families whose preprocessing is the same (random forest, LightGBM and XGBoost on numeric columns:
+# no scaling) share one encoded copy of the data while any of them searches: on 1M x 40 float32 rows,
+# 128 MB instead of 3 x 128 MB, and one encoding instead of three. Entries go with their last user.
+_SHARED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 def _prepare(spec, info, paths: RunPaths, data_settings) -> PreparedData:  # noqa: ANN001
-    """The family's encoded train/valid arrays. The raw splits are dropped once encoded, and their
-    memory handed back: only the arrays the trials fit on stay in memory."""
+    """The family's encoded train/valid arrays, shared with the families that encode them the same
+    way. The raw splits are dropped once encoded, and their memory handed back: only the arrays the
+    trials fit on stay in memory. Shared arrays are read-only, so no family can change another's."""
+    native = spec.native_categorical and data_settings.options.encoding == "native"
+    key = (str(paths.root), spec.scale, native, repr(data_settings))
     with PREPARE_LOCK:
-        data = prepare_data(spec, info, read_parquet(paths.split("train")), read_parquet(paths.split("valid")),
-                            data_settings)
-        release_memory()
+        data = _SHARED.get(key)
+        if data is None:
+            data = prepare_data(spec, info, read_parquet(paths.split("train")),
+                                read_parquet(paths.split("valid")), data_settings)
+            for array in (data.X_train, data.y_train, data.X_valid, data.y_valid):
+                if isinstance(array, np.ndarray):
+                    array.flags.writeable = False
+            _SHARED[key] = data
+            release_memory()
     return data
 
 

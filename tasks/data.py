@@ -90,30 +90,31 @@ def validate_dataset(frame: pd.DataFrame, config: TrainConfig) -> DatasetInfo:
 
 @task(name="split_dataset", cache_policy=NO_CACHE)
 def split_dataset(frame: pd.DataFrame, info: DatasetInfo, config: TrainConfig, run_dir: str) -> dict:
-    """Write splits/{train,valid,test}.parquet (all original columns), config.json and manifest.json."""
+    """Write splits/{train,valid,test}.parquet (all original columns), config.json and manifest.json.
+    The parts are written from row positions, a chunk at a time: the table is never copied whole."""
     paths = RunPaths(run_dir)
     paths.splits.mkdir(parents=True, exist_ok=True)
-    parts = ml_data.split_dataset(
+    parts = ml_data.split_positions(
         frame, info, strategy=config.split.strategy, test_size=config.split.test_size,
         valid_size=config.split.valid_size, seed=config.split.seed,
         time_column=config.split.time_column, group_column=config.split.group_column,
     )
     splits = {}
-    for name, part in parts.items():
-        part.to_parquet(paths.split(name), engine="pyarrow", index=False)
+    for name, rows in parts.items():
+        ml_data.write_part(frame, rows, paths.split(name))
         splits[name] = {
-            "rows": int(len(part)),
-            "class_balance": ml_data.class_balance(part, info.target),
+            "rows": int(len(rows)),
+            "class_balance": ml_data.class_balance(frame[info.target].take(rows)),
             "path": str(paths.split(name)),
             "sha256": file_sha256(paths.split(name)),
         }
         if config.split.strategy == "time":  # the boundaries: train < valid < test in time
-            column = part[config.split.time_column]
+            column = frame[config.split.time_column].take(rows)
             splits[name]["time_range"] = [str(column.min()), str(column.max())]
         if config.split.strategy == "group":
-            splits[name]["groups"] = int(part[config.split.group_column].nunique())
+            splits[name]["groups"] = int(frame[config.split.group_column].take(rows).nunique())
     columns = [*info.features, info.target]
-    duplicates = ml_data.cross_split_duplicates(parts, columns)
+    duplicates = ml_data.cross_split_duplicates(frame, parts, columns)
     if any(duplicates.values()):
         warning = ml_data.duplicates_message(duplicates)
         info.warnings.append(warning)

@@ -254,13 +254,35 @@ def test_imbalance_is_detected_and_the_message_names_the_method():
 
 
 def test_rows_repeated_across_splits_are_counted():
-    from tasks.ml.data import cross_split_duplicates
+    from tasks.ml.data import cross_split_duplicates, split_positions
 
     frame = table(n=300)
     frame = pd.concat([frame, frame.iloc[:30]], ignore_index=True)  # 30 exact copies
     info = validate_dataset(frame, "y")
-    parts = split_dataset(frame, info, seed=1)
-    counts = cross_split_duplicates(parts, [*info.features, "y"])
+    parts = split_positions(frame, info, seed=1)
+    counts = cross_split_duplicates(frame, parts, [*info.features, "y"])
     assert set(counts) == {"valid", "test"} and 0 < sum(counts.values()) <= 30
-    clean = split_dataset(table(n=300), validate_dataset(table(n=300), "y"), seed=1)
-    assert cross_split_duplicates(clean, [*info.features, "y"]) == {"valid": 0, "test": 0}
+    train = set(frame.iloc[parts["train"]].itertuples(index=False))  # the same count, row by row
+    assert counts["test"] == sum(row in train for row in frame.iloc[parts["test"]].itertuples(index=False))
+    clean = table(n=300)
+    assert cross_split_duplicates(clean, split_positions(clean, validate_dataset(clean, "y"), seed=1),
+                                  [*info.features, "y"]) == {"valid": 0, "test": 0}
+
+
+def test_parts_written_in_chunks_read_back_as_the_rows_taken(tmp_path):
+    from tasks.ml.data import read_parquet, split_positions, write_part
+
+    frame = dated_table(n=300)
+    frame["note"] = None
+    frame.loc[[5, 150, 290], "note"] = "late"  # most chunks have only missing values there, a few text
+    info = validate_dataset(frame, "y", drop_columns=["note"])
+    dtypes = []
+    for name, rows in split_positions(frame, info, seed=2).items():
+        write_part(frame, rows, tmp_path / f"{name}.parquet", chunk_rows=25)
+        back = read_parquet(tmp_path / f"{name}.parquet")
+        taken = frame.take(rows).reset_index(drop=True)
+        pd.testing.assert_frame_equal(back.drop(columns="note"), taken.drop(columns="note"))
+        assert back["note"].fillna("-").tolist() == taken["note"].fillna("-").tolist()
+        dtypes.append(back.dtypes.to_dict())
+    # The table's types in every part (a part without any note written alone would say "null").
+    assert dtypes[0] == dtypes[1] == dtypes[2] and dtypes[0]["note"] == "str"

@@ -248,3 +248,40 @@ def test_the_columnwise_median_imputer_matches_scikit_learns(dtype):
         assert ours.statistics_.dtype == sklearn.statistics_.dtype
         np.testing.assert_array_equal(ours.statistics_, sklearn.statistics_)
         np.testing.assert_array_equal(ours.transform(X), sklearn.transform(X))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_columnwise_scaler_matches_scikit_learns(dtype):
+    """Same statistics (missing values, a constant column, an empty one), same output and dtype."""
+    from sklearn.preprocessing import StandardScaler
+
+    from tasks.ml.preprocessing import ColumnwiseScaler
+
+    rng = np.random.default_rng(1)
+    X = (rng.normal(size=(2001, 5)) * [1, 1e3, 1e-3, 1, 1] + [0, 5, -2, 0, 0]).astype(dtype)
+    X[:, 3] = 7.0  # constant: scale 1
+    for missing in (False, True):
+        if missing:
+            X[rng.random(X.shape) < 0.1] = np.nan
+            X[:, 4] = np.nan
+        ours, sklearn = ColumnwiseScaler().fit(X), StandardScaler().fit(X)
+        np.testing.assert_array_equal(ours.n_samples_seen_, sklearn.n_samples_seen_)
+        for name in ("mean_", "var_", "scale_"):
+            np.testing.assert_allclose(getattr(ours, name), getattr(sklearn, name), rtol=1e-9, equal_nan=True)
+            assert getattr(ours, name).dtype == getattr(sklearn, name).dtype
+        np.testing.assert_allclose(ours.transform(X), sklearn.transform(X), rtol=1e-5, atol=1e-6, equal_nan=True)
+        assert ours.transform(X).dtype == dtype
+    frame = pd.DataFrame(X[:, :3], columns=["a", "b", "c"])  # feature names are kept like scikit-learn's
+    assert list(ColumnwiseScaler().fit(frame).feature_names_in_) == ["a", "b", "c"]
+
+
+def test_numeric_encoding_is_row_major_and_infinities_are_imputed():
+    """LightGBM and XGBoost take a row-major array without copying it at every fit."""
+    from tasks.ml.preprocessing import build_preprocessor
+
+    frame = pd.DataFrame({"a": np.arange(50, dtype=np.float32), "b": np.ones(50, dtype=np.float32)})
+    frame.loc[3, "a"], frame.loc[4, "b"] = np.inf, np.nan
+    encoded = build_preprocessor(["a", "b"], [], scale=False).fit_transform(frame)
+    assert encoded.flags.c_contiguous and encoded.dtype == np.float32
+    assert encoded[3, 0] == np.median(np.delete(np.arange(50), 3)) and encoded[4, 1] == 1.0
+    assert not np.shares_memory(encoded, frame["a"].to_numpy())
