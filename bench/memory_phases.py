@@ -37,13 +37,13 @@ class Phases:
     def __init__(self) -> None:
         self.rows: list[tuple[str, float, float, float, float]] = []
 
-    def run(self, name: str, fn):  # noqa: ANN001, ANN201
+    def run(self, name: str, fn, *args):  # noqa: ANN001, ANN002, ANN201
         from tasks.ml.data import release_memory
 
         release_memory()
         _reset_peak()
         before, started = _status("VmRSS"), time.perf_counter()
-        result = fn()
+        result = fn(*args)
         seconds = time.perf_counter() - started
         self.rows.append((name, before / MB, _status("VmHWM") / MB, _status("VmRSS") / MB, seconds))
         return result
@@ -54,6 +54,15 @@ class Phases:
         for name, before, peak, after, seconds in self.rows:
             print(f"{name:<30}{before:>8.0f}{peak:>8.0f}{after:>8.0f}{peak - before:>13.0f}"
                   f"{(peak - before) * MB / table_bytes:>9.2f}{seconds:>7.1f}")
+
+
+def split(frame, info, paths) -> None:  # noqa: ANN001 - what tasks.data.split_dataset does, without Prefect
+    from tasks.ml import data as ml_data
+
+    parts = ml_data.split_positions(frame, info)
+    for name, rows in parts.items():
+        ml_data.write_part(frame, rows, paths.split(name))
+    ml_data.cross_split_duplicates(frame, parts, [*info.features, info.target])
 
 
 def main() -> int:
@@ -67,34 +76,25 @@ def main() -> int:
     from config.runtime import configure_environment
 
     configure_environment()  # the allocator settings a run uses (imports come before any stage)
+    from flows.tune import _prepare
     from tasks.ml import data as ml_data
     from tasks.ml.estimators import get_family
+    from tasks.ml.search import DataSettings
     from tasks.runs import RunPaths
 
     phases = Phases()
-    frame = phases.run("read", lambda: ml_data.load_table(args.path))
+    frame = phases.run("read", ml_data.load_table, args.path)
     table_bytes = int(frame.memory_usage(index=False, deep=True).sum())
-    info = phases.run("validate", lambda: ml_data.validate_dataset(frame, args.target))
+    info = phases.run("validate", ml_data.validate_dataset, frame, args.target)
     with tempfile.TemporaryDirectory() as tmp:
         paths = RunPaths(tmp)
         paths.splits.mkdir(parents=True)
-
-        def split() -> None:  # what tasks.data.split_dataset does, without Prefect
-            parts = ml_data.split_positions(frame, info)
-            for name, rows in parts.items():
-                ml_data.write_part(frame, rows, paths.split(name))
-            ml_data.cross_split_duplicates(frame, parts, [*info.features, info.target])
-
-        phases.run("split + write", split)
+        phases.run("split + write", split, frame, info, paths)
         del frame
         phases.run("drop the table", lambda: None)
-        from flows.tune import _prepare
-        from tasks.ml.search import DataSettings
-
         kept = []  # the searches hold every family's data at once
         for family in args.families:
-            spec = get_family(family)
-            kept.append(phases.run(f"encode {family}", lambda: _prepare(spec, info, paths, DataSettings())))
+            kept.append(phases.run(f"encode {family}", _prepare, get_family(family), info, paths, DataSettings()))
     phases.print(table_bytes)
     return 0
 

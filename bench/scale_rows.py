@@ -80,11 +80,13 @@ def run(path: Path, trials: int, artifacts: Path, extra: list[str]) -> dict:
         cmd += ["--set", item]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = [0]
+    peak = [0, 0.0]
 
     def sample() -> None:
         while proc.poll() is None:
-            peak[0] = max(peak[0], _tree_rss(proc.pid))
+            rss = _tree_rss(proc.pid)
+            if rss > peak[0]:
+                peak[:] = [rss, time.perf_counter() - start]
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -92,11 +94,13 @@ def run(path: Path, trials: int, artifacts: Path, extra: list[str]) -> dict:
     out, _ = proc.communicate()
     wall = time.perf_counter() - start
     sampler.join()
+    log = Path(tempfile.gettempdir()) / f"gauntlet-scale-{artifacts.parent.name}.log"
+    log.write_text(out)  # the run's log, kept: its timestamps say which stage the peak fell in
     if proc.returncode != 0:
-        raise SystemExit(f"train failed:\n{out[-4000:]}")
+        raise SystemExit(f"train failed (log: {log}):\n{out[-4000:]}")
     (run_dir,) = (artifacts / "runs").iterdir()
     report = json.loads((run_dir / "report.json").read_text())
-    return {"wall": wall, "tree_peak": peak[0], "champion": report["champion"],
+    return {"wall": wall, "tree_peak": peak[0], "tree_peak_at": peak[1], "log": log, "champion": report["champion"],
             "roc_auc": report["test_metrics"].get("roc_auc"),
             "search_seconds": {c["family"]: c.get("search_seconds") for c in report["candidates"]}}
 
@@ -133,8 +137,9 @@ def main() -> int:
             print(f"{rows:>9,} rows: {result['wall']:7.1f} s wall; table {size / mb:6.0f} MB as float32; "
                   f"peak RSS: flow process {flow_peak / mb:6.0f} MB{flow_note} "
                   f"({flow_peak / size:.1f}x the table{growth}), whole process tree {result['tree_peak'] / mb:6.0f} MB "
-                  f"({result['tree_peak'] / size:.1f}x); champion {result['champion']} ROC-AUC "
-                  f"{result['roc_auc']:.4f}; search s {result['search_seconds']}", flush=True)
+                  f"({result['tree_peak'] / size:.1f}x) at {result['tree_peak_at']:.0f} s; "
+                  f"champion {result['champion']} ROC-AUC "
+                  f"{result['roc_auc']:.4f}; search s {result['search_seconds']}; log {result['log']}", flush=True)
     return 0
 
 

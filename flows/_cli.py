@@ -4,6 +4,41 @@ from __future__ import annotations
 
 import sys
 
+_EXIT_CODE: list[int] = []
+
+
+def skip_teardown_at_exit() -> None:
+    """Call first thing in a command: once the command has returned its exit code (`exit`) and
+    every exit handler has run (Prefect's log and event flushes, Comet's archive, logging's), the
+    process ends without the interpreter's own teardown. That teardown frees every object and
+    unloads the native libraries one by one: about 1 s measured after a run on the demo data, for
+    nothing. Handlers run last-registered first, so this one, registered before any library, runs
+    after all of them. An uncaught exception still exits the usual way."""
+    import atexit
+
+    atexit.register(_end_now)
+
+
+def _end_now() -> None:
+    if not _EXIT_CODE:
+        return
+    import logging
+    import os
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed pipe: nothing left to say
+            pass
+    os._exit(_EXIT_CODE[0])
+
+
+def exit(code: int) -> None:  # noqa: A001 - the command's sys.exit
+    """sys.exit(code), and let `skip_teardown_at_exit`'s handler end the process with this code."""
+    _EXIT_CODE[:] = [code]
+    sys.exit(code)
+
 
 def stop_local_server() -> None:
     """Stop the local server now rather than at exit (Prefect's own temporary server says goodbye on

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from config import local_server
 from config.runtime import configure_environment
+from flows import _cli
 
 configure_environment()
 if __name__ == "__main__":
+    _cli.skip_teardown_at_exit()
     local_server.start_early()  # Prefect's local server boots while the imports below run
 
 import argparse  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -414,4 +415,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _cli.exit(main())

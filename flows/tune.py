@@ -5,15 +5,16 @@
 
 from config import local_server
 from config.runtime import configure_environment
+from flows import _cli
 
 configure_environment()
 if __name__ == "__main__":
+    _cli.skip_teardown_at_exit()
     local_server.start_early()  # Prefect's local server boots while the imports below run
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import weakref  # noqa: E402
@@ -71,12 +72,17 @@ PREPARE_LOCK = threading.Lock()
 _SHARED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
+def encoding_group(spec, encoding: str) -> tuple[bool, bool]:  # noqa: ANN001
+    """Families in the same group encode the data alike (and share the arrays): scaled or not, native
+    categories or not."""
+    return spec.scale, spec.native_categorical and encoding == "native"
+
+
 def _prepare(spec, info, paths: RunPaths, data_settings) -> PreparedData:  # noqa: ANN001
     """The family's encoded train/valid arrays, shared with the families that encode them the same
     way. The raw splits are dropped once encoded, and their memory handed back: only the arrays the
     trials fit on stay in memory. Shared arrays are read-only, so no family can change another's."""
-    native = spec.native_categorical and data_settings.options.encoding == "native"
-    key = (str(paths.root), spec.scale, native, repr(data_settings))
+    key = (str(paths.root), *encoding_group(spec, data_settings.options.encoding), repr(data_settings))
     with PREPARE_LOCK:
         data = _SHARED.get(key)
         if data is None:
@@ -371,4 +377,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _cli.exit(main())

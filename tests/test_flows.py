@@ -325,3 +325,18 @@ def test_storage_outages_are_retried_with_backoff_then_reported(tmp_path, monkey
     assert by_family["lightgbm"].status == "failed" and "OperationalError" in by_family["lightgbm"].error
     assert "after 2 retries" in by_family["lightgbm"].error
     assert report.registered  # the others went on
+
+
+def test_search_plan_starts_a_family_with_an_encoding_of_its_own_first(tmp_path):
+    """Logistic regression's scaled arrays are made and dropped before the tree families' shared ones
+    are held; the rest go longest first. Native categories make LightGBM and XGBoost a pair apart."""
+    from flows.train import search_plan
+
+    config = smoke_config(tmp_path, **{f"models.{f}.n_trials": 10 for f in
+                                       ("logistic_regression", "random_forest", "lightgbm", "xgboost")})
+    families = ["logistic_regression", "random_forest", "lightgbm", "xgboost"]
+    order, _, _ = search_plan(config, families)
+    assert order == ["logistic_regression", "random_forest", "xgboost", "lightgbm"]
+    native = config.model_copy(deep=True)
+    native.preprocessing.categorical.encoding = "native"
+    assert search_plan(native, families)[0] == ["random_forest", "logistic_regression", "xgboost", "lightgbm"]
