@@ -133,3 +133,28 @@ def test_label_metrics_match_scikit_learn(n_classes, average):
             }
         for key, value in reference.items():
             assert ours[key] == pytest.approx(value, abs=1e-12), (key, trial)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_binary_curves_equal_scikit_learns(seed):
+    """ROC-AUC, average precision and log loss without scikit-learn's per-call checks: the same
+    values, ties in the scores included (rounded scores), on balanced and rare positives."""
+    from sklearn import metrics as skm
+
+    from tasks.ml.metrics import binary_average_precision, binary_roc_auc
+
+    rng = np.random.default_rng(seed)
+    n = [7, 50, 333, 2000, 2000, 5000][seed]
+    y = (rng.random(n) < (0.5 if seed % 2 else 0.05)).astype(int)
+    y[:2] = [0, 1]
+    score = np.clip(0.3 * y + rng.random(n), 0, 1)
+    if seed >= 3:
+        score = np.round(score, 1)  # many ties
+    assert binary_roc_auc(y, score) == pytest.approx(skm.roc_auc_score(y, score), rel=1e-12)
+    assert binary_average_precision(y, score) == pytest.approx(skm.average_precision_score(y, score), rel=1e-12)
+    proba = np.c_[1 - score, score]
+    ours = compute_metrics(y, proba, n_classes=2)
+    clipped = np.clip(proba, 1e-15, 1)
+    clipped /= clipped.sum(axis=1, keepdims=True)
+    assert ours["log_loss"] == pytest.approx(skm.log_loss(y, clipped, labels=[0, 1]), rel=1e-12)
+    assert np.isnan(binary_roc_auc(np.zeros(5, dtype=int), score[:5]))
