@@ -158,6 +158,7 @@ def _train(config: TrainConfig) -> EvalReport:
     release_memory()  # the searches read the splits back; the whole table's memory goes back to the OS
 
     candidates = search_families(config, paths)
+    release_memory()  # the searches' arrays and models are gone: their memory goes back before evaluation
     failed = [c for c in candidates if c.status != "ok"]
     if len(failed) == len(candidates):
         raise AllFamiliesFailed(

@@ -41,6 +41,9 @@ def comet_archives(directory: Path) -> dict[str, dict]:
             elif msg["type"] == "file_upload":
                 extra = payload["additional_params"]
                 uploads.append((payload.get("upload_type"), extra.get("fileName") or extra.get("figName")))
+                if payload.get("upload_type") == "confusion-matrix":
+                    with zipfile.ZipFile(archive) as zf:
+                        others["_confusion_matrix"] = json.loads(zf.read(payload["file_path"]))
         name = others.get("Name") or params.get("family")
         found[name] = {"params": params, "metrics": metrics, "others": others, "uploads": uploads,
                        "file": archive}
@@ -133,6 +136,10 @@ def test_comet_offline_archives_hold_what_was_logged(smoke_run):
     assert evaluation["metrics"]["test_fbeta"][0][1] == pytest.approx(report.test_metrics["fbeta"])
     assert str(evaluation["others"]["gate_passed"]).lower() == "true"
     assert "confusion-matrix" in [kind for kind, _ in evaluation["uploads"]]
+    matrix = evaluation["others"]["_confusion_matrix"]  # the test split's counts, actual x predicted
+    assert sorted(matrix["labels"]) == ["benign", "malignant"]
+    test_rows = json.loads((Path(report.run_dir) / "manifest.json").read_text())["splits"]["test"]["rows"]
+    assert sum(map(sum, matrix["matrix"])) == test_rows and len(matrix["matrix"]) == 2
     # The data and config hashes reach the tracker (every experiment) and the registered model.
     manifest = json.loads((Path(report.run_dir) / "manifest.json").read_text())
     for experiment in archives.values():

@@ -239,6 +239,27 @@ def test_random_forest_fits_its_memory_budget_on_large_tables(monkeypatch):
     assert small.max_leaf_nodes is None  # tables under the large-table threshold are untouched
 
 
+def test_xgboost_bounds_its_histogram_cache_on_large_tables(monkeypatch):
+    """XGBoost's own memory bound (max_cached_hist_node) past the large-table line, and the booster
+    trained with it; small tables keep XGBoost's default."""
+    import json
+
+    from tasks.ml import estimators
+
+    X, y = np.random.default_rng(0).normal(size=(400, 3)).astype(np.float32), np.arange(400) % 2
+    spec = get_family("xgboost")
+    monkeypatch.setattr(estimators, "RF_MAX_ROWS_PER_TREE", 100)
+    model = spec.make({"max_depth": 3}, 0, 1, 2)
+    spec.fit(model, X, y, estimators.FitContext(None, None, 2, rounds=5))
+    assert model.get_params()["max_cached_hist_node"] == estimators.XGB_MAX_CACHED_HIST_NODES
+    updaters = json.loads(model.get_booster().save_config())["learner"]["gradient_booster"]["updater"]
+    assert updaters[0]["hist_train_param"]["max_cached_hist_node"] == "256"  # what XGBoost trained with
+    monkeypatch.setattr(estimators, "RF_MAX_ROWS_PER_TREE", 1000)
+    small = spec.make({"max_depth": 3}, 0, 1, 2)
+    spec.fit(small, X, y, estimators.FitContext(None, None, 2, rounds=5))
+    assert "max_cached_hist_node" not in small.get_params()
+
+
 def test_timeout_s_ends_a_search_before_its_trial_budget(tmp_path):
     import time
 
