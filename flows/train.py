@@ -154,11 +154,13 @@ def _train(config: TrainConfig) -> EvalReport:
         info = data_tasks.validate_dataset(frame, config)
     with stage("split_dataset"):
         data_tasks.split_dataset(frame, info, config, str(paths.root))
+    table_bytes = int(frame.memory_usage(index=False).sum())
     del frame
-    release_memory()  # the searches read the splits back; the whole table's memory goes back to the OS
+    release_memory(table_bytes)  # the searches read the splits back; the whole table's memory goes back to the OS
 
     candidates = search_families(config, paths)
-    release_memory()  # the searches' arrays and models are gone: their memory goes back before evaluation
+    # The searches' arrays and models are gone: their memory goes back before evaluation.
+    release_memory(sum(paths.split(name).stat().st_size for name in ("train", "valid")))
     failed = [c for c in candidates if c.status != "ok"]
     if len(failed) == len(candidates):
         raise AllFamiliesFailed(

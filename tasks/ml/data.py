@@ -98,9 +98,17 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
     )
 
 
-def release_memory() -> None:
+# Below this, freed tables are not worth a full garbage collection: it takes 0.2-0.5 s with the GIL
+# held (every other family's thread waits), six times a run. On the demo table it cost 1-3 s a run.
+RELEASE_ABOVE_BYTES = 16 * 2**20
+
+
+def release_memory(freed_bytes: int | None = None) -> None:
     """Hand freed memory back to the OS once a large table is gone (the allocator keeps it otherwise):
-    pyarrow's pool, and with the system pool (config/runtime.py) malloc's free lists too."""
+    pyarrow's pool, and with the system pool (config/runtime.py) malloc's free lists too. Does nothing
+    when `freed_bytes` (the size of what was dropped: a table, or its Parquet files) is small."""
+    if freed_bytes is not None and freed_bytes < RELEASE_ABOVE_BYTES:
+        return
     import gc
 
     import pyarrow as pa

@@ -286,3 +286,18 @@ def test_parts_written_in_chunks_read_back_as_the_rows_taken(tmp_path):
         dtypes.append(back.dtypes.to_dict())
     # The table's types in every part (a part without any note written alone would say "null").
     assert dtypes[0] == dtypes[1] == dtypes[2] and dtypes[0]["note"] == "str"
+
+
+def test_memory_is_handed_back_only_after_large_tables(monkeypatch):
+    """A full collection holds the GIL for 0.2-0.5 s: not worth it for a few MB."""
+    import gc
+
+    from tasks.ml import data
+
+    calls = []
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append(a) or 0)
+    data.release_memory(data.RELEASE_ABOVE_BYTES - 1)
+    assert calls == []
+    data.release_memory(data.RELEASE_ABOVE_BYTES)
+    data.release_memory()
+    assert len(calls) == 2
