@@ -108,24 +108,44 @@ class TrialProgress:
         self.artifact = create_progress_artifact(
             0.0, key=f"search-progress-{family.replace('_', '-')}", description=f"{family}: 0/{n_trials} trials"
         )
-        self.artifact_updated = time.monotonic()
+        # The artifact is an API call that waits on the server's database (about 0.1 s on a busy
+        # machine): a helper thread sends the latest progress once a second, so trials never wait
+        # for it, and `close()` sends the final state.
+        self._latest: tuple[float, str] | None = None
+        self._pushed: tuple[float, str] | None = None
+        self._stop = threading.Event()
+        self._pusher = threading.Thread(target=self._push_every_second, name=f"progress-{family}", daemon=True)
+        self._pusher.start()
 
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    def _push(self) -> None:
         from prefect.artifacts import update_progress_artifact
 
+        latest = self._latest  # (the callback replaces the tuple whole: no torn read)
+        if latest is not None and latest != self._pushed:
+            self._pushed = latest
+            try:
+                update_progress_artifact(self.artifact, latest[0], description=latest[1])
+            except Exception as exc:  # progress display only: never a reason to fail a search
+                self.logger.debug("[%s] progress artifact not updated: %s", self.family, exc)
+
+    def _push_every_second(self) -> None:
+        while not self._stop.wait(PROGRESS_EVERY_S):
+            self._push()
+
+    def close(self) -> None:
+        """Stop the helper thread and send the last progress."""
+        self._stop.set()
+        self._pusher.join()
+        self._push()
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.done += 1
         try:
             best = f"{study.best_value:.4f}"
         except ValueError:  # no trial completed yet
             best = "-"
-        # The artifact is an API call: once a second at most (fast trials would otherwise queue on
-        # the server's database), and at the last trial.
-        if self.done >= self.n_trials or time.monotonic() - self.artifact_updated >= PROGRESS_EVERY_S:
-            update_progress_artifact(
-                self.artifact, min(100.0, 100.0 * self.done / self.n_trials),
-                description=f"{self.family}: {self.done}/{self.n_trials} trials, best {self.metric} {best}",
-            )
-            self.artifact_updated = time.monotonic()
+        self._latest = (min(100.0, 100.0 * self.done / self.n_trials),
+                        f"{self.family}: {self.done}/{self.n_trials} trials, best {self.metric} {best}")
         state = trial.state.name.lower()
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, int | float)}
@@ -239,7 +259,10 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
         logger.info("[%s] %d trials on %d rows x %d encoded features%s, scored on %s (study %s)", family,
                     settings.n_trials, *data.X_train.shape, resampled, data.description, settings.study_name)
         progress = TrialProgress(family, settings.metric, settings.n_trials, tracker, logger)
-        study, kept = run_study(spec, data, settings, callbacks=[progress])
+        try:
+            study, kept = run_study(spec, data, settings, callbacks=[progress])
+        finally:
+            progress.close()
 
         best = study.best_trial
         pipeline, fit_info, fit_seconds, refitted, valid_metrics = best_pipeline(spec, data, study, kept, settings)
