@@ -160,7 +160,7 @@ def _train(config: TrainConfig) -> EvalReport:
 
     candidates = search_families(config, paths)
     # The searches' arrays and models are gone: their memory goes back before evaluation.
-    release_memory(sum(paths.split(name).stat().st_size for name in ("train", "valid")))
+    release_memory(paths.search_splits_bytes())
     failed = [c for c in candidates if c.status != "ok"]
     if len(failed) == len(candidates):
         raise AllFamiliesFailed(

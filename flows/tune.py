@@ -92,7 +92,7 @@ def _prepare(spec, info, paths: RunPaths, data_settings) -> PreparedData:  # noq
                 if isinstance(array, np.ndarray):
                     array.flags.writeable = False
             _SHARED[key] = data
-            release_memory(sum(paths.split(name).stat().st_size for name in ("train", "valid")))
+            release_memory(paths.search_splits_bytes())
     return data
 
 

@@ -47,6 +47,10 @@ class RunPaths:
     def split(self, name: str) -> Path:
         return self.splits / f"{name}.parquet"
 
+    def search_splits_bytes(self) -> int:
+        """Size on disk of the splits the searches read (train and valid)."""
+        return sum(self.split(name).stat().st_size for name in ("train", "valid"))
+
     def candidate_file(self, family: str) -> Path:
         return self.candidates / f"{family}.json"
 

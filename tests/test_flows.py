@@ -347,3 +347,26 @@ def test_search_plan_starts_a_family_with_an_encoding_of_its_own_first(tmp_path)
     native = config.model_copy(deep=True)
     native.preprocessing.categorical.encoding = "native"
     assert search_plan(native, families)[0] == ["random_forest", "logistic_regression", "xgboost", "lightgbm"]
+
+
+def test_families_that_encode_alike_share_one_read_only_copy(tmp_path, breast_cancer):
+    """Random forest, LightGBM and XGBoost get the very same encoded arrays (written splits read back
+    and encoded once), read-only; logistic regression's scaled ones are its own."""
+    from flows.tune import _prepare
+    from tasks.ml.data import split_positions, validate_dataset, write_part
+    from tasks.ml.estimators import get_family
+    from tasks.ml.search import DataSettings
+    from tasks.runs import RunPaths
+
+    info = validate_dataset(breast_cancer, "diagnosis")
+    paths = RunPaths(tmp_path)
+    paths.splits.mkdir()
+    for name, rows in split_positions(breast_cancer, info, seed=0).items():
+        write_part(breast_cancer, rows, paths.split(name))
+    trees = [_prepare(get_family(f), info, paths, DataSettings()) for f in ("random_forest", "lightgbm", "xgboost")]
+    assert trees[0] is trees[1] is trees[2]
+    assert not trees[0].X_train.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        trees[0].X_train[0, 0] = 1.0
+    scaled = _prepare(get_family("logistic_regression"), info, paths, DataSettings())
+    assert scaled is not trees[0] and abs(scaled.X_train.mean()) < 0.01 < abs(trees[0].X_train.mean())
