@@ -153,3 +153,32 @@ def test_online_champions_go_to_comets_model_registry_offline_ones_stay_local(tm
     offline.end()  # an offline archive cannot register: the call is skipped, the archive is written
     archive = comet_archives(tmp_path / "offline")["run-eval-offline"]
     assert ("model-element", "model.pkl") in archive["uploads"]
+
+
+def test_large_model_files_are_logged_by_reference(tmp_path, monkeypatch):
+    """A model file over the limit goes into the experiment as a remote model (URI, size, sha256),
+    not as a copy; smaller ones are uploaded as before."""
+    import json
+    import zipfile
+
+    from tasks import tracking
+    from tasks.modeling import file_sha256
+
+    monkeypatch.setattr(tracking, "MODEL_FILE_LIMIT_BYTES", 1000)
+    small, large = tmp_path / "small.pkl", tmp_path / "large.pkl"
+    small.write_bytes(b"s" * 1000)
+    large.write_bytes(b"l" * 1001)
+    tracker = start_tracker(TrackingConfig(), tmp_path / "offline", name="run-big")
+    tracker.log_model("lr", small)
+    tracker.log_model("forest", large)
+    tracker.end()
+    assert ("model-element", "small.pkl") in comet_archives(tmp_path / "offline")["run-big"]["uploads"]
+    with zipfile.ZipFile(tracker.archive) as zf:
+        names = zf.namelist()
+        messages = [json.loads(line) for line in zf.read("messages.json").decode().splitlines() if line]
+    assert not any("large" in n for n in names)  # no copy of the large file in the archive
+    (remote,) = [m["payload"] for m in messages if m["type"] == "remote_model"]
+    (asset,) = remote["remote_assets"]
+    assert remote["model_name"] == "forest" and asset["remoteUrl"] == large.resolve().as_uri()
+    assert json.loads(asset["metadata"]) == {"bytes": 1001, "sha256": file_sha256(large),
+                                             "logged_as": "reference (large file)"}

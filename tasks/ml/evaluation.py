@@ -119,6 +119,9 @@ def bootstrap_intervals(
     return {k: (float(np.nanpercentile(v, tail)), float(np.nanpercentile(v, 100 - tail))) for k, v in draws.items()}
 
 
+PERMUTATION_BATCH_ROWS = 50_000
+
+
 def permutation_importances(
     model: Any, X: pd.DataFrame, y: np.ndarray, *, metric: str, n_classes: int, beta: float, average: str,
     threshold: float | None, n_repeats: int = 5, seed: int = 0,
@@ -131,21 +134,30 @@ def permutation_importances(
     rng = np.random.default_rng(seed)
     sign = -1.0 if metric in ("log_loss", "brier") else 1.0
 
-    def score(frame: pd.DataFrame) -> float:
-        proba = model.predict_proba(frame)
+    def score(proba: np.ndarray) -> float:
         return sign * compute_metrics(y, proba, n_classes=n_classes, beta=beta, average=average,
                                       threshold=threshold, only=metric)[metric]
 
-    baseline = score(X)
-    rows = []
-    for column in X.columns:
-        drops = []
-        for _ in range(n_repeats):
+    baseline = score(np.asarray(model.predict_proba(X)))
+    n = len(X)
+    # Every shuffled copy, in the same order as one at a time; predicted in stacks of about
+    # PERMUTATION_BATCH_ROWS rows: one pipeline call per stack instead of one per copy (on the demo
+    # table, 150 calls of a few milliseconds of scikit-learn overhead each became one).
+    jobs = [(column, X[column].to_numpy()[rng.permutation(n)]) for column in X.columns for _ in range(n_repeats)]
+    per_stack = max(1, PERMUTATION_BATCH_ROWS // max(n, 1))
+    drops: dict[str, list[float]] = {column: [] for column in X.columns}
+    for start in range(0, len(jobs), per_stack):
+        stack = jobs[start:start + per_stack]
+        copies = []
+        for column, values in stack:
             shuffled = X.copy()
-            shuffled[column] = X[column].to_numpy()[rng.permutation(len(X))]
-            drops.append(baseline - score(shuffled))
-        rows.append({"feature": column, "importance_mean": float(np.mean(drops)),
-                     "importance_std": float(np.std(drops))})
+            shuffled[column] = values
+            copies.append(shuffled)
+        proba = np.asarray(model.predict_proba(pd.concat(copies, ignore_index=True)))
+        for k, (column, _) in enumerate(stack):
+            drops[column].append(baseline - score(proba[k * n:(k + 1) * n]))
+    rows = [{"feature": column, "importance_mean": float(np.mean(values)), "importance_std": float(np.std(values))}
+            for column, values in drops.items()]
     table = pd.DataFrame(rows)
     return table.sort_values("importance_mean", ascending=False, ignore_index=True)
 

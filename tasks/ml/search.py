@@ -22,7 +22,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from tasks.ml.data import DatasetInfo, features_and_target
-from tasks.ml.estimators import FamilySpec, FitContext
+from tasks.ml.estimators import FamilySpec, FitContext, release_matrices
 from tasks.ml.metrics import compute_metrics, is_better
 from tasks.ml.preprocessing import PreprocessOptions, build_preprocessor
 
@@ -315,6 +315,9 @@ class BestModel:
         if self.estimator is None and self.path is not None:
             import pickle
 
+            from tasks.ml.data import release_memory
+
+            release_memory()  # the last trial's model (as large as this one) is gone: its memory goes back first
             with self.path.open("rb") as file:
                 self.estimator = pickle.load(file)  # noqa: S301 - written by this process a moment ago
             self.path.unlink(missing_ok=True)
@@ -394,7 +397,10 @@ def run_study(
     if done:
         log.info("study %s resumed with %d finished trials; %d to go", settings.study_name, done,
                  max(settings.n_trials - done, 0))
-    optimize_within_budget(study, objective, settings, callbacks)
+    try:
+        optimize_within_budget(study, objective, settings, callbacks)
+    finally:
+        release_matrices()
     if settings.storage is not None:
         wait_for_other_workers(study)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

@@ -278,3 +278,47 @@ def test_timeout_s_ends_a_search_before_its_trial_budget(tmp_path):
     assert 1 <= ran <= 5 and len(study.trials) == ran  # stopped by time, far short of 100
     settings = SearchSettings(metric="fbeta", direction="maximize", n_trials=ran + 2, timeout_s=None)
     assert optimize_within_budget(study, slow, settings) == 2  # the budget counts earlier trials
+
+
+def test_xgboost_trials_reuse_the_binned_matrices_of_the_same_arrays(monkeypatch):
+    """Trials on the same arrays build XGBoost's QuantileDMatrix once (train and valid); other arrays
+    build anew; the models neither keep the hook nor differ from models fitted without reuse."""
+    import pickle
+
+    import xgboost
+
+    from tasks.ml import estimators
+
+    built = []
+    original = xgboost.XGBClassifier._create_dmatrix
+
+    def counting(self, ref, **kwargs):
+        built.append(kwargs["data"].shape[0])
+        return original(self, ref, **kwargs)
+
+    monkeypatch.setattr(xgboost.XGBClassifier, "_create_dmatrix", counting)
+    rng = np.random.default_rng(0)
+    X, Xv = rng.normal(size=(300, 4)).astype(np.float32), rng.normal(size=(100, 4)).astype(np.float32)
+    y, yv = (X[:, 0] > 0).astype(int), (Xv[:, 0] > 0).astype(int)
+    spec = get_family("xgboost")
+    params = {"max_depth": 3, "learning_rate": 0.3}
+    estimators.release_matrices()
+    models = []
+    for _ in range(3):
+        model = spec.make(params, 0, 1, 2)
+        spec.fit(model, X, y, estimators.FitContext(Xv, yv, 2, early_stopping_rounds=5))
+        models.append(model)
+    assert built == [300, 100]  # one training and one validation matrix for three fits
+    assert "_create_dmatrix" not in vars(models[0])
+    pickle.loads(pickle.dumps(models[0]))
+    X2 = X.copy()
+    spec.fit(spec.make(params, 0, 1, 2), X2, y, estimators.FitContext(Xv, yv, 2, early_stopping_rounds=5))
+    assert built == [300, 100, 300, 100]  # other arrays (equal values, another object): built again
+    estimators.release_matrices()
+    spec.fit(spec.make(params, 0, 1, 2), X2, y, estimators.FitContext(Xv, yv, 2, early_stopping_rounds=5))
+    assert built == [300, 100, 300, 100, 300, 100]
+    fresh = spec.make(params, 0, 1, 2)
+    monkeypatch.setattr(estimators, "_reusing_matrices", lambda est: (lambda ref, **kw: original(est, ref, **kw)))
+    spec.fit(fresh, X, y, estimators.FitContext(Xv, yv, 2, early_stopping_rounds=5))
+    np.testing.assert_array_equal(fresh.predict_proba(Xv), models[2].predict_proba(Xv))
+    estimators.release_matrices()
