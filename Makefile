@@ -17,18 +17,21 @@ export COMET_LOGGING_CONSOLE := WARNING
 GAUNTLET_NIGHTLY_CRON ?= 0 3 * * *
 GAUNTLET_TIMEZONE     ?= UTC
 PREFECT_PORT          ?= 4200
+PORT                  ?= 8000
 SERVER_API            ?= http://127.0.0.1:$(PREFECT_PORT)/api
 export GAUNTLET_NIGHTLY_CRON GAUNTLET_TIMEZONE
 
-.PHONY: help setup train test lint evaluate server deploy worker clean
+.PHONY: help setup train test lint evaluate predict serve server deploy worker clean
 
 help:
 	@echo "make train   set up .venv, then train on $(CONFIG) (extra flags: ARGS='--set key=value')"
 	@echo "make test    set up .venv, then run the test suite"
 	@echo "make lint    ruff over the project"
 	@echo "make evaluate RUN=artifacts/runs/<run_id>   re-evaluate a finished run"
+	@echo "make predict INPUT=rows.parquet OUTPUT=predictions.parquet   score a file with the champion (ARGS='--version 3')"
+	@echo "make serve   REST predictions of the champion on http://127.0.0.1:$(PORT) (POST /predict, /docs)"
 	@echo "make server  Prefect server + UI on http://127.0.0.1:$(PREFECT_PORT)"
-	@echo "make deploy  register train/nightly, train/manual, evaluate/manual, contribute_trials/worker on that server"
+	@echo "make deploy  register train/nightly, train/manual, evaluate/manual, predict/manual, contribute_trials/worker on that server"
 	@echo "make worker  run the deployments' flow runs, trial workers included (process work pool gauntlet-process); run it N times to scale out"
 	@echo "make clean   remove .venv, .prefect and caches (artifacts/ stays)"
 
@@ -56,6 +59,12 @@ train: setup
 
 evaluate: setup
 	$(BIN)/python flows/evaluate.py --run $(RUN) $(ARGS)
+
+serve: setup
+	$(BIN)/python -m tasks.serving --port $(PORT) $(ARGS)
+
+predict: setup
+	$(BIN)/python flows/predict.py --input $(INPUT) --output $(OUTPUT) $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

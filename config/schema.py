@@ -355,6 +355,11 @@ class RegistryConfig(_Section):
         "models of different tables never replace each other's champion.",
     )
     path: str | None = Field(None, description="Local registry root. Default: <artifacts_dir>/registry.")
+    export_onnx: bool = Field(
+        False,
+        description="Also store the champion as model.onnx (skl2onnx/onnxmltools), kept only when its "
+        "predictions match the original's on the test split; needs the extra gauntlet[onnx].",
+    )
 
 
 class TrainConfig(_Section):

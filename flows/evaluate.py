@@ -39,6 +39,7 @@ from tasks.ml.metrics import (  # noqa: E402
     select_champion,
 )
 from tasks.ml.results import Candidate, EvalReport, GateDecision  # noqa: E402
+from tasks.ml.scoring import schema_metadata  # noqa: E402
 from tasks.modeling import load_pipeline, save_pipeline  # noqa: E402
 from tasks.runs import RunPaths, dataset_info, load_run_config, read_candidates, read_json  # noqa: E402
 from tasks.tracking import start_tracker  # noqa: E402
@@ -325,6 +326,17 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
     }
     card = rep.model_card(card_fields)  # {version} is filled in by the registry
     version = None
+    extra_files, onnx_record = {}, None
+    if gate.passed and config.registry.export_onnx:
+        from tasks.ml.onnx_export import export
+
+        onnx_bytes, onnx_record = export(decision, X_test)
+        if onnx_bytes is not None:
+            extra_files["model.onnx"] = onnx_bytes
+            logger.info("ONNX export kept: %d KB, largest probability difference %.1e on %d test rows",
+                        len(onnx_bytes) // 1024, onnx_record["max_abs_probability_diff"], len(X_test))
+        else:
+            logger.warning("ONNX export not kept: %s", onnx_record["reason"])
     if gate.passed:
         version = registry.register_model(
             root, name, decision,  # exactly the gated object: model, calibrator and threshold
@@ -336,9 +348,11 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
                 "data_sha256": manifest["data"]["sha256"], "config_hash": manifest["config_hash"],
                 "task": info.task, "target": info.target, "classes": info.classes,
                 "features": info.features, "gate": gate.model_dump(mode="json"), "fairness": fairness,
+                "input_schema": schema_metadata(X_test, info),
                 "packages": manifest["packages"], "tracking_key": champion.tracking_key,
+                **({"onnx": onnx_record} if onnx_record is not None else {}),
             },
-            model_card=card,
+            model_card=card, extra_files=extra_files,
         )
         logger.info("registered %s version %d; 'champion' moved from %s", name, version,
                     f"version {previous}" if previous else "nowhere (first champion)")
@@ -365,8 +379,8 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
             tracker.log_model(name, Path(root) / name / str(version) / "model.pkl")
             tracker.register_model(name, version, tags=[champion.family, "champion", info.task],
                                    description=gate.reason)
-        for key, figure in figures.items():
-            tracker.log_figure(key, figure)
+        for key in figures:
+            tracker.log_image(key, paths.reports / f"{key}.png")
         for key, table in tables.items():
             tracker.log_table(f"{key}.csv", table)
         for key, low_high in intervals.items():

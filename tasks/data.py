@@ -9,7 +9,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from config.errors import DataError
+from config.errors import ConfigError, DataError
 from config.schema import TrainConfig
 from tasks.ml import data as ml_data
 from tasks.ml.data import DatasetInfo
@@ -19,6 +19,12 @@ from tasks.runs import RunPaths, dataset_info_dict, git_commit, package_versions
 
 def preflight(config: TrainConfig) -> None:
     """Cheap checks before any Prefect or training start-up: the file exists, the columns exist."""
+    if config.registry.export_onnx:
+        from tasks.ml.onnx_export import available
+
+        if not available():
+            raise ConfigError("registry.export_onnx needs skl2onnx, onnxmltools and onnxruntime: install them "
+                              "with `.venv/bin/pip install -e '.[onnx]'`, or set registry.export_onnx: false")
     path = config.data.path
     if path.startswith(ml_data.BUILTIN_PREFIX):
         name = path[len(ml_data.BUILTIN_PREFIX):]

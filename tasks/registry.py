@@ -12,6 +12,7 @@ or the new one, never a half-written champion. Loading checks the sha256 before 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -47,6 +48,32 @@ def list_versions(root: str | Path, model_name: str) -> list[int]:
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
+def list_models(root: str | Path) -> list[str]:
+    """The registry's model names (folders holding at least one version)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and list_versions(root, p.name))
+
+
+def resolve_model_name(root: str | Path, model_name: str | None) -> str:
+    """`model_name`, checked; or the registry's only model when none is named."""
+    names = list_models(root)
+    if model_name:
+        if model_name not in names:
+            known = f"it holds {', '.join(names)}" if names else "it is empty: run `make train` first"
+            raise RegistryError(f"no model named {model_name!r} in the registry {root}; {known}")
+        return model_name
+    if not names:
+        raise RegistryError(f"the registry {root} holds no model; run `make train` first, or point to "
+                            "another registry")
+    if len(names) > 1:
+        raise RegistryError(f"the registry {root} holds {len(names)} models ({', '.join(names)}); "
+                            "name one with --model")
+    return names[0]
+
+
 def get_aliases(root: str | Path, model_name: str) -> dict[str, int]:
     path = _model_dir(root, model_name) / ALIASES
     return {k: int(v) for k, v in read_json(path).items()} if path.is_file() else {}
@@ -80,13 +107,22 @@ def register_model(
     metadata: dict[str, Any],
     model_card: str = "",
     alias: str | None = "champion",
+    extra_files: dict[str, bytes] | None = None,
 ) -> int:
-    """Add a new version (complete before it becomes visible) and optionally move `alias` to it."""
+    """Add a new version (complete before it becomes visible) and optionally move `alias` to it.
+    `extra_files` (e.g. model.onnx) are written into the version too; their sha256 are recorded."""
     model_dir = _model_dir(root, model_name)
     staging = model_dir / f".staging-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
         sha = save_pipeline(pipeline, staging / "model.pkl")
+        files = {}
+        for file_name, data in (extra_files or {}).items():
+            with open(staging / file_name, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            files[file_name] = hashlib.sha256(data).hexdigest()
         with _lock(model_dir):
             versions = list_versions(root, model_name)
             version = (versions[-1] if versions else 0) + 1
@@ -97,6 +133,7 @@ def register_model(
                 "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "model_file": "model.pkl",
                 "model_sha256": sha,
+                **({"files_sha256": files} if files else {}),
             }
             write_json(staging / "metadata.json", full)
             (staging / "MODEL_CARD.md").write_text(model_card.replace("{version}", str(version)))
@@ -132,6 +169,14 @@ class RegisteredModel:
     metadata: dict[str, Any]
 
     @property
+    def version(self) -> int:
+        return int(self.metadata["version"])
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["model_name"])
+
+    @property
     def classes(self) -> list[Any]:
         return list(self.metadata["classes"])
 
@@ -155,17 +200,38 @@ class RegisteredModel:
         encoded = self.pipeline.predict(self._inputs(frame))
         return np.asarray(self.classes, dtype=object)[np.asarray(encoded, dtype=int)]
 
+    def predict_both(self, frame: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+        """(labels, probabilities) from one pass of the pipeline. A registered DecisionModel's labels
+        are its probabilities through its own threshold: exactly what its `predict` computes."""
+        from tasks.ml.evaluation import DecisionModel
+        from tasks.ml.metrics import predict_labels
+
+        if not isinstance(self.pipeline, DecisionModel):
+            return self.predict(frame), self.predict_proba(frame)
+        proba = self.predict_proba(frame)
+        encoded = predict_labels(proba.to_numpy(), self.pipeline.threshold)
+        return np.asarray(self.classes, dtype=object)[np.asarray(encoded, dtype=int)], proba
+
+
+def resolve_version(root: str | Path, model_name: str, alias: str | None = "champion",
+                    version: int | None = None) -> int:
+    """`version` when given (checked), else the version `alias` points to."""
+    if version is not None:
+        read_metadata(root, model_name, version)  # RegistryError when there is no such version
+        return int(version)
+    found = get_alias(root, model_name, alias or "champion")
+    if found is None:
+        aliases = ", ".join(sorted(get_aliases(root, model_name))) or "none"
+        raise RegistryError(f"model {model_name!r} has no {alias!r} alias in {root} (aliases: {aliases}); "
+                            "pass --version N, or train until a model clears the gate")
+    return found
+
 
 def load_model(
     root: str | Path, model_name: str, alias: str | None = "champion", version: int | None = None
 ) -> RegisteredModel:
     """Load a version (by number, or the one an alias points to) after checking its sha256."""
-    if version is None:
-        version = get_alias(root, model_name, alias or "champion")
-        if version is None:
-            raise RegistryError(
-                f"model {model_name!r} has no {alias!r} version in {root}; run `make train` first"
-            )
+    version = resolve_version(root, model_name, alias, version)
     metadata = read_metadata(root, model_name, version)
     path = _model_dir(root, model_name) / str(version) / metadata["model_file"]
     return RegisteredModel(load_pipeline(path, metadata["model_sha256"]), metadata)

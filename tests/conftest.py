@@ -54,6 +54,18 @@ def smoke_params(artifacts_dir: Path, **overrides):
     )
 
 
+@pytest.fixture(scope="session")
+def trained_smoke(prefect_harness, tmp_path_factory):
+    """A real smoke training whose registry holds a champion: (report, artifacts dir). Shared by the
+    prediction and serving tests, which copy the registry before changing anything in it."""
+    from flows.train import train
+
+    artifacts = tmp_path_factory.mktemp("trained-smoke")
+    report = train(params=smoke_params(artifacts))
+    assert report.registered
+    return report, artifacts
+
+
 def free_port() -> int:
     import socket
 

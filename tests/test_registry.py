@@ -85,5 +85,5 @@ def test_a_failure_during_registration_leaves_the_alias_and_versions_alone(tmp_p
 
 
 def test_no_champion_yet_is_a_clear_error(tmp_path):
-    with pytest.raises(RegistryError, match="has no 'champion' version"):
+    with pytest.raises(RegistryError, match="has no 'champion' alias"):
         registry.load_model(tmp_path, "m")

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 
 from config.runtime import PROJECT_ROOT
@@ -146,6 +147,16 @@ def test_manual_deployment_runs_on_a_worker_and_registers_a_champion(deployed, t
     (run_dir,) = (tmp_path / "runs").iterdir()
     report = json.loads((run_dir / "report.json").read_text())
     assert sorted(c["family"] for c in report["candidates"]) == ["lightgbm", "logistic_regression"]
+
+    # The registered champion, used through the predict/manual deployment on the same worker.
+    output = tmp_path / "scored.csv"
+    response = trigger(api, "predict/manual", {"input_path": str(run_dir / "splits" / "test.parquet"),
+                                               "output_path": str(output), "registry_dir": str(tmp_path / "registry")})
+    assert response.status_code == 201, response.text
+    run = wait_final(api, response.json()["id"], timeout=180)
+    assert run["state"]["type"] == "COMPLETED", run["state"]["message"] + (logs / "worker.log").read_text()[-3000:]
+    scored, seen = pd.read_csv(output), pd.read_csv(run_dir / "reports" / "test_predictions.csv")
+    assert scored["prediction"].tolist() == seen["predicted"].tolist() and (scored["model_version"] == 1).all()
 
 
 def test_nightly_schedule_reads_back_with_the_configured_cron(deployed):
