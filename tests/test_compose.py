@@ -45,7 +45,7 @@ def compose() -> dict:
 def test_compose_file_is_valid_against_the_compose_schema(compose):
     schema = json.loads(SCHEMA.read_text())
     jsonschema.Draft201909Validator(schema).validate(compose)
-    assert set(compose["services"]) == {"postgres", "prefect-server", "worker"}
+    assert set(compose["services"]) == {"postgres", "prefect-server", "worker", "serve"}
 
 
 def test_a_broken_compose_file_is_caught_by_the_same_check(compose):
@@ -60,6 +60,16 @@ def test_services_run_the_commands_the_server_tests_run_natively(compose):
     assert compose["services"]["worker"]["command"] == WORKER_COMMAND
     server = compose["services"]["prefect-server"]["command"]
     assert server[: len(SERVER_COMMAND)] == SERVER_COMMAND
+
+
+def test_serve_service_runs_the_command_the_serving_tests_run(compose):
+    """tests/test_serving.py starts `python -m tasks.serving` natively; the service runs the same module,
+    on the artifacts volume the workers write the registry to, healthchecked on /health."""
+    serve = compose["services"]["serve"]
+    assert serve["command"][:3] == ["python", "-m", "tasks.serving"]
+    assert serve["volumes"] == compose["services"]["worker"]["volumes"]
+    assert "/health" in " ".join(serve["healthcheck"]["test"])
+    assert serve["ports"] == ["127.0.0.1:8000:8000"]
 
 
 def test_stack_is_healthchecked_and_ordered(compose):

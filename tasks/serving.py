@@ -1,0 +1,336 @@
+"""The REST service: a registered model behind HTTP (FastAPI + uvicorn, both installed with Prefect).
+
+    make serve [PORT=8000]             # python -m tasks.serving --port 8000 (binds 127.0.0.1)
+
+    POST /predict   a JSON list of row objects -> a prediction and class probabilities per row
+    GET  /health    status and the version being served
+    GET  /model     name, version, family, metrics, training data hash, input schema
+    GET  /openapi.json, /docs          the OpenAPI spec, typed from the model's training schema
+
+Rows go through the same `InputSchema.prepare` and `score_frame` as the batch flow, with the same
+registered object: a row gets the prediction `flows/predict.py` and the evaluation gave it.
+
+The service follows an alias (`champion` by default): a thread looks at the registry every
+`--reload-every` seconds and, when the alias has moved, loads the new version (its sha256 checked)
+and swaps it in. Requests in flight finish on the version they started with; none is dropped. A
+version that fails to load is not served: the old one stays and /health says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import threading
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+
+from config.errors import GauntletError
+from tasks import registry
+from tasks.ml.scoring import InputSchema, SchemaError, score_frame
+
+log = logging.getLogger("gauntlet.serving")
+
+DEFAULT_PORT = 8000
+DEFAULT_MAX_BODY_BYTES = 4 * 2**20  # 4 MiB: about 10,000 rows of 30 numbers
+DEFAULT_MAX_ROWS = 10_000
+
+
+# --- what the service answers ------------------------------------------------------------------
+
+Label = str | int | float | bool
+
+
+class RowPrediction(BaseModel):
+    prediction: Label = Field(description="the predicted class, as labelled in the training data")
+    probabilities: dict[str, float] = Field(description="probability of each class (keys: class labels as text)")
+
+
+class PredictResponse(BaseModel):
+    model_name: str
+    model_version: int
+    predictions: list[RowPrediction]
+
+
+class Health(BaseModel):
+    status: str = Field(description="ok, or degraded when the alias moved to a version that failed to load")
+    model_name: str
+    model_version: int
+    alias: str | None
+    reload_error: str | None = None
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    model_version: int
+    family: str | None
+    task: str | None
+    target: str | None
+    classes: list[Label]
+    metric: str | None
+    test_metrics: dict[str, float | None]
+    valid_metrics: dict[str, float | None]
+    decision_threshold: float | None
+    data_sha256: str | None
+    config_hash: str | None
+    registered_at: str | None
+    run_id: str | None
+    input_schema: list[dict[str, str]]
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    detail: list[ErrorDetail] | str
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+# --- the model being served ----------------------------------------------------------------------
+
+# Numbers are finite and within +-1e30: a model fitted on real data has never seen more, and larger
+# values overflow when scaled (the service would have to refuse them after validation).
+MAX_ABS_NUMBER = 1e30
+Number = Annotated[float, Field(ge=-MAX_ABS_NUMBER, le=MAX_ABS_NUMBER, allow_inf_nan=False)]
+
+_KIND_TYPES = {
+    "numeric": (Number | None, f"a number within +-{MAX_ABS_NUMBER:g}, or null when missing"),
+    "categorical": (str | int | Number | bool | None, "a category (text or a code), or null when missing"),
+    "datetime": (datetime | date | None, "a date or date-time in ISO 8601, e.g. 2024-05-31, or null when missing"),
+    "unknown": (str | int | float | bool | None, "a value as in the training data, or null"),
+}
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded version and everything derived from it (swapped whole on reload)."""
+
+    model: registry.RegisteredModel
+    schema: InputSchema
+    rows: TypeAdapter  # list[Row]: the request body's validator
+    row_schema: dict[str, Any]  # the JSON schema of one row, for the OpenAPI spec
+
+    @classmethod
+    def load(cls, root: str | Path, name: str, version: int) -> Served:
+        model = registry.load_model(root, name, version=version)  # sha256 checked before unpickling
+        schema = InputSchema.from_metadata(model.metadata)
+        fields = {}
+        for i, column in enumerate(schema.columns):
+            kind_type, description = _KIND_TYPES.get(column.kind, _KIND_TYPES["unknown"])
+            fields[f"f{i}"] = (kind_type, Field(..., alias=column.name, description=description))
+        row = create_model("Row", __config__=ConfigDict(extra="ignore", populate_by_name=False), **fields)
+        rows = TypeAdapter(list[row])
+        return cls(model, schema, rows, row.model_json_schema(by_alias=True))
+
+
+class ModelHolder:
+    """The version being served; follows `alias` in the registry when `reload_every_s` is set."""
+
+    def __init__(self, root: str | Path, model_name: str | None = None, alias: str | None = "champion",
+                 version: int | None = None, reload_every_s: float | None = 2.0) -> None:
+        self.root = Path(root)
+        self.name = registry.resolve_model_name(self.root, model_name)
+        self.alias = None if version is not None else (alias or "champion")
+        found = registry.resolve_version(self.root, self.name, self.alias, version)
+        self.current = Served.load(self.root, self.name, found)
+        self.reload_error: str | None = None
+        self._stop = threading.Event()
+        self._thread = None
+        if self.alias and reload_every_s:
+            self._thread = threading.Thread(target=self._follow, args=(reload_every_s,), daemon=True,
+                                            name="gauntlet-model-reload")
+            self._thread.start()
+
+    @property
+    def version(self) -> int:
+        return self.current.model.version
+
+    def check(self) -> bool:
+        """Load the version the alias points to now, if it moved. True when a new version is served."""
+        target = registry.get_alias(self.root, self.name, self.alias)
+        if target is None or target == self.version:
+            return False
+        try:
+            served = Served.load(self.root, self.name, target)
+        except (GauntletError, OSError, ValueError) as exc:
+            message = f"alias {self.alias!r} moved to version {target}, which failed to load: {exc}"
+            if message != self.reload_error:
+                log.error("%s; still serving version %d", message, self.version)
+            self.reload_error = message
+            return False
+        previous, self.current, self.reload_error = self.version, served, None  # one reference swap
+        log.info("alias %r moved: now serving %s version %d (was %d)", self.alias, self.name, target, previous)
+        return True
+
+    def _follow(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                self.check()
+            except Exception as exc:  # noqa: BLE001 - a registry hiccup must not end the reload thread
+                log.warning("reload check failed: %s", exc)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+# --- the application -------------------------------------------------------------------------------
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """pydantic's errors with field aliases (column names) and the body prefix FastAPI uses."""
+    out = []
+    for error in exc.errors(include_url=False, include_context=False, include_input=False):
+        loc = ["body", *error["loc"]]
+        out.append({"loc": loc, "msg": error["msg"], "type": error["type"]})
+    return out
+
+
+def create_app(holder: ModelHolder, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_rows: int = DEFAULT_MAX_ROWS):
+    """The FastAPI application serving `holder`'s model."""
+    from fastapi import FastAPI
+    from fastapi.openapi.utils import get_openapi
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI(title="gauntlet model service", version="1",
+                  description=f"Predictions of the registered model {holder.name!r}"
+                              f"{f' (alias {holder.alias!r})' if holder.alias else ''}.")
+    app.state.holder = holder
+
+    def error(status: int, detail: Any) -> JSONResponse:
+        return JSONResponse({"detail": detail}, status_code=status)
+
+    @app.get("/health", response_model=Health)
+    def health() -> Health:
+        return Health(status="degraded" if holder.reload_error else "ok", model_name=holder.name,
+                      model_version=holder.version, alias=holder.alias, reload_error=holder.reload_error)
+
+    @app.get("/model", response_model=ModelInfo)
+    def model_info() -> ModelInfo:
+        meta = holder.current.model.metadata
+        return ModelInfo(
+            model_name=holder.name, model_version=holder.version, family=meta.get("family"), task=meta.get("task"),
+            target=meta.get("target"), classes=meta.get("classes", []), metric=meta.get("metric"),
+            test_metrics={k: _number(v) for k, v in meta.get("test_metrics", {}).items()},
+            valid_metrics={k: _number(v) for k, v in meta.get("valid_metrics", {}).items()},
+            decision_threshold=meta.get("decision_threshold"), data_sha256=meta.get("data_sha256"),
+            config_hash=meta.get("config_hash"), registered_at=meta.get("registered_at"), run_id=meta.get("run_id"),
+            input_schema=[{"name": c.name, "kind": c.kind, "dtype": c.dtype} for c in holder.current.schema.columns],
+        )
+
+    problems = {
+        400: {"model": ErrorResponse, "description": "the body is not JSON"},
+        413: {"model": ErrorResponse, "description": f"more than {max_body_bytes:,} bytes or {max_rows:,} rows"},
+        422: {"model": ErrorResponse, "description": "a row lacks a feature or holds a value of the wrong type"},
+    }
+    body_schema = {"type": "array", "minItems": 1, "maxItems": max_rows, "items": {"$ref": "#/components/schemas/Row"}}
+
+    @app.post("/predict", response_model=PredictResponse, responses=problems, openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}}})
+    async def predict(request: Request):
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            return error(413, f"request body of {int(declared):,} bytes is over the limit of {max_body_bytes:,}; "
+                              "send fewer rows per request")
+        body = bytearray()
+        async for part in request.stream():
+            body += part
+            if len(body) > max_body_bytes:
+                return error(413, f"request body is over the limit of {max_body_bytes:,} bytes; send fewer rows "
+                                  "per request")
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return error(400, f"the body is not valid JSON ({exc}); send a JSON list of row objects")
+        served = holder.current  # this request's version, whatever the reload thread does meanwhile
+        if isinstance(payload, list) and len(payload) > max_rows:
+            return error(413, f"{len(payload):,} rows in one request; the limit is {max_rows:,}")
+        if isinstance(payload, list) and not payload:
+            return error(422, [{"loc": ["body"], "msg": "send at least one row", "type": "too_short"}])
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(_answer, served, payload)  # validation and scoring off the event loop
+
+    def _answer(served: Served, payload: Any):
+        try:
+            rows = served.rows.validate_python(payload)
+        except ValidationError as exc:
+            return error(422, _errors(exc))
+        frame = pd.DataFrame([row.model_dump(by_alias=True) for row in rows], columns=served.schema.names)
+        try:
+            scored = score_frame(served.model, served.schema, frame, served.model.version)
+        except SchemaError as exc:
+            where = ["body"] if exc.column is None else ["body", exc.row or 0, exc.column]
+            return error(422, [{"loc": where, "msg": str(exc), "type": "value_error"}])
+        proba_columns = [c for c in scored.columns if c.startswith("proba_")]
+        names = [c.removeprefix("proba_") for c in proba_columns]
+        probabilities = scored[proba_columns].to_numpy().tolist()
+        labels = [_plain(v) for v in scored["prediction"].tolist()]
+        return PredictResponse(
+            model_name=served.model.name, model_version=served.model.version,
+            predictions=[RowPrediction(prediction=label, probabilities=dict(zip(names, p, strict=True)))
+                         for label, p in zip(labels, probabilities, strict=True)])
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None or app.state.spec_version != holder.version:
+            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            spec.setdefault("components", {}).setdefault("schemas", {})["Row"] = holder.current.row_schema
+            app.openapi_schema, app.state.spec_version = spec, holder.version
+        return app.openapi_schema
+
+    app.state.spec_version = None
+    app.openapi = openapi
+    return app
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve a registered gauntlet model over HTTP.")
+    parser.add_argument("--registry", default="artifacts/registry", help="registry folder (default artifacts/registry)")
+    parser.add_argument("--model", default=None, help="model name (default: the registry's only model)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--alias", default="champion", help="alias to serve and follow (default champion)")
+    which.add_argument("--version", type=int, default=None, help="serve this version, and never reload")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--reload-every", type=float, default=2.0, metavar="SECONDS",
+                        help="how often to look for a moved alias (default 2; 0: never)")
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        holder = ModelHolder(args.registry, args.model, args.alias, args.version, args.reload_every or None)
+    except GauntletError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    import uvicorn
+
+    app = create_app(holder, args.max_body_bytes, args.max_rows)
+    log.info("serving %s version %d on http://%s:%d (OpenAPI: /docs)", holder.name, holder.version, args.host,
+             args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    holder.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
