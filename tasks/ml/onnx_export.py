@@ -1,0 +1,144 @@
+"""Optional ONNX export of a registered model (`registry.export_onnx: true`; extra `gauntlet[onnx]`).
+
+skl2onnx converts the scikit-learn pipeline, onnxmltools the LightGBM and XGBoost boosters. gauntlet's
+own preprocessing classes extend scikit-learn ones and keep their fitted attributes, so a copy of the
+pipeline with each swapped for the class it extends converts with skl2onnx's own converters; the
+infinite-to-missing step gets a two-node converter (IsInf, Where). What has no converter (category
+levels as text, date parts, calibrators) is not exported, and the reason is recorded.
+
+Every export is checked before it is kept: the ONNX model (onnxruntime) and the original predict
+the given rows; the export is kept only when every label agrees and no probability differs by more
+than `PARITY_TOLERANCE` (ONNX runs in float32). The figures go into the version's metadata.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+PARITY_TOLERANCE = 2e-3  # LightGBM's float32 ONNX trees: up to 8e-4 measured on the demo table
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+
+
+def available() -> bool:
+    try:
+        import onnxmltools  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import skl2onnx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_REGISTERED: list[Any] = []
+
+
+def _register_converters() -> type:
+    """The converters skl2onnx lacks (once per process); returns the infinite-to-missing marker class."""
+    if _REGISTERED:
+        return _REGISTERED[0]
+    from lightgbm import LGBMClassifier
+    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.data_types import FloatTensorType
+    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+    from skl2onnx.proto import onnx_proto
+    from sklearn.base import BaseEstimator, TransformerMixin
+    from xgboost import XGBClassifier
+
+    class InfToNan(TransformerMixin, BaseEstimator):
+        """Stands for FunctionTransformer(inf_to_nan) in the copy that is converted."""
+
+    def shape(operator: Any) -> None:
+        operator.outputs[0].type = FloatTensorType([None, operator.inputs[0].type.shape[1]])
+
+    def convert(scope: Any, operator: Any, container: Any) -> None:
+        source, isinf, nan = operator.inputs[0].full_name, scope.get_unique_variable_name("isinf"), \
+            scope.get_unique_variable_name("nan")
+        container.add_node("IsInf", [source], [isinf], name=scope.get_unique_operator_name("IsInf"))
+        container.add_initializer(nan, onnx_proto.TensorProto.FLOAT, [], [float("nan")])
+        container.add_node("Where", [isinf, nan, source], [operator.outputs[0].full_name],
+                           name=scope.get_unique_operator_name("Where"))
+
+    update_registered_converter(InfToNan, "GauntletInfToNan", shape, convert)
+    options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    update_registered_converter(LGBMClassifier, "LightGbmLGBMClassifier", calculate_linear_classifier_output_shapes,
+                                convert_lightgbm, options=options)
+    update_registered_converter(XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes,
+                                convert_xgboost, options=options)
+    _REGISTERED.append(InfToNan)
+    return InfToNan
+
+
+def _as_plain_sklearn(pipeline: Any, inf_marker: type) -> Any:
+    """A copy with gauntlet's subclasses swapped for the scikit-learn classes they extend."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    from tasks.ml import preprocessing as pre
+
+    swaps = ((pre.Columns, ColumnTransformer), (pre.ColumnwiseImputer, SimpleImputer),
+             (pre.ColumnwiseScaler, StandardScaler))
+    pipeline = copy.deepcopy(pipeline)
+
+    def walk(obj: Any) -> None:
+        for ours, theirs in swaps:
+            if type(obj) is ours:
+                obj.__class__ = theirs
+        if isinstance(obj, FunctionTransformer) and obj.func is pre.inf_to_nan:
+            obj.__class__ = inf_marker
+        for _, step in getattr(obj, "steps", None) or []:
+            walk(step)
+        for _, transformer, _ in getattr(obj, "transformers_", None) or []:
+            if not isinstance(transformer, str):
+                walk(transformer)
+
+    walk(pipeline)
+    return pipeline
+
+
+def export(decision: Any, features: pd.DataFrame) -> tuple[bytes | None, dict[str, Any]]:
+    """(the ONNX model's bytes, or None, and what to record). `decision` is the registered object
+    (tasks.ml.evaluation.DecisionModel); `features` are rows to check parity on (the test split)."""
+    from tasks.ml.metrics import predict_labels
+
+    if getattr(decision, "calibrator", None) is not None:
+        return None, {"exported": False, "reason": "calibrated models are not exported (no calibrator converter)"}
+    numeric = features.select_dtypes(include=["number", "bool"])
+    if numeric.shape[1] != features.shape[1]:
+        odd = [c for c in features.columns if c not in numeric.columns][:5]
+        return None, {"exported": False, "reason": f"only numeric inputs are exported; {odd} are not numbers"}
+    try:
+        import onnxruntime as rt
+        from skl2onnx import to_onnx
+
+        marker = _register_converters()
+        model = _as_plain_sklearn(decision.model, marker)
+        X = features.astype(np.float32)
+        onx = to_onnx(model, X[:1], options={"zipmap": False}, target_opset=TARGET_OPSET)
+        data = onx.SerializeToString()
+        session = rt.InferenceSession(data, providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+        _, proba = session.run(None, {name: X[[column]].to_numpy() for name, column in zip(names, X.columns,
+                                                                                            strict=True)})
+    except Exception as exc:  # noqa: BLE001 - a model ONNX cannot express is recorded, never fatal
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, {"exported": False, "reason": f"{type(exc).__name__}: {first[:300]}"}
+    reference = np.asarray(decision.predict_proba(features))
+    max_diff = float(np.max(np.abs(np.asarray(proba) - reference))) if len(features) else 0.0
+    agree = float(np.mean(predict_labels(proba, decision.threshold) == decision.predict(features)))
+    record = {
+        "inputs": dict(zip(map(str, features.columns), names, strict=True)),
+        "outputs": ["label", "probabilities"], "opset": TARGET_OPSET, "parity_rows": len(features),
+        "max_abs_probability_diff": max_diff, "label_agreement": agree, "tolerance": PARITY_TOLERANCE,
+        "threshold": decision.threshold,
+    }
+    if agree < 1.0 or max_diff > PARITY_TOLERANCE:
+        return None, {"exported": False, "reason": f"parity check failed: label agreement {agree:.4f}, largest "
+                      f"probability difference {max_diff:.2e} (tolerance {PARITY_TOLERANCE})", **record}
+    return data, {"exported": True, **record}
