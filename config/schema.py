@@ -12,6 +12,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -252,7 +253,16 @@ class SearchConfig(_Section):
     def _known_storage(cls, value: str | None) -> str | None:
         if value is None or value.lower() in ("none", "memory", ""):
             return None
-        if value == "auto" or value.startswith("journal:") or "://" in value:
+        if value == "auto" or value.startswith("journal:"):
+            return value
+        if "://" in value:
+            password = urlsplit(value).password
+            if password and not password.startswith("${"):
+                raise ValueError(
+                    "storage holds a password in plain text, which would be saved with the run and sent "
+                    "as a Prefect parameter; write postgresql://user:${GAUNTLET_DB_PASSWORD}@host/db and "
+                    "export GAUNTLET_DB_PASSWORD (or use PGPASSWORD / ~/.pgpass)"
+                )
             return value
         raise ValueError(
             f"storage {value!r} is not understood; use auto, none, journal:PATH or a database URL "
@@ -429,11 +439,16 @@ def _format_validation_error(exc: ValidationError, model: type[BaseModel]) -> st
             problems.append(f"{loc}: unknown key; allowed keys here: {', '.join(allowed)}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            shown = f" (got {err['input']!r})" if "input" in err and not isinstance(
+            shown = f" (got {_hide_password(err['input'])!r})" if "input" in err and not isinstance(
                 err["input"], dict
             ) else ""
             problems.append(f"{loc or 'config'}: {msg}{shown}")
     return "; ".join(problems)
+
+
+def _hide_password(value: Any) -> Any:
+    """A URL's password never goes into a message: postgresql://u:secret@h -> postgresql://u:***@h."""
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]*@", r"\1***@", value) if isinstance(value, str) else value
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -18,6 +18,7 @@ if __name__ == "__main__":
     local_server.start_early()  # Prefect's local server boots while the imports below run
 
 import argparse  # noqa: E402
+import errno  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 from collections import Counter  # noqa: E402
@@ -59,7 +60,19 @@ def stage(name: str) -> Iterator[None]:
     except GauntletError as exc:
         raise type(exc)(f"{name}: {exc}") from exc
     except OSError as exc:
-        raise StageFailed(f"{name}: {type(exc).__name__}: {exc}") from exc
+        raise StageFailed(f"{name}: {disk_problem(exc)}") from exc
+
+
+def disk_problem(exc: OSError) -> str:
+    """An OSError as one line that names the file, the problem and the fix."""
+    where = f" writing {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the disk{where}; free space, or set artifacts_dir (and registry.path) to a "
+                "folder on a larger disk")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"{exc.strerror}{where}; choose folders you can write to with --set artifacts_dir=PATH "
+                "(and registry.path)")
+    return f"{type(exc).__name__}: {exc}"
 
 
 # Relative cost of one trial, to start the longest searches first (longest-processing-time order):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from config.errors import ConfigError, DataError
 from config.schema import TrainConfig
 from tasks.ml import data as ml_data
 from tasks.ml.data import DatasetInfo
+from tasks.ml.search import check_storage
 from tasks.modeling import file_sha256
 from tasks.runs import RunPaths, dataset_info_dict, git_commit, package_versions, save_config, write_json
 
@@ -25,25 +28,39 @@ def preflight(config: TrainConfig) -> None:
         if not available():
             raise ConfigError("registry.export_onnx needs skl2onnx, onnxmltools and onnxruntime: install them "
                               "with `.venv/bin/pip install -e '.[onnx]'`, or set registry.export_onnx: false")
+    writable = {"artifacts_dir": Path(config.artifacts_dir), "registry.path": config.registry_dir}
+    if config.tracking.backend == "comet":
+        writable["tracking.offline_dir"] = config.comet_dir
+    for key, folder in writable.items():
+        check_writable(folder, key)
+    check_storage(config.study_storage)
+    check_table(config)
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """`folder`, or the nearest folder above it that exists (nothing is created here), takes a file:
+    a read-only disk or a path through a file fails now, not when the first result is saved."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is a file, not a folder")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".gauntlet-write-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{key} {folder} is not writable ({exc.strerror or type(exc).__name__}); choose a "
+                          f"folder you can write to with --set {key}=PATH") from None
+
+
+def check_table(config: TrainConfig) -> None:
     path = config.data.path
     if path.startswith(ml_data.BUILTIN_PREFIX):
         name = path[len(ml_data.BUILTIN_PREFIX):]
         if name not in ml_data.BUILTINS:
             ml_data.load_builtin(name)  # raises the DataError listing the bundled tables
         return
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"data file not found: {path}; set data.path to an existing CSV or Parquet file")
-    try:
-        if file.suffix.lower() in (".parquet", ".pq"):
-            import pyarrow.parquet as pq
-
-            columns = list(pq.read_schema(file).names)
-        else:
-            columns = list(pd.read_csv(file, nrows=0, sep="\t" if file.suffix.lower() == ".tsv" else ",").columns)
-    except Exception as exc:
-        raise DataError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
-                        "check that the file is a valid CSV or Parquet table") from None
+    columns, _ = ml_data.table_columns(path)
     ml_data.check_columns(columns, config.data.target, config.data.drop_columns, where=f" in {path}")
     for key, names in (("evaluation.sensitive_columns", config.evaluation.sensitive_columns),
                        ("preprocessing.categorical.columns", config.preprocessing.categorical.columns)):

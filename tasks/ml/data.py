@@ -117,26 +117,67 @@ def release_memory(freed_bytes: int | None = None) -> None:
     pa.default_memory_pool().release_unused()
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def table_columns(path: str | Path, *, what: str = "data file",
+                  fix: str = "set data.path to an existing CSV or Parquet file") -> tuple[list[str], int | None]:
+    """A table file's column names (and, for Parquet, its row count from the footer), read without
+    its rows: a missing, empty, unreadable or oddly typed file, or repeated column names, end here
+    with a DataError naming the file, the problem and `fix`. CSV headers are read raw: pandas would
+    rename a second `a` to `a.1` and the repetition would go unnoticed."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"{what} not found: {path}; {fix}")
+    if file.stat().st_size == 0:
+        raise DataError(f"{what} {path} is empty (0 bytes: no header, no rows); write the table again, or {fix}")
+    name = file.name.lower()
+    try:
+        if name.endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            parquet = pq.ParquetFile(file)
+            schema = parquet.schema_arrow
+            index = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+            columns, rows = [str(n) for n in schema.names if n not in index], parquet.metadata.num_rows
+        elif name.endswith((".csv", ".csv.gz", ".csv.zip", ".tsv")):
+            header = pd.read_csv(file, sep="\t" if ".tsv" in name else ",", header=None, nrows=1, dtype=str,
+                                 keep_default_na=False)
+            columns, rows = [str(c) for c in header.iloc[0]], None
+        else:
+            raise DataError(f"unsupported file type {file.suffix!r} for {path}; use .csv, .csv.gz, .tsv or .parquet")
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{what} {path} has no header row (empty); {fix}") from None
+    except Exception as exc:  # pyarrow/pandas raise many types for unreadable files
+        raise DataError(f"cannot read {what} {path}: {_first_line(exc)}; check that the file is a valid "
+                        "CSV or Parquet table") from None
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise DataError(f"duplicate column names {repeated} in {path}; rename them so every column is unique")
+    return columns, rows
+
+
 def load_table(path: str) -> pd.DataFrame:
     """Read a CSV or Parquet file (pyarrow engine), or a bundled demo table `builtin:NAME`."""
     if path.startswith(BUILTIN_PREFIX):
         return load_builtin(path[len(BUILTIN_PREFIX) :])
     file = Path(path)
-    if not file.is_file():
-        raise DataError(f"data file not found: {path}; set data.path to an existing CSV or Parquet file")
-    suffix = "".join(file.suffixes[-2:]).lower()
+    columns, _ = table_columns(file)
+    name = file.name.lower()
     try:
-        if suffix.endswith((".parquet", ".pq")):
+        if name.endswith((".parquet", ".pq")):
             return read_parquet(file)
-        if suffix.endswith((".csv", ".csv.gz", ".csv.zip", ".tsv")):
-            sep = "\t" if ".tsv" in suffix else ","
-            return pd.read_csv(file, sep=sep, engine="pyarrow")
-    except DataError:
-        raise
+        return pd.read_csv(file, sep="\t" if ".tsv" in name else ",", engine="pyarrow")
     except Exception as exc:  # pyarrow/pandas raise many types for unreadable files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot read {path}: {first}; check that the file is a valid table") from None
-    raise DataError(f"unsupported file type {file.suffix!r} for {path}; use .csv or .parquet")
+        message = _first_line(exc)
+        if "Expected" in message and "columns" in message:  # a ragged row
+            raise DataError(f"cannot read {path}: {message}; every row needs the header's {len(columns)} "
+                            "fields: fix that row (a stray separator, or quote fields that hold one)") from None
+        raise DataError(f"cannot read {path}: {message}; check that the file is a valid table") from None
 
 
 def data_sha256(path: str, frame: pd.DataFrame) -> str:
@@ -289,6 +330,8 @@ def validate_dataset(
     for col in candidates:
         series = frame[col]
         kind = column_kind(series, col, forced_categorical=col in categorical_columns)
+        if kind == "categorical" and col not in categorical_columns:
+            check_numbers_as_text(series, col)
         if series.isna().all():
             leave_out(col, "is entirely missing")
         elif drop_constant and series.nunique(dropna=False) <= 1:
@@ -368,6 +411,29 @@ def column_kind(series: pd.Series, name: str, forced_categorical: bool = False) 
             raise DataError(f"column {name!r} is listed in preprocessing.categorical.columns but holds "
                             "non-integer numbers; list only integer-coded columns")
     return "categorical" if _is_categorical(series, forced_categorical) else "numeric"
+
+
+def check_numbers_as_text(series: pd.Series, name: str, sample: int = 1000) -> None:
+    """A text column whose values are numbers but for a few is a numeric column with garbage in it
+    ("12.5", "13", "n/a!", ...): as a category it would be useless, so it is refused, naming the
+    cells. A sample is parsed first: real categories ("Private", "Self-emp") stop there."""
+    if not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
+        return
+    values = series.dropna()
+    if values.empty or not all(isinstance(v, str) for v in values.head(sample)):
+        return
+    head = pd.to_numeric(values.head(sample), errors="coerce")
+    if head.notna().mean() < 0.9:
+        return
+    parsed = pd.to_numeric(values, errors="coerce")
+    bad = parsed.isna()
+    if parsed.notna().mean() < 0.9 or not bad.any():
+        return
+    shown = ", ".join(f"row {i}: {v!r}" for i, v in values[bad].head(3).items()) + " counting rows from 0"
+    raise DataError(
+        f"column {name!r} holds numbers but {int(bad.sum())} of its cells are not ({shown}); fix or blank "
+        f"those cells, or list {name!r} in preprocessing.categorical.columns to treat it as categories"
+    )
 
 
 def _is_id_like(series: pd.Series, kind: str, n_rows: int) -> bool:

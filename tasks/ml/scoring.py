@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from config.errors import DataError
+from tasks.ml.data import table_columns
 
 KINDS = ("numeric", "categorical", "datetime")
 
@@ -181,24 +182,8 @@ def table_format(path: str | Path) -> str:
 
 def input_columns(path: str | Path) -> tuple[list[str], int | None]:
     """The file's column names and, for Parquet, its row count (read from the footer only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"input file not found: {path}; pass an existing CSV or Parquet file with --input")
-    try:
-        if table_format(path) == "parquet":
-            import pyarrow.parquet as pq
-
-            file = pq.ParquetFile(path)
-            index = {c for c in (file.schema_arrow.pandas_metadata or {}).get("index_columns", [])
-                     if isinstance(c, str)}  # a stored pandas index is not a column
-            return [n for n in file.schema_arrow.names if n not in index], file.metadata.num_rows
-        header = pd.read_csv(path, sep=_sep(path), nrows=0)
-        return [str(c) for c in header.columns], None
-    except DataError:
-        raise
-    except Exception as exc:  # pyarrow/pandas raise many types for unreadable files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot read {path}: {first}; check that the file is a valid table") from None
+    table_format(path)
+    return table_columns(path, what="input file", fix="pass an existing CSV or Parquet file with --input")
 
 
 def _sep(path: str | Path) -> str:

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import optuna
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from config.errors import ConfigError
 from tasks.ml.data import DatasetInfo, features_and_target
 from tasks.ml.estimators import FamilySpec, FitContext, release_matrices
 from tasks.ml.metrics import compute_metrics, is_better
@@ -220,6 +223,41 @@ def make_storage(url: str | None, study_name: str = "gauntlet") -> Any:
             log.info("Optuna's tables were being created by another worker; opening the storage again")
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def redact_url(url: str) -> str:
+    """A storage URL fit for a message: any password replaced by ***."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def check_storage(url: str | None, timeout_s: int = 5) -> None:
+    """Connect to a database storage once, before any training: an unreachable or misspelt database
+    ends the command in seconds with its URL (password hidden) and the fix. Journal files and
+    in-memory studies need nothing here."""
+    if url is None or url.startswith("journal:"):
+        return
+    expanded = os.path.expandvars(url)
+    if "$" in expanded.split("@")[0].split("://")[-1]:
+        raise ConfigError(f"search.storage {url} names an environment variable that is not set; export it "
+                          "(or put it in .env) before the run")
+    import sqlalchemy
+
+    try:
+        connect_args = {"connect_timeout": timeout_s} if expanded.startswith("postgres") else {}
+        engine = sqlalchemy.create_engine(expanded, connect_args=connect_args)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        reason = redact_url(reason[0] if reason else type(exc).__name__)
+        if expanded != url:
+            password = urlsplit(expanded).password
+            reason = reason.replace(password, "***") if password else reason
+        raise ConfigError(f"search.storage {redact_url(url)} cannot be reached ({reason}); start the database "
+                          "or fix the URL, or set search.storage: auto for a study file on this machine") from None
 
 
 HEARTBEAT_S = 15  # database studies: a worker's RUNNING trial is failed (and retried) 60 s after it died

@@ -1,0 +1,173 @@
+"""The bad-input catalogue: every case ends the command `python flows/train.py` with one line that
+names the problem and the fix (exit code 2), before any training, and leaves the registry and the
+earlier runs of the same artifacts folder exactly as they were.
+
+The command runs in this process (`flows.train.main`, on the session's Prefect test server): a
+subprocess per case would spend 3-5 s importing for nothing. `tests/test_cli.py` runs the real
+command line for a few of the same cases.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from config.runtime import PROJECT_ROOT
+from tasks import registry
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+MODEL = "breast_cancer-diagnosis"
+
+
+@pytest.fixture(scope="module")
+def workspace(trained_smoke, tmp_path_factory):
+    """An artifacts folder holding an earlier run and a registered champion (a copy: cases may add
+    an empty failed run beside it, nothing else)."""
+    _, source = trained_smoke
+    root = tmp_path_factory.mktemp("catalogue") / "artifacts"
+    shutil.copytree(source, root)
+    return root
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and "comet" not in p.parts}
+
+
+def run_command(monkeypatch, capsys, *overrides: str) -> tuple[int, str]:
+    from flows import _cli
+    from flows.train import main
+
+    monkeypatch.setattr(_cli, "stop_local_server", lambda: None)  # the session's server is not ours to stop
+    argv = ["--config", str(PROJECT_ROOT / "config" / "smoke.yaml")]
+    for item in overrides:
+        argv += ["--set", item]
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def table(n: int = 60, **columns) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x1": rng.normal(size=n), "x2": rng.normal(size=n), "y": ["a", "b"] * (n // 2)})
+    for name, values in columns.items():
+        frame[name] = values
+    return frame
+
+
+def write(path: Path, frame: pd.DataFrame | None = None, text: str | bytes | None = None) -> Path:
+    if frame is not None:
+        (frame.to_parquet if path.suffix == ".parquet" else lambda p: frame.to_csv(p, index=False))(path)
+    elif isinstance(text, bytes):
+        path.write_bytes(text)
+    elif text is not None:
+        path.write_text(text)
+    return path
+
+
+def garbage_in_numbers(n: int = 60) -> pd.DataFrame:
+    frame = table(n)
+    frame["x3"] = [f"{v:.3f}" for v in np.linspace(0, 1, n)]
+    frame.loc[17, "x3"] = "n/a!"
+    return frame
+
+
+# (id, how to make the data file in `folder` (None: the bundled table), extra overrides, expected text)
+CASES = [
+    ("missing file", lambda d: d / "absent.csv", [], "data file not found: {d}/absent.csv; set data.path to an existing"),
+    ("empty file", lambda d: write(d / "empty.csv", text=""), [], "is empty (0 bytes: no header, no rows)"),
+    ("header only", lambda d: write(d / "header.csv", text="x1,x2,y\n"), [],
+     "the table has no rows; point data.path at a file with data"),
+    ("corrupt parquet", lambda d: write(d / "bad.parquet", text=b"PAR1" + bytes(range(256)) * 4), [],
+     "check that the file is a valid CSV or Parquet table"),
+    ("ragged csv row", lambda d: write(d / "ragged.csv", text="x1,x2,y\n1,2,a\n3,4,5,b\n"), [],
+     "Expected 3 columns, got 4: 3,4,5,b; every row needs the header's 3 fields"),
+    ("target missing", lambda d: write(d / "t.csv", table()), ["data.target=label"],
+     "target column 'label' not found in {d}/t.csv; set data.target to one of: x1, x2, y"),
+    ("one class", lambda d: write(d / "t.parquet", table(y=["same"] * 60)), [],
+     "target 'y' has a single class ('same'); a classifier needs at least 2 classes"),
+    ("target all missing", lambda d: write(d / "t.parquet", table(y=[None] * 60)), [],
+     "target column 'y' is empty (all values missing); choose another data.target"),
+    ("too few rows in a class", lambda d: write(d / "t.parquet", table(y=["a"] * 58 + ["b"] * 2)), [],
+     "have fewer than 5 rows, too few to appear in train, valid and test; add rows, merge rare classes"),
+    ("garbage in a numeric column", lambda d: write(d / "t.csv", garbage_in_numbers()), [],
+     "column 'x3' holds numbers but 1 of its cells are not (row 17: 'n/a!' counting rows from 0); fix or blank"),
+    ("inf values refused", lambda d: write(d / "t.parquet", table(x2=[np.inf] * 3 + [0.5] * 57)),
+     ["preprocessing.inf_values=error"], "column 'x2' holds 3 infinite values; replace them, or set preprocessing.inf_values"),
+    ("duplicate column names", lambda d: write(d / "dup.csv", text="x1,x1,y\n" + "1,2,a\n3,4,b\n" * 30), [],
+     "duplicate column names ['x1'] in {d}/dup.csv; rename them so every column is unique"),
+    ("unknown config key", None, ["search.n_trails=3"], "search.n_trails: unknown key; allowed keys here:"),
+    ("wrong type in config", None, ["models.lightgbm.n_trials=many"],
+     "models.lightgbm.n_trials: Input should be a valid integer, unable to parse string as an integer (got 'many')"),
+    ("unknown model family", None, ["models.catboost.n_trials=3"], "models.catboost: unknown key; allowed keys here: "
+     "logistic_regression, random_forest, lightgbm, xgboost"),
+    ("threshold outside [0, 1]", None, ["evaluation.deployment_threshold=1.5"], "deployment_threshold 1.5 is outside [0, 1]"),
+    ("negative trial count", None, ["models.xgboost.n_trials=-3"],
+     "models.xgboost.n_trials: Input should be greater than or equal to 1 (got -3)"),
+    ("storage unreachable", None, ["search.storage=postgresql://gauntlet@127.0.0.1:9/optuna"],
+     "search.storage postgresql://gauntlet@127.0.0.1:9/optuna cannot be reached (connection failed"),
+    ("storage password in plain text", None, ["search.storage=postgresql://gauntlet:hunter2@127.0.0.1:9/optuna"],
+     "storage holds a password in plain text"),
+    ("output folder not writable", None, ["artifacts_dir={d}/a-file/artifacts"],
+     "artifacts_dir {d}/a-file/artifacts is not writable ({d}/a-file is a file, not a folder); choose a folder"),
+]
+
+
+@pytest.mark.parametrize("make, overrides, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_ends_with_one_line_before_training_and_touches_nothing(
+    make, overrides, expected, workspace, tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "a-file").write_text("not a folder")
+    before = snapshot(workspace)
+    runs_before = set((workspace / "runs").iterdir())
+    data = [f"data.path={make(tmp_path)}", "data.target=y"] if make else []
+    code, err = run_command(monkeypatch, capsys, f"artifacts_dir={workspace}", *data,
+                            *[o.format(d=tmp_path) for o in overrides])
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2, err[-3000:]
+    assert lines[-1].startswith("error: ") and expected.format(d=tmp_path) in lines[-1], lines[-1]
+    assert "Traceback" not in err and "hunter2" not in err
+    # Nothing trained, nothing touched: the earlier run and the registry are byte for byte as they were,
+    # and a run that began (validation happens inside the flow) holds no split, candidate or model.
+    assert snapshot(workspace).items() >= before.items()
+    for run in set((workspace / "runs").iterdir()) - runs_before:
+        assert not [p for p in run.rglob("*") if p.suffix in (".parquet", ".pkl", ".joblib")], list(run.rglob("*"))
+    assert registry.list_versions(workspace / "registry", MODEL) == [1]
+    assert registry.get_alias(workspace / "registry", MODEL) == 1
+
+
+def test_inf_values_by_default_become_missing_with_a_warning_naming_the_column():
+    from tasks.ml.data import validate_dataset
+
+    info = validate_dataset(table(x2=[np.inf] * 3 + [0.5] * 57), "y")
+    assert "x2" in info.numeric_features
+    assert "column 'x2' holds 3 infinite values; they are treated as missing (preprocessing.inf_values)" in info.warnings
+
+
+def test_a_full_disk_while_registering_keeps_the_old_champion(workspace, monkeypatch, capsys):
+    """The model file cannot be written (ENOSPC after a partial write): one line naming the disk, and
+    the registry as it was: no new version, no staging left, the alias on the old champion."""
+    from tasks import registry as reg
+
+    def full_disk(pipeline, path):
+        Path(path).write_bytes(b"half a model")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(reg, "save_pipeline", full_disk)
+    before = snapshot(workspace / "registry")
+    code, err = run_command(monkeypatch, capsys, f"artifacts_dir={workspace}", "tracking.backend=none",
+                            "models.random_forest.enabled=false", "models.xgboost.enabled=false",
+                            "models.lightgbm.enabled=false", "evaluation.deployment_threshold=0.5")
+    last = err.strip().splitlines()[-1]
+    assert code == 2, err[-3000:]
+    assert last.startswith("error: evaluate: no space left on the disk writing ") and "model.pkl" in last, last
+    assert "free space, or set artifacts_dir (and registry.path) to a folder on a larger disk" in last
+    assert snapshot(workspace / "registry") == before
+    assert not list((workspace / "registry" / MODEL).glob(".staging-*"))
+    assert reg.verify(workspace / "registry") == []
