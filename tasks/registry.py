@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -97,7 +98,7 @@ def set_alias(root: str | Path, model_name: str, alias: str, version: int) -> No
             raise RegistryError(f"cannot point {alias!r} at missing version {version} of {model_name!r}")
         aliases = get_aliases(root, model_name)
         aliases[alias] = version
-        write_json(model_dir / ALIASES, aliases)
+        write_json(model_dir / ALIASES, aliases, durable=True)
 
 
 def register_model(
@@ -112,6 +113,7 @@ def register_model(
     """Add a new version (complete before it becomes visible) and optionally move `alias` to it.
     `extra_files` (e.g. model.onnx) are written into the version too; their sha256 are recorded."""
     model_dir = _model_dir(root, model_name)
+    remove_stale_staging(model_dir)
     staging = model_dir / f".staging-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
@@ -135,7 +137,7 @@ def register_model(
                 "model_sha256": sha,
                 **({"files_sha256": files} if files else {}),
             }
-            write_json(staging / "metadata.json", full)
+            write_json(staging / "metadata.json", full, durable=True)
             (staging / "MODEL_CARD.md").write_text(model_card.replace("{version}", str(version)))
             _fsync_dir(staging)
             os.rename(staging, model_dir / str(version))
@@ -143,11 +145,62 @@ def register_model(
             if alias:
                 aliases = get_aliases(root, model_name)
                 aliases[alias] = version
-                write_json(model_dir / ALIASES, aliases)
+                write_json(model_dir / ALIASES, aliases, durable=True)
         return version
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+STALE_STAGING_S = 3600  # a staging folder this old belongs to a registration that was killed
+
+
+def remove_stale_staging(model_dir: Path, older_than_s: float | None = None) -> None:
+    """Remove what registrations killed mid-way left behind (never visible as versions: hidden names)."""
+    if not model_dir.is_dir():
+        return
+    older_than_s = STALE_STAGING_S if older_than_s is None else older_than_s
+    now = time.time()
+    for path in model_dir.glob(".staging-*"):
+        try:
+            if now - path.stat().st_mtime > older_than_s:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # removed by another process meanwhile
+            pass
+
+
+def verify(root: str | Path) -> list[str]:
+    """Every problem found in the registry at `root` (empty when sound): each version complete (its
+    metadata readable, its files present and matching their recorded sha256) and each alias pointing
+    at a complete version. Reads every model file once; loads none."""
+    from tasks.modeling import file_sha256
+
+    problems: list[str] = []
+    for name in list_models(root):
+        complete = set()
+        for version in list_versions(root, name):
+            folder = _model_dir(root, name) / str(version)
+            try:
+                metadata = read_json(folder / "metadata.json")
+                expected = {metadata["model_file"]: metadata["model_sha256"], **metadata.get("files_sha256", {})}
+                if int(metadata["version"]) != version:
+                    raise ValueError(f"metadata says version {metadata['version']}")
+            except Exception as exc:
+                problems.append(f"{name} v{version}: metadata unreadable ({type(exc).__name__}: {exc})")
+                continue
+            bad = [f for f, sha in expected.items() if not (folder / f).is_file() or file_sha256(folder / f) != sha]
+            if bad:
+                problems.append(f"{name} v{version}: {', '.join(bad)} missing or failing its sha256")
+            else:
+                complete.add(version)
+        try:
+            aliases = get_aliases(root, name)
+        except Exception as exc:
+            problems.append(f"{name}: {ALIASES} unreadable ({type(exc).__name__}: {exc})")
+            continue
+        problems += [f"{name}: alias {alias!r} points at version {v}, which is not complete"
+                     for alias, v in aliases.items() if v not in complete]
+    return problems
 
 
 def _fsync_dir(path: Path) -> None:
@@ -235,3 +288,24 @@ def load_model(
     metadata = read_metadata(root, model_name, version)
     path = _model_dir(root, model_name) / str(version) / metadata["model_file"]
     return RegisteredModel(load_pipeline(path, metadata["model_sha256"]), metadata)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tasks.registry verify [ROOT]`: check every version and alias; exit 1 on a problem."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tasks.registry")
+    parser.add_argument("command", choices=["verify"])
+    parser.add_argument("root", nargs="?", default="artifacts/registry")
+    args = parser.parse_args(argv)
+    problems = verify(args.root)
+    for problem in problems:
+        print(f"problem: {problem}")
+    versions = sum(len(list_versions(args.root, n)) for n in list_models(args.root))
+    print(f"registry {args.root}: {len(list_models(args.root))} model(s), {versions} version(s), "
+          f"{'sound' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -55,12 +55,22 @@ class RunPaths:
         return self.candidates / f"{family}.json"
 
 
-def write_json(path: Path, payload: Any) -> None:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+def write_json(path: Path, payload: Any, durable: bool = False) -> None:
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file.
+    `durable`: the file's bytes reach the disk before the rename (the registry's records: after a
+    power cut the old file or the complete new one, never an empty one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_json(path: Path) -> Any:
