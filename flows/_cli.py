@@ -81,3 +81,6 @@ def print_summary(report) -> None:
     print(reporting.format_leaderboard(report))
     print()
     print(reporting.format_gate(report))
+    tracking = reporting.format_tracking(report)
+    if tracking:
+        print(tracking)

@@ -403,6 +403,7 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
         champion_valid=champion.valid_metrics[metric], test_metrics=test_metrics, confusion=confusion,
         gate=gate, registered=version is not None, registry_version=version,
         previous_champion_version=previous, candidates=candidates, tracking_key=tracker.key,
+        tracking=tracker.describe(),
         reports=reports, intervals=intervals, calibration=ev.calibration, decision_threshold=decision.threshold,
         fairness=fairness,
     )

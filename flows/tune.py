@@ -299,6 +299,8 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
         tracker.log_other("status", "ok")
         logger.info("[%s] best %s=%.4f (trial %d, %s in %.2fs)", family, settings.metric, best.value,
                     best.number, "refitted" if refitted else "model kept from the trial", fit_seconds)
+        tracker.end()
+        candidate = candidate.model_copy(update={"tracking": tracker.describe()})
         write_candidate(paths, candidate)
         return candidate
     except Exception as exc:

@@ -222,6 +222,17 @@ def format_gate(report: EvalReport) -> str:
     return line
 
 
+def format_tracking(report: EvalReport) -> str | None:
+    """What the run's final word says about tracking when Comet failed: which experiments were kept
+    as offline archives instead, and how to upload them. None when nothing went wrong."""
+    notes = [c.tracking for c in report.candidates if c.tracking] + ([report.tracking] if report.tracking else [])
+    kept = [note for note in notes if "Comet online failed" in note]
+    if not kept:
+        return None
+    return (f"Tracking: Comet online failed for {len(kept)} of {len(notes)} experiments; nothing was lost, "
+            "they were kept as offline archives:\n  " + "\n  ".join(kept))
+
+
 def publish_prefect_artifacts(
     report: EvalReport, model_card_markdown: str = "", tables: dict[str, pd.DataFrame] | None = None,
 ) -> None:
@@ -234,6 +245,7 @@ def publish_prefect_artifacts(
     metrics = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in report.test_metrics.items())
     markdown = (
         f"# Gate decision\n\n{format_gate(report)}\n\n"
+        + (f"{format_tracking(report)}\n\n" if format_tracking(report) else "") +
         f"## Champion: {report.champion} (test split)\n\n| metric | value |\n|---|---|\n{metrics}\n\n"
         f"Run directory: `{report.run_dir}`\n\n---\n\n{model_card_markdown}"
     )

@@ -108,6 +108,7 @@ class CometTracker:
         self.archive: Path | None = None
         self._calls: list[tuple[str, tuple, dict]] = []
         self._ended = False
+        self.fallback: str | None = None  # why an online experiment was written offline instead
 
     def _record(self, method: str, *args: Any, **kwargs: Any) -> None:
         self._calls.append((method, args, kwargs))
@@ -166,24 +167,41 @@ class CometTracker:
         self._ended = True
         with _COMET_LOCK:
             try:
-                experiment = self._open()
-                for method, args, kwargs in self._calls:
-                    if method == "register_model" and self.mode != "online":
-                        log.info("Comet model registry: %s version %s is registered locally only (offline)",
-                                 args[0], kwargs["version"])
-                        continue
-                    getattr(experiment, method)(*args, **kwargs)
-                experiment.end()
-            except Exception as exc:  # keep the run; say what was lost
-                log.error("Comet experiment %s (%s) could not be written: %s", self.key, self.name, exc)
-                return
+                self._write(self._open())
+            except Exception as exc:
+                if self.mode != "online":  # keep the run; say what was lost
+                    log.error("Comet experiment %s (%s) could not be written: %s", self.key, self.name,
+                              _redact(str(exc)))
+                    return
+                # Comet failed in the middle of an online experiment: everything goes to an offline
+                # archive instead (what reached Comet before the failure is in that archive too).
+                self.fallback = _redact(f"{type(exc).__name__}: {str(exc).strip()[:300]}")
+                log.warning("Comet failed while writing %s online (%s); writing it offline to %s instead",
+                            self.name, self.fallback, self.offline_dir)
+                self.mode = "offline"
+                try:
+                    self._write(self._open())
+                except Exception as again:
+                    log.error("Comet experiment %s (%s) could not be written: %s", self.key, self.name,
+                              _redact(str(again)))
+                    return
         if self.mode == "offline":
             archive = self.offline_dir / f"{self.key}.zip"
             self.archive = archive if archive.is_file() else None
 
+    def _write(self, experiment: Any) -> None:
+        for method, args, kwargs in self._calls:
+            if method == "register_model" and self.mode != "online":
+                log.info("Comet model registry: %s version %s is registered locally only (offline)",
+                         args[0], kwargs["version"])
+                continue
+            getattr(experiment, method)(*args, **kwargs)
+        experiment.end()
+
     def describe(self) -> str:
         if self.archive is not None:
-            return f"Comet offline experiment {self.name}: {self.archive} (upload: comet upload {self.archive})"
+            why = f"Comet online failed ({self.fallback}), so it was kept offline; " if self.fallback else ""
+            return f"Comet offline experiment {self.name}: {self.archive} ({why}upload: comet upload {self.archive})"
         if self.mode == "online" and self._ended:
             return f"Comet experiment {self.name}: key {self.key} in project {self.config.project}"
         return f"Comet experiment {self.name} was not written"
@@ -208,8 +226,11 @@ class CometTracker:
                 except Exception as exc:  # Comet's client raises many types for network and auth problems
                     reason = f"{type(exc).__name__}: {exc}"
                     if pause is not None:
-                        log.warning("Comet online attempt %d failed (%s); retrying in %ss", attempt, reason, pause)
+                        log.warning("Comet online attempt %d failed (%s); retrying in %ss", attempt, _redact(reason),
+                                    pause)
                         time.sleep(pause)
+            reason = _redact(reason)
+            self.fallback = reason
             log.warning("Comet online is unavailable (%s); writing %s offline to %s instead",
                         reason, self.name, self.offline_dir)
             self.mode = "offline"
@@ -230,6 +251,12 @@ class CometTracker:
         experiment.set_name(self.name)
         experiment.add_tags(self.tags)
         return experiment
+
+
+def _redact(text: str) -> str:
+    """Comet's errors may quote the request, key included: the key never reaches a log or report."""
+    key = os.environ.get("COMET_API_KEY")
+    return text.replace(key, "***") if key else text
 
 
 def _plain(value: Any) -> Any:

@@ -29,6 +29,7 @@ class Candidate(BaseModel):
     pipeline_sha256: str | None = None
     study_name: str | None = None
     tracking_key: str | None = None
+    tracking: str | None = None  # where the family's experiment went (online, or an archive and why)
     selection: str = "the valid split"  # what valid_metrics were measured on
     train_rows: int | None = None  # training rows of the final model, before resampling
     reused_from: str | None = None  # the earlier run whose identical finished search this reuses
@@ -69,6 +70,7 @@ class EvalReport(BaseModel):
     previous_champion_version: int | None = None
     candidates: list[Candidate]
     tracking_key: str | None = None
+    tracking: str | None = None  # where the evaluation's experiment went (online, or an archive and why)
     reports: dict[str, str] = Field(default_factory=dict)
     intervals: dict[str, tuple[float, float]] = Field(default_factory=dict)  # bootstrap 95% on test
     calibration: str = "none"
