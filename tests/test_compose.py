@@ -103,3 +103,20 @@ def test_secrets_come_from_the_environment_never_the_repository():
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text().replace("\\\n", " ")
     baked = [line for line in dockerfile.splitlines() if line.split(" ")[0] in ("ENV", "ARG")]
     assert baked and not [line for line in baked if "COMET_API_KEY" in line or "PASSWORD" in line]
+
+
+def test_the_auth_override_turns_basic_auth_on_for_server_and_workers(compose):
+    """docker/auth.yml, merged over docker-compose.yml as `docker compose -f ... -f ...` merges
+    mappings: the server wants the auth string the workers send, and there is no default."""
+    override_file = PROJECT_ROOT / "docker" / "auth.yml"
+    with pytest.raises(KeyError, match="PREFECT_AUTH_STRING: set PREFECT_AUTH_STRING=user:password in .env"):
+        yaml.safe_load(interpolate(override_file.read_text(), {}))
+    override = yaml.safe_load(interpolate(override_file.read_text(), {"PREFECT_AUTH_STRING": "ops:s3cret"}))
+    merged = json.loads(json.dumps(compose))
+    for name, service in override["services"].items():
+        merged["services"][name]["environment"] = {**merged["services"][name]["environment"], **service["environment"]}
+    jsonschema.Draft201909Validator(json.loads(SCHEMA.read_text())).validate(merged)
+    assert merged["services"]["prefect-server"]["environment"]["PREFECT_SERVER_API_AUTH_STRING"] == "ops:s3cret"
+    assert merged["services"]["worker"]["environment"]["PREFECT_API_AUTH_STRING"] == "ops:s3cret"
+    assert "/api/health" in " ".join(merged["services"]["prefect-server"]["healthcheck"]["test"])  # needs no auth
+    assert "PREFECT_AUTH_STRING" not in COMPOSE.read_text()  # off unless asked for

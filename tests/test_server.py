@@ -53,25 +53,56 @@ def database(request):
             yield f"postgresql+asyncpg://{create('prefect')}"
 
 
+# The server runs with basic auth on (PREFECT_SERVER_API_AUTH_STRING), as README's shared deployment
+# says to: the CLI, the worker and its flow runs authenticate with PREFECT_API_AUTH_STRING.
+AUTH = ("gauntlet", "test-only-auth-secret")
+
+
+def stop(process: subprocess.Popen, how=signal.SIGTERM, timeout: float = 20) -> None:
+    process.send_signal(how)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory, database):
-    """Server + process work pool + `prefect deploy --all` + worker; yields (api url, env, logs)."""
+    """Server + process work pool + `prefect deploy --all` + worker; yields (api url, env, logs,
+    restart: stops the server and starts it again on the same port and database)."""
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "COMET_API_KEY")}
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                GAUNTLET_NIGHTLY_CRON="30 2 * * *", GAUNTLET_TIMEZONE="Europe/Paris",
-               PREFECT_WORKER_QUERY_SECONDS="2")  # the worker picks up new runs within 2 s
+               PREFECT_WORKER_QUERY_SECONDS="2",  # the worker picks up new runs within 2 s
+               PREFECT_SERVER_API_AUTH_STRING=":".join(AUTH), PREFECT_API_AUTH_STRING=":".join(AUTH))
     if database:
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database
     logs = tmp_path_factory.mktemp("logs")
-    server = subprocess.Popen([PREFECT, *SERVER_COMMAND[1:], "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT)
+    servers = []
+
+    def start_server() -> None:
+        servers.append(subprocess.Popen(
+            [PREFECT, *SERVER_COMMAND[1:], "--host", "127.0.0.1", "--port", str(port)],
+            env={k: v for k, v in env.items() if k != "PREFECT_API_URL"},
+            stdout=open(logs / f"server-{len(servers)}.log", "w"), stderr=subprocess.STDOUT))
+        wait_healthy(api, servers[-1])
+
+    def restart(down_s: float = 0) -> float:
+        """Stop the server, wait `down_s`, start it again; returns the seconds it was unreachable."""
+        began = time.monotonic()
+        stop(servers[-1])
+        time.sleep(down_s)
+        start_server()
+        return time.monotonic() - began
+
     worker = None
     try:
         started = time.monotonic()
-        wait_healthy(api, server)
+        start_server()
         print(f"server on {database or 'sqlite'} healthy after {time.monotonic() - started:.1f}s")
         env["PREFECT_API_URL"] = api
         run = dict(cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=180)
@@ -82,19 +113,13 @@ def deployed(tmp_path_factory, database):
         worker = subprocess.Popen([PREFECT, *WORKER_COMMAND[1:]],
                                   cwd=PROJECT_ROOT, env=env, stdout=open(logs / "worker.log", "w"),
                                   stderr=subprocess.STDOUT)
-        yield api, env, logs
+        yield api, env, logs, restart
     finally:
         if worker is not None:
-            worker.send_signal(signal.SIGINT)
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            stop(worker, signal.SIGINT)
+        for server in servers:
+            if server.poll() is None:
+                stop(server)
 
 
 def deployment(api: str, name: str) -> dict:
@@ -107,7 +132,7 @@ def api_call(method: str, url: str, **kwargs) -> httpx.Response:
     """An API request retried on 503, as Prefect's own client does: a SQLite-backed server answers
     503 when its database is locked by another writer (seen in CI on a busy machine)."""
     for attempt in range(8):
-        response = httpx.request(method, url, **kwargs)
+        response = httpx.request(method, url, auth=AUTH, **kwargs)
         if response.status_code != 503:
             return response
         time.sleep(float(response.headers.get("Retry-After", 0.5 * (attempt + 1))))
@@ -131,7 +156,7 @@ def wait_final(api: str, flow_run_id: str, timeout: float = 420) -> dict:
 
 
 def test_manual_deployment_runs_on_a_worker_and_registers_a_champion(deployed, tmp_path):
-    api, _, logs = deployed
+    api, _, logs, _ = deployed
     params = {"params": {"config_path": "config/smoke.yaml", "models": ["logistic_regression", "lightgbm"],
                          "n_trials": 2, "tags": ["from-test"],
                          "overrides": {"artifacts_dir": str(tmp_path), "tracking.backend": "none"}}}
@@ -160,7 +185,7 @@ def test_manual_deployment_runs_on_a_worker_and_registers_a_champion(deployed, t
 
 
 def test_nightly_schedule_reads_back_with_the_configured_cron(deployed):
-    api, _, _ = deployed
+    api, _, _, _ = deployed
     dep = deployment(api, "train/nightly")
     (schedule,) = dep["schedules"]
     assert schedule["schedule"]["cron"] == "30 2 * * *"
@@ -170,7 +195,7 @@ def test_nightly_schedule_reads_back_with_the_configured_cron(deployed):
 
 
 def test_manual_deployment_exposes_typed_parameters_and_rejects_bad_ones(deployed):
-    api, _, _ = deployed
+    api, _, _, _ = deployed
     dep = deployment(api, "train/manual")
     assert dep["enforce_parameter_schema"] is True
     fields = dep["parameter_openapi_schema"]["definitions"]["TrainParameters"]["properties"]
@@ -190,7 +215,7 @@ def test_trial_workers_run_on_the_work_pool_and_share_the_study(deployed, tmp_pa
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    api, env, logs = deployed
+    api, env, logs, _ = deployed
     if "PREFECT_SERVER_DATABASE_CONNECTION_URL" in env:
         pytest.skip("the server's database does not matter here: run once, on SQLite")
     budget = 60  # about 15 s of trials: the worker run starts (a new process) well before the end
@@ -212,3 +237,39 @@ def test_trial_workers_run_on_the_work_pool_and_share_the_study(deployed, tmp_pa
     helpers = api_call("POST", f"{api}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["trial-worker"]}}},
                          timeout=10).json()
     assert helpers and all(h["state"]["type"] == "COMPLETED" for h in helpers)
+
+
+def test_the_api_wants_the_auth_string_health_excepted(deployed):
+    api, _, _, _ = deployed
+    assert httpx.post(f"{api}/flows/filter", json={}, timeout=10).status_code == 401
+    assert httpx.post(f"{api}/flows/filter", json={}, auth=("gauntlet", "wrong"), timeout=10).status_code == 401
+    assert api_call("POST", f"{api}/flows/filter", json={}, timeout=10).status_code == 200
+    assert httpx.get(f"{api}/health", timeout=10).status_code == 200  # probes (compose healthcheck) need none
+
+
+def test_a_run_on_a_worker_survives_the_server_restarting(deployed, tmp_path):
+    """The server goes away for several seconds in the middle of a training run on the worker, and
+    comes back on the same database: Prefect's client retries, the run completes and registers."""
+    api, env, logs, restart = deployed
+    if "PREFECT_SERVER_DATABASE_CONNECTION_URL" in env:
+        pytest.skip("the server's database does not matter here: run once, on SQLite")
+    params = {"params": {"config_path": "config/smoke.yaml", "models": ["random_forest", "logistic_regression"],
+                         "n_trials": 40, "overrides": {"artifacts_dir": str(tmp_path), "tracking.backend": "none",
+                                                       "search.pruner": "none"}}}
+    response = trigger(api, "train/manual", params)
+    assert response.status_code == 201, response.text
+    run_id = response.json()["id"]
+    deadline = time.monotonic() + 180
+    while not list(tmp_path.glob("runs/*/splits/test.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the searches have begun once the splits are written
+    time.sleep(2)
+    assert api_call("GET", f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]["type"] == "RUNNING"
+    down_s = restart(down_s=3)
+    run = wait_final(api, run_id)
+    worker_log = (logs / "worker.log").read_text()[-4000:]
+    assert run["state"]["type"] == "COMPLETED", run["state"]["message"] + "\n" + worker_log
+    (report_file,) = tmp_path.glob("runs/*/report.json")
+    report = json.loads(report_file.read_text())
+    assert sorted(c["n_trials"] for c in report["candidates"]) == [40, 40]
+    assert report["registered"] and registry.verify(tmp_path / "registry") == []
+    print(f"server unreachable for {down_s:.1f} s in the middle of the run; the run completed")
