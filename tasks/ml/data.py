@@ -280,7 +280,7 @@ def validate_dataset(
     counts = y.value_counts()
     if len(counts) < 2:
         raise DataError(
-            f"target {target!r} has a single class ({counts.index[0]!r}); a classifier needs at "
+            f"target {target!r} has a single class ({_plain(counts.index[0])!r}); a classifier needs at "
             "least 2 classes: check data.target and the rows of the file"
         )
     resolved_task = "binary" if len(counts) == 2 else "multiclass"
@@ -295,8 +295,8 @@ def validate_dataset(
     rare = counts[counts < need]
     if len(rare):
         raise DataError(
-            f"class(es) {dict(rare)} of {target!r} have fewer than {need} rows, too few to appear in "
-            "train, valid and test; add rows, merge rare classes or drop them"
+            f"class(es) { {_plain(k): int(v) for k, v in rare.items()} } of {target!r} have fewer than {need} rows, "
+            "too few to appear in train, valid and test; add rows, merge rare classes or drop them"
         )
 
     labels = list(counts.index)
