@@ -79,6 +79,11 @@ def print_summary(report) -> None:
     print()
     print(f"Run {report.run_id}: {report.run_dir}")
     print(reporting.format_leaderboard(report))
+    if report.stages:
+        from tasks.monitoring import format_stages
+
+        print()
+        print(format_stages(report.stages))
     print()
     print(reporting.format_gate(report))
     tracking = reporting.format_tracking(report)

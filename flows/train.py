@@ -36,12 +36,13 @@ from flows._cli import fail, print_summary  # noqa: E402
 from flows.evaluate import evaluate  # noqa: E402
 from flows.tune import SEARCH_RETRIES, FamilySearchFailed, encoding_group, search_family  # noqa: E402
 from tasks import data as data_tasks  # noqa: E402
+from tasks import monitoring  # noqa: E402
 from tasks import reporting as rep  # noqa: E402
 from tasks.ml.data import release_memory  # noqa: E402
 from tasks.ml.estimators import get_family  # noqa: E402
 from tasks.ml.results import Candidate, EvalReport  # noqa: E402
 from tasks.modeling import file_sha256  # noqa: E402
-from tasks.runs import RunPaths, new_run_id, write_candidate  # noqa: E402
+from tasks.runs import RunPaths, new_run_id, read_json, write_candidate, write_json  # noqa: E402
 
 
 class AllFamiliesFailed(GauntletError):
@@ -53,10 +54,14 @@ class StageFailed(GauntletError):
 
 
 @contextmanager
-def stage(name: str) -> Iterator[None]:
-    """Name the stage in what a failure says: the run's final state message and the CLI's last line."""
+def stage(name: str, stages: dict[str, dict] | None = None) -> Iterator[None]:
+    """Name the stage in what a failure says: the run's final state message and the CLI's last line.
+    With `stages`, its wall time, CPU time and peak memory go in there under `name` (monitoring)."""
     try:
-        yield
+        with monitoring.measure(name) as usage:
+            yield
+        if stages is not None:
+            stages[name] = usage.record
     except GauntletError as exc:
         raise type(exc)(f"{name}: {exc}") from exc
     except OSError as exc:
@@ -161,17 +166,22 @@ def _train(config: TrainConfig) -> EvalReport:
     paths = RunPaths(config.runs_dir / new_run_id(_dataset_name(config)))
     logger.info("run directory: %s; registry model %s", paths.root, config.model_name)
 
-    with stage("load_dataset"):
+    stages: dict[str, dict] = {}
+    with stage("load_dataset", stages):
         frame = data_tasks.load_dataset(config.data.path)
-    with stage("validate_dataset"):
+    with stage("validate_dataset", stages):
         info = data_tasks.validate_dataset(frame, config)
-    with stage("split_dataset"):
+    with stage("split_dataset", stages):
         data_tasks.split_dataset(frame, info, config, str(paths.root))
     table_bytes = int(frame.memory_usage(index=False).sum())
     del frame
     release_memory(table_bytes)  # the searches read the splits back; the whole table's memory goes back to the OS
 
-    candidates = search_families(config, paths)
+    with monitoring.measure("search") as usage:
+        candidates = search_families(config, paths)
+    stages["search"] = usage.record
+    stages.update({f"search {c.family}": c.resources for c in candidates if c.resources})
+    record_stages(paths, stages)  # the evaluation logs them to its experiment
     # The searches' arrays and models are gone: their memory goes back before evaluation.
     release_memory(paths.search_splits_bytes())
     failed = [c for c in candidates if c.status != "ok"]
@@ -183,11 +193,23 @@ def _train(config: TrainConfig) -> EvalReport:
         logger.warning("%d famil%s failed and will not compete: %s", len(failed),
                        "y" if len(failed) == 1 else "ies", ", ".join(c.family for c in failed))
 
-    with stage("evaluate"):
+    with stage("evaluate", stages):
         report = evaluate(run_dir=str(paths.root), config=config)
+    stages.update(report.stages)  # registration, measured inside the evaluation
+    report = report.model_copy(update={"stages": stages})
+    record_stages(paths, stages)
+    rep.write_report_json(paths, report)
     logger.info("leaderboard\n%s", rep.format_leaderboard(report))
+    logger.info("stages\n%s", monitoring.format_stages(stages))
     logger.info(rep.format_gate(report))
     return report
+
+
+def record_stages(paths: RunPaths, stages: dict[str, dict]) -> None:
+    """The stages' wall time, CPU time and peak RSS into the run's manifest.json (`stages`)."""
+    manifest = read_json(paths.manifest)
+    manifest["stages"] = stages
+    write_json(paths.manifest, manifest)
 
 
 def search_families(config: TrainConfig, paths: RunPaths) -> list[Candidate]:

@@ -25,6 +25,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
 
 from config.schema import TrainConfig  # noqa: E402
+from tasks import monitoring  # noqa: E402
 from tasks.ml.data import read_parquet, release_memory  # noqa: E402
 from tasks.ml.estimators import get_family  # noqa: E402
 from tasks.ml.preprocessing import PreprocessOptions  # noqa: E402
@@ -233,6 +234,7 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
     """Search `family`'s hyperparameters on the run's train/valid splits; save the best pipeline."""
     logger = get_run_logger()
     started = time.perf_counter()
+    usage = monitoring.start(f"search {family}")
     paths = RunPaths(run_dir)
     manifest = read_json(paths.manifest)
     info = dataset_info(manifest)
@@ -299,8 +301,10 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
         tracker.log_other("status", "ok")
         logger.info("[%s] best %s=%.4f (trial %d, %s in %.2fs)", family, settings.metric, best.value,
                     best.number, "refitted" if refitted else "model kept from the trial", fit_seconds)
+        resources = monitoring.stop(usage)
+        tracker.log_metrics({f"stage_{k}": v for k, v in resources.items() if isinstance(v, int | float)})
         tracker.end()
-        candidate = candidate.model_copy(update={"tracking": tracker.describe()})
+        candidate = candidate.model_copy(update={"tracking": tracker.describe(), "resources": resources})
         write_candidate(paths, candidate)
         return candidate
     except Exception as exc:
@@ -308,6 +312,7 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
         tracker.log_other("error", f"{type(exc).__name__}: {exc}")
         raise
     finally:
+        monitoring.stop(usage)
         tracker.end()
         logger.info("[%s] %s", family, tracker.describe())
 

@@ -202,9 +202,11 @@ def format_leaderboard(report: EvalReport) -> str:
     for row in rows:
         row["champion"] = "*" if row["champion"] else ""
         row["seconds"] = f"{row['seconds']:.1f}"
+        row["cpu_s"] = f"{row['cpu_s']:.1f}" if row["cpu_s"] is not None else "-"
+        row["peak_mb"] = f"{row['peak_mb']:,.0f}" if row["peak_mb"] is not None else "-"
         if row["status"] != "ok" and row["error"]:
             row["status"] = f"failed: {row['error'][:70]}"
-    cols = ["family", f"valid_{report.metric}", "trials", "pruned", "seconds", "champion", "status"]
+    cols = ["family", f"valid_{report.metric}", "trials", "pruned", "seconds", "cpu_s", "peak_mb", "champion", "status"]
     return format_table(rows, cols)
 
 

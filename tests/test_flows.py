@@ -370,3 +370,19 @@ def test_families_that_encode_alike_share_one_read_only_copy(tmp_path, breast_ca
         trees[0].X_train[0, 0] = 1.0
     scaled = _prepare(get_family("logistic_regression"), info, paths, DataSettings())
     assert scaled is not trees[0] and abs(scaled.X_train.mean()) < 0.01 < abs(trees[0].X_train.mean())
+
+
+def test_manifest_records_time_and_memory_of_every_stage(smoke_run):
+    report, _ = smoke_run
+    manifest = json.loads((Path(report.run_dir) / "manifest.json").read_text())
+    stages = manifest["stages"]
+    expected = {"load_dataset", "validate_dataset", "split_dataset", "search", "evaluate", "register",
+                *(f"search {family}" for family in FAMILIES)}
+    assert set(stages) == expected
+    for name, figures in stages.items():
+        assert figures["wall_s"] > 0 and figures["peak_rss_mb"] > 0 and figures["cpu_s"] >= 0, name
+        assert figures["peak_rss_mb"] >= max(figures["rss_start_mb"], figures["rss_end_mb"]), name
+    assert stages["search"]["wall_s"] >= max(stages[f"search {f}"]["wall_s"] for f in FAMILIES) - 0.5
+    assert report.stages == stages  # and in report.json, and under the leaderboard
+    board = {row["family"]: row for row in report.leaderboard()}
+    assert all(board[f]["peak_mb"] == stages[f"search {f}"]["peak_rss_mb"] for f in FAMILIES)

@@ -30,6 +30,7 @@ class Candidate(BaseModel):
     study_name: str | None = None
     tracking_key: str | None = None
     tracking: str | None = None  # where the family's experiment went (online, or an archive and why)
+    resources: dict[str, Any] = Field(default_factory=dict)  # the search's wall/CPU seconds, peak RSS (monitoring)
     selection: str = "the valid split"  # what valid_metrics were measured on
     train_rows: int | None = None  # training rows of the final model, before resampling
     reused_from: str | None = None  # the earlier run whose identical finished search this reuses
@@ -71,6 +72,7 @@ class EvalReport(BaseModel):
     candidates: list[Candidate]
     tracking_key: str | None = None
     tracking: str | None = None  # where the evaluation's experiment went (online, or an archive and why)
+    stages: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per stage: wall/CPU seconds, peak RSS
     reports: dict[str, str] = Field(default_factory=dict)
     intervals: dict[str, tuple[float, float]] = Field(default_factory=dict)  # bootstrap 95% on test
     calibration: str = "none"
@@ -93,6 +95,8 @@ class EvalReport(BaseModel):
                     "trials": cand.n_trials,
                     "pruned": cand.n_pruned,
                     "seconds": round(cand.search_seconds, 1),
+                    "cpu_s": cand.resources.get("cpu_s"),
+                    "peak_mb": cand.resources.get("peak_rss_mb"),
                     "champion": cand.family == self.champion,
                     "error": cand.error,
                 }
