@@ -365,6 +365,13 @@ class RegistryConfig(_Section):
         "models of different tables never replace each other's champion.",
     )
     path: str | None = Field(None, description="Local registry root. Default: <artifacts_dir>/registry.")
+    refit_on_full_data: bool = Field(
+        False,
+        description="Once the gate passes, refit the champion (same pipeline, same hyperparameters; GBMs: "
+        "the early-stopped boosting rounds scaled by the row ratio) on train+valid+test and register that "
+        "as the version's model.pkl; the gated model is kept beside it (gated_model.pkl), and the version's "
+        "metrics are the gated model's held-out ones. Not for ensembles or calibrated champions.",
+    )
     export_onnx: bool = Field(
         False,
         description="Also store the champion as model.onnx (skl2onnx/onnxmltools), kept only when its "

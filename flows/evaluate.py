@@ -17,6 +17,8 @@ if __name__ == "__main__":
     local_server.start_early()  # Prefect's local server boots while the imports below run
 
 import argparse  # noqa: E402
+import os  # noqa: E402
+import pickle  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -27,10 +29,15 @@ from prefect import flow, get_run_logger  # noqa: E402
 from config.errors import GauntletError  # noqa: E402
 from config.schema import TrainConfig  # noqa: E402
 from flows._cli import fail, print_summary  # noqa: E402
-from tasks import registry  # noqa: E402
+from tasks import (
+    monitoring,  # noqa: E402
+    registry,  # noqa: E402
+)
 from tasks import reporting as rep  # noqa: E402
 from tasks.ml import evaluation as ev_ml  # noqa: E402
 from tasks.ml.data import encode_target, features_and_target, read_parquet  # noqa: E402
+from tasks.ml.estimators import get_family  # noqa: E402
+from tasks.ml.evaluation import DecisionModel  # noqa: E402
 from tasks.ml.metrics import (  # noqa: E402
     compute_metrics,
     confusion_summary,
@@ -40,6 +47,7 @@ from tasks.ml.metrics import (  # noqa: E402
 )
 from tasks.ml.results import Candidate, EvalReport, GateDecision  # noqa: E402
 from tasks.ml.scoring import schema_metadata  # noqa: E402
+from tasks.ml.search import refit_on_rows  # noqa: E402
 from tasks.modeling import load_pipeline, save_pipeline  # noqa: E402
 from tasks.runs import RunPaths, dataset_info, load_run_config, read_candidates, read_json  # noqa: E402
 from tasks.tracking import start_tracker  # noqa: E402
@@ -87,7 +95,9 @@ def score_incumbent(
 ) -> tuple[float | None, str | None]:
     """The registered champion's metric on this run's test split, or (None, why it cannot be compared)."""
     try:
-        model = registry.load_model(root, name, version=version)
+        # A champion refitted on every row of its data may have trained on this run's test rows: it is
+        # compared through the model it was gated as (fitted on its train split only).
+        model = registry.load_model(root, name, version=version, gated=True)
     except GauntletError as exc:
         return None, f"the current champion (version {version}) cannot be loaded: {exc}"
     meta = model.metadata
@@ -104,6 +114,40 @@ def score_incumbent(
                              beta=config.evaluation.beta, average=config.evaluation.average,
                              threshold=getattr(model.pipeline, "threshold", None))
     return scores[config.evaluation.comparison_metric], None
+
+
+def refit_champion(
+    decision: DecisionModel, champion: Candidate, paths: RunPaths, config: TrainConfig, manifest: dict, info,
+    valid: pd.DataFrame, test: pd.DataFrame, logger,
+) -> tuple[DecisionModel, dict[str, Any]]:
+    """registry.refit_on_full_data: the gated champion's pipeline and hyperparameters fitted again on
+    every labelled row (train+valid+test), with the gated decision threshold; or the gated model itself
+    with the reason a refit does not apply. The record goes into the version's metadata."""
+    kept = {"refitted": False, "model_file": "model.pkl (the gated model)"}
+    if champion.family == "ensemble":
+        return decision, {**kept, "reason": "an ensemble's members are not refitted one by one: registered as gated"}
+    if decision.calibrator is not None:
+        return decision, {**kept, "reason": "the calibration is fitted on held-out rows, and a refit on every row "
+                                            "leaves none: registered as gated (or set evaluation.calibration: none)"}
+    from flows.tune import search_settings
+
+    settings, data_settings = search_settings(config, champion.family, manifest, os.cpu_count() or 1)
+    train = read_parquet(paths.split("train"))
+    rows = pd.concat([train, valid, test], ignore_index=True)
+    pipeline, record = refit_on_rows(get_family(champion.family), info, rows, champion.best_params, settings,
+                                     data_settings, champion.best_iteration, champion.train_rows or len(train))
+    record.update(
+        refitted=True, model_file="model.pkl (the refit: the version's production model)",
+        gated_model_file="gated_model.pkl",
+        metrics_from="the held-out evaluation of gated_model.pkl, fitted on the train split before the refit: "
+                     "the refitted model has no held-out rows left to be measured on",
+    )
+    rounds = record.get("boosting_rounds")
+    logger.info("refitted %s on all %d rows%s (%.1fs); the version's metrics are the gated model's",
+                champion.family, record["rows"],
+                f", {rounds['refit']} boosting rounds ({rounds['gated']} x {rounds['scale']})" if rounds else "",
+                record["fit_seconds"])
+    return DecisionModel(model=pipeline, calibrator=None, threshold=decision.threshold, name=decision.name), record
 
 
 def build_ensemble(
@@ -337,23 +381,35 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
                         len(onnx_bytes) // 1024, onnx_record["max_abs_probability_diff"], len(X_test))
         else:
             logger.warning("ONNX export not kept: %s", onnx_record["reason"])
+    stages: dict[str, dict] = {}  # registration's cost, for the run's manifest
+    production, refit_record = decision, None
+    if gate.passed and config.registry.refit_on_full_data:
+        with monitoring.measure("refit") as usage:
+            production, refit_record = refit_champion(decision, champion, paths, config, manifest, info, valid, test,
+                                                      logger)
+        stages["refit"] = usage.record
+        if refit_record["refitted"]:
+            extra_files["gated_model.pkl"] = pickle.dumps(decision, protocol=pickle.HIGHEST_PROTOCOL)
     if gate.passed:
-        version = registry.register_model(
-            root, name, decision,  # exactly the gated object: model, calibrator and threshold
-            metadata={
-                "family": champion.family, "run_id": paths.run_id, "run_dir": str(paths.root),
-                "metric": metric, "direction": direction, "valid_metrics": champion.valid_metrics,
-                "test_metrics": test_metrics, "test_intervals": intervals, "params": champion.best_params,
-                "calibration": ev.calibration, "decision_threshold": decision.threshold,
-                "data_sha256": manifest["data"]["sha256"], "config_hash": manifest["config_hash"],
-                "task": info.task, "target": info.target, "classes": info.classes,
-                "features": info.features, "gate": gate.model_dump(mode="json"), "fairness": fairness,
-                "input_schema": schema_metadata(X_test, info),
-                "packages": manifest["packages"], "tracking_key": champion.tracking_key,
-                **({"onnx": onnx_record} if onnx_record is not None else {}),
-            },
-            model_card=card, extra_files=extra_files,
-        )
+        with monitoring.measure("register") as usage:
+            version = registry.register_model(
+                root, name, production,  # the gated object (model, calibrator, threshold), or its refit
+                metadata={
+                    "family": champion.family, "run_id": paths.run_id, "run_dir": str(paths.root),
+                    "metric": metric, "direction": direction, "valid_metrics": champion.valid_metrics,
+                    "test_metrics": test_metrics, "test_intervals": intervals, "params": champion.best_params,
+                    "calibration": ev.calibration, "decision_threshold": decision.threshold,
+                    "data_sha256": manifest["data"]["sha256"], "config_hash": manifest["config_hash"],
+                    "task": info.task, "target": info.target, "classes": info.classes,
+                    "features": info.features, "gate": gate.model_dump(mode="json"), "fairness": fairness,
+                    "input_schema": schema_metadata(X_test, info),
+                    "packages": manifest["packages"], "tracking_key": champion.tracking_key,
+                    **({"onnx": onnx_record} if onnx_record is not None else {}),
+                    **({"refit": refit_record} if refit_record is not None else {}),
+                },
+                model_card=card, extra_files=extra_files,
+            )
+        stages["register"] = usage.record
         logger.info("registered %s version %d; 'champion' moved from %s", name, version,
                     f"version {previous}" if previous else "nowhere (first champion)")
     else:
@@ -388,6 +444,9 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
         for column, summary in fairness.items():
             tracker.log_metrics({f"fairness_{column}_{k}": v for k, v in summary.items()})
         tracker.log_other("decision_threshold", decision.threshold if decision.threshold is not None else "argmax")
+        for stage_name, figures in {**manifest.get("stages", {}), **stages}.items():  # what each stage cost
+            tracker.log_metrics({f"stage_{stage_name.replace(' ', '_')}_{k}": v for k, v in figures.items()
+                                 if isinstance(v, int | float)})
         tracker.log_artifact(reports["performance_metrics"])
         tracker.log_artifact(reports["confusion_matrix_summary"])
         tracker.log_artifact(reports["model_card"])
@@ -403,7 +462,7 @@ def evaluate(run_dir: str, config: TrainConfig | None = None) -> EvalReport:
         champion_valid=champion.valid_metrics[metric], test_metrics=test_metrics, confusion=confusion,
         gate=gate, registered=version is not None, registry_version=version,
         previous_champion_version=previous, candidates=candidates, tracking_key=tracker.key,
-        tracking=tracker.describe(),
+        tracking=tracker.describe(), stages=stages,
         reports=reports, intervals=intervals, calibration=ev.calibration, decision_threshold=decision.threshold,
         fairness=fairness,
     )

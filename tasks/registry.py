@@ -281,13 +281,21 @@ def resolve_version(root: str | Path, model_name: str, alias: str | None = "cham
 
 
 def load_model(
-    root: str | Path, model_name: str, alias: str | None = "champion", version: int | None = None
+    root: str | Path, model_name: str, alias: str | None = "champion", version: int | None = None,
+    gated: bool = False,
 ) -> RegisteredModel:
-    """Load a version (by number, or the one an alias points to) after checking its sha256."""
+    """Load a version (by number, or the one an alias points to) after checking its sha256.
+    `gated`: for a version refitted on all its data (registry.refit_on_full_data), the model that was
+    evaluated and gated (gated_model.pkl) instead of the production refit (model.pkl)."""
     version = resolve_version(root, model_name, alias, version)
     metadata = read_metadata(root, model_name, version)
-    path = _model_dir(root, model_name) / str(version) / metadata["model_file"]
-    return RegisteredModel(load_pipeline(path, metadata["model_sha256"]), metadata)
+    file_name, sha = metadata["model_file"], metadata["model_sha256"]
+    refit = metadata.get("refit") or {}
+    if gated and refit.get("refitted"):
+        file_name = refit["gated_model_file"]
+        sha = metadata["files_sha256"][file_name]
+    path = _model_dir(root, model_name) / str(version) / file_name
+    return RegisteredModel(load_pipeline(path, sha), metadata)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,77 @@
+"""registry.refit_on_full_data: the registered production model is the gated champion's pipeline and
+hyperparameters fitted on every row; the gated model stays beside it for audit and comparisons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks import registry
+from tests.conftest import smoke_params
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+MODEL = "breast_cancer-diagnosis"
+ONLY = {"models.random_forest.enabled": False, "models.xgboost.enabled": False, "tracking.backend": "none"}
+
+
+def all_rows(run_dir: str) -> int:
+    return sum(len(pd.read_parquet(Path(run_dir) / "splits" / f"{s}.parquet")) for s in ("train", "valid", "test"))
+
+
+def test_refit_registers_a_model_fitted_on_every_row_with_the_gated_hyperparameters(tmp_path):
+    from flows.train import train
+
+    report = train(params=smoke_params(tmp_path, **ONLY, **{"models.logistic_regression.enabled": False,
+                                                            "registry.refit_on_full_data": True}))
+    root = tmp_path / "registry"
+    assert report.registered and report.champion == "lightgbm"
+    meta = registry.read_metadata(root, MODEL, report.registry_version)
+    refit = meta["refit"]
+    assert refit["refitted"] and refit["rows"] == all_rows(report.run_dir) == 569
+    assert refit["gated_rows"] == len(pd.read_parquet(Path(report.run_dir) / "splits" / "train.parquet"))
+    assert "held-out evaluation of gated_model.pkl" in refit["metrics_from"]
+    assert meta["test_metrics"] == report.test_metrics  # the version's metrics: the gated model's
+    production, gated = registry.load_model(root, MODEL), registry.load_model(root, MODEL, gated=True)
+    prod_model, gated_model = (m.pipeline.model.named_steps["model"] for m in (production, gated))
+    for name, value in refit["params"].items():
+        assert getattr(prod_model, name) == getattr(gated_model, name) == value, name
+    champion = next(c for c in report.candidates if c.family == "lightgbm")
+    assert refit["params"] == champion.best_params
+    rounds = refit["boosting_rounds"]
+    assert rounds["gated"] == champion.best_iteration and gated_model.best_iteration_ == champion.best_iteration
+    assert prod_model.n_estimators == rounds["refit"] == round(champion.best_iteration * 569 / refit["gated_rows"])
+    assert production.pipeline.threshold == gated.pipeline.threshold
+    # The gated model is the one the evaluation measured, byte for byte in behaviour.
+    test = pd.read_parquet(Path(report.run_dir) / "splits" / "test.parquet")
+    seen = pd.read_csv(Path(report.run_dir) / "reports" / "test_predictions.csv")
+    assert list(gated.predict(test)) == seen["predicted"].tolist()
+    labels, proba = production.predict_both(test)
+    assert np.isfinite(proba.to_numpy()).all() and set(labels) <= set(production.classes)
+    assert registry.verify(root) == []
+
+
+def test_without_refit_the_registered_model_is_the_gated_one(tmp_path):
+    from flows.train import train
+
+    report = train(params=smoke_params(tmp_path, **ONLY, **{"models.lightgbm.enabled": False}))
+    root = tmp_path / "registry"
+    meta = registry.read_metadata(root, MODEL, report.registry_version)
+    assert "refit" not in meta and not (root / MODEL / str(report.registry_version) / "gated_model.pkl").exists()
+    test = pd.read_parquet(Path(report.run_dir) / "splits" / "test.parquet")
+    seen = pd.read_csv(Path(report.run_dir) / "reports" / "test_predictions.csv")
+    assert list(registry.load_model(root, MODEL).predict(test)) == seen["predicted"].tolist()
+
+
+def test_a_calibrated_champion_is_registered_as_gated_with_the_reason(tmp_path):
+    from flows.train import train
+
+    report = train(params=smoke_params(tmp_path, **ONLY, **{"models.lightgbm.enabled": False,
+                                                            "registry.refit_on_full_data": True,
+                                                            "evaluation.calibration": "sigmoid"}))
+    refit = registry.read_metadata(tmp_path / "registry", MODEL, report.registry_version)["refit"]
+    assert refit["refitted"] is False and "calibration is fitted on held-out rows" in refit["reason"]
+    assert "refit" not in report.stages or report.stages["refit"]["wall_s"] >= 0
