@@ -1,0 +1,40 @@
+"""notebooks/explore_runs.ipynb runs top to bottom (nbclient, a real Jupyter kernel) on a smoke run's
+artifacts, and shows what it promises."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from config.runtime import PROJECT_ROOT
+
+NOTEBOOK = PROJECT_ROOT / "notebooks" / "explore_runs.ipynb"
+
+
+def test_the_notebook_runs_on_a_smoke_runs_outputs(trained_smoke, monkeypatch):
+    nbformat = pytest.importorskip("nbformat", reason="the dev extra's nbformat is not installed")
+    nbclient = pytest.importorskip("nbclient", reason="the dev extra's nbclient is not installed")
+    report, artifacts = trained_smoke
+    monkeypatch.setenv("GAUNTLET_ARTIFACTS", str(artifacts))
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    text, images = [], 0
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            assert output.get("output_type") != "error", output
+            text.append(output.get("text", ""))
+            data = output.get("data", {})
+            text.append(data.get("text/plain", "") + data.get("text/markdown", ""))
+            images += "image/png" in data
+    shown = "\n".join(text)
+    assert Path(report.run_dir).name in shown and report.champion in shown
+    assert "search lightgbm" in shown and "peak MB" in shown  # the stages table
+    assert f"version {report.registry_version}" in shown and "problems: none" in shown
+    assert "proba_" in shown  # rows scored by the registered champion
+    plots = len(list(Path(report.run_dir, "reports").glob("*.png")))
+    assert plots >= 4 and images == 4 + plots  # one trials history per family, the evaluation's plots
