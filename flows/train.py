@@ -42,6 +42,7 @@ from tasks.ml.data import release_memory  # noqa: E402
 from tasks.ml.estimators import get_family  # noqa: E402
 from tasks.ml.results import Candidate, EvalReport  # noqa: E402
 from tasks.modeling import file_sha256  # noqa: E402
+from tasks.progress import BOARD, Display  # noqa: E402
 from tasks.runs import RunPaths, new_run_id, read_json, write_candidate, write_json  # noqa: E402
 
 
@@ -57,6 +58,7 @@ class StageFailed(GauntletError):
 def stage(name: str, stages: dict[str, dict] | None = None) -> Iterator[None]:
     """Name the stage in what a failure says: the run's final state message and the CLI's last line.
     With `stages`, its wall time, CPU time and peak memory go in there under `name` (monitoring)."""
+    BOARD.set_stage(name)
     try:
         with monitoring.measure(name) as usage:
             yield
@@ -177,6 +179,7 @@ def _train(config: TrainConfig) -> EvalReport:
     del frame
     release_memory(table_bytes)  # the searches read the splits back; the whole table's memory goes back to the OS
 
+    BOARD.set_stage("search")
     with monitoring.measure("search") as usage:
         candidates = search_families(config, paths)
     stages["search"] = usage.record
@@ -312,6 +315,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--serve", action="store_true",
                         help="serve the flow from this process (runs triggered from the UI, and --cron)")
     parser.add_argument("--cron", default=None, help='with --serve: a schedule, e.g. "0 3 * * *"')
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress display and no log lines below warnings: only the final summary")
     return parser.parse_args(argv)
 
 
@@ -338,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             train.serve(name="served", cron=args.cron, parameters={"params": params.model_dump(mode="json")},
                         tags=["gauntlet", "served"])
             return 0
-        report = train(params=params)
+        with Display("off" if args.quiet else "auto"):
+            report = train(params=params)
     except GauntletError as exc:
         return fail(exc)
     print_summary(report)

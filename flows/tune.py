@@ -41,6 +41,7 @@ from tasks.ml.search import (  # noqa: E402
     worker_id,
 )
 from tasks.modeling import save_pipeline  # noqa: E402
+from tasks.progress import BOARD  # noqa: E402
 from tasks.runs import RunPaths, dataset_info, load_run_config, read_json, write_candidate  # noqa: E402
 from tasks.tracking import Tracker, start_tracker  # noqa: E402
 
@@ -106,6 +107,7 @@ class TrialProgress:
         self.family, self.metric, self.n_trials = family, metric, n_trials
         self.tracker, self.logger = tracker, logger
         self.done = 0
+        BOARD.family_started(family, n_trials, metric)  # the command's progress display
         self.artifact = create_progress_artifact(
             0.0, key=f"search-progress-{family.replace('_', '-')}", description=f"{family}: 0/{n_trials} trials"
         )
@@ -142,9 +144,11 @@ class TrialProgress:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.done += 1
         try:
-            best = f"{study.best_value:.4f}"
+            best_value = study.best_value
+            best = f"{best_value:.4f}"
         except ValueError:  # no trial completed yet
-            best = "-"
+            best_value, best = None, "-"
+        BOARD.trial_done(self.family, self.done, best_value)
         self._latest = (min(100.0, 100.0 * self.done / self.n_trials),
                         f"{self.family}: {self.done}/{self.n_trials} trials, best {self.metric} {best}")
         state = trial.state.name.lower()
@@ -306,8 +310,10 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
         tracker.end()
         candidate = candidate.model_copy(update={"tracking": tracker.describe(), "resources": resources})
         write_candidate(paths, candidate)
+        BOARD.family_ended(family, "done")
         return candidate
     except Exception as exc:
+        BOARD.family_ended(family, "failed")
         tracker.log_other("status", "failed")
         tracker.log_other("error", f"{type(exc).__name__}: {exc}")
         raise

@@ -1,0 +1,189 @@
+"""What a person at the terminal sees while a run works: the stage in progress and one line per model
+family (trials done / budget, best value so far, elapsed), updated as trials finish.
+
+The searches report to `BOARD`, a process-wide record (the families run on threads of the command's
+process; with search.executor: process, the families' lines move when each one ends). The command
+(`flows/train.py`) shows it with `Display`:
+- live, on a terminal: a table redrawn in place (rich) as trials finish; Prefect's per-trial log
+  lines are held back from the console meanwhile (they still go to the Prefect API and UI);
+- plain, when the output is not a terminal (CI logs, a pipe): a progress line per family when it
+  moves, at most every `plain_every_s`, and one when it ends;
+- off with `--quiet`: only warnings, errors and the final summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+
+@dataclass
+class FamilyLine:
+    family: str
+    budget: int
+    metric: str
+    done: int = 0
+    best: float | None = None
+    started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
+    state: str = "searching"
+
+    def elapsed(self) -> float:
+        return (self.ended or time.monotonic()) - self.started
+
+    def text(self) -> str:
+        best = f"{self.best:.4f}" if self.best is not None else "-"
+        return (f"{self.family}: {self.done}/{self.budget} trials, best {self.metric} {best}, "
+                f"{self.elapsed():.1f} s, {self.state}")
+
+
+class Board:
+    """The run's progress as the searches report it (thread-safe; `version` counts the changes)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.stage = ""
+        self.families: dict[str, FamilyLine] = {}
+        self.version = 0
+
+    def reset(self) -> None:
+        with self._lock:
+            self.stage, self.families, self.version = "", {}, self.version + 1
+
+    def set_stage(self, name: str) -> None:
+        with self._lock:
+            self.stage = name
+            self.version += 1
+
+    def family_started(self, family: str, budget: int, metric: str) -> None:
+        with self._lock:
+            self.families[family] = FamilyLine(family, budget, metric)
+            self.version += 1
+
+    def trial_done(self, family: str, done: int, best: float | None) -> None:
+        with self._lock:
+            line = self.families.get(family)
+            if line is not None:
+                line.done, line.best = done, best
+                self.version += 1
+
+    def family_ended(self, family: str, state: str) -> None:
+        with self._lock:
+            line = self.families.get(family)
+            if line is not None:
+                line.ended, line.state = time.monotonic(), state
+                self.version += 1
+
+    def snapshot(self) -> tuple[int, str, list[FamilyLine]]:
+        with self._lock:
+            lines = [FamilyLine(**vars(line)) for line in self.families.values()]
+            return self.version, self.stage, lines
+
+
+BOARD = Board()
+
+
+class Display:
+    """Shows `BOARD` while a command runs: mode 'live', 'plain' or 'off' ('auto': live on a terminal)."""
+
+    def __init__(self, mode: str = "auto", stream: TextIO | None = None, plain_every_s: float = 5.0,
+                 live_every_s: float = 0.1) -> None:
+        self.stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "live" if getattr(self.stream, "isatty", lambda: False)() else "plain"
+        self.mode, self.plain_every_s, self.live_every_s = mode, plain_every_s, live_every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._held: list[tuple[logging.Handler, int]] = []
+
+    def __enter__(self) -> Display:
+        BOARD.reset()
+        if self.mode in ("live", "off"):
+            self._hold_console_logs(logging.WARNING)
+        if self.mode != "off":
+            self._thread = threading.Thread(target=self._live if self.mode == "live" else self._plain,
+                                            name="progress-display", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for handler, level in self._held:
+            handler.setLevel(level)
+
+    def _hold_console_logs(self, level: int) -> None:
+        """Raise the level of the handlers that print Prefect's and gauntlet's logs on the console."""
+        from prefect.logging.handlers import PrefectConsoleHandler
+
+        seen = set()
+        for logger in [logging.getLogger(), *[logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]]:
+            for handler in getattr(logger, "handlers", []):
+                if isinstance(handler, PrefectConsoleHandler) and id(handler) not in seen:
+                    seen.add(id(handler))
+                    self._held.append((handler, handler.level))
+                    handler.setLevel(max(handler.level, level))
+
+    # -- live: a rich table redrawn in place ------------------------------------------------------
+
+    def _table(self) -> Any:
+        from rich.table import Table
+
+        _, stage, lines = BOARD.snapshot()
+        table = Table(title=f"gauntlet: {stage or 'starting'}", title_justify="left", expand=False)
+        for column in ("family", "trials", "best", "elapsed", "state"):
+            table.add_column(column, justify="right" if column in ("trials", "elapsed") else "left")
+        for line in lines:
+            bar_width = 10
+            filled = int(bar_width * min(line.done, line.budget) / max(line.budget, 1))
+            best = f"{line.metric} {line.best:.4f}" if line.best is not None else "-"
+            table.add_row(line.family, f"{'#' * filled}{'.' * (bar_width - filled)} {line.done}/{line.budget}", best,
+                          f"{line.elapsed():.1f} s", line.state)
+        return table
+
+    def _live(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        console = Console(file=self.stream, force_terminal=True)
+        seen = -1
+        with Live(self._table(), console=console, auto_refresh=False, transient=False) as live:
+            while not self._stop.wait(self.live_every_s):
+                version = BOARD.version
+                if version != seen:
+                    seen = version
+                    live.update(self._table(), refresh=True)
+            live.update(self._table(), refresh=True)
+
+    # -- plain: lines a log can keep ----------------------------------------------------------------
+
+    def _plain(self) -> None:
+        shown: dict[str, tuple[int, str]] = {}
+        stage_shown = ""
+        last_print: dict[str, float] = {}
+        while True:
+            stopping = self._stop.wait(0.5)
+            _, stage, lines = BOARD.snapshot()
+            if stage and stage != stage_shown:
+                stage_shown = stage
+                self._print(f"[progress] stage: {stage}")
+            now = time.monotonic()
+            for line in lines:
+                key = (line.done, line.state)
+                due = now - last_print.get(line.family, 0.0) >= self.plain_every_s or line.ended is not None
+                if shown.get(line.family) != key and (due or stopping):
+                    shown[line.family], last_print[line.family] = key, now
+                    self._print(f"[progress] {line.text()}")
+            if stopping:
+                return
+
+    def _print(self, text: str) -> None:
+        try:
+            print(text, file=self.stream, flush=True)
+        except (OSError, ValueError):  # a closed pipe: progress is never a reason to fail
+            pass
