@@ -21,6 +21,7 @@ import argparse  # noqa: E402
 import errno  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
+import time  # noqa: E402
 from collections import Counter  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
@@ -215,6 +216,32 @@ def record_stages(paths: RunPaths, stages: dict[str, dict]) -> None:
     write_json(paths.manifest, manifest)
 
 
+API_RETRY_PAUSES_S = (5, 15)
+API_UNREACHABLE = ("ConnectError", "ConnectTimeout", "ReadError", "WriteError", "RemoteProtocolError", "PoolTimeout")
+
+
+def _api_unreachable(outcome: object) -> bool:
+    """A search that failed because the Prefect API could not be reached, not because of the model."""
+    if isinstance(outcome, Candidate) or not isinstance(outcome, BaseException):
+        return False
+    text = f"{type(outcome).__name__}: {outcome}"
+    return type(outcome).__name__ in API_UNREACHABLE or "All connection attempts failed" in text
+
+
+def _submit(runner, task, parameters: dict):  # noqa: ANN001, ANN202 - Prefect's runner and future
+    """runner.submit, tried again while the Prefect API is unreachable (it creates the task run there)."""
+    for pause in (*API_RETRY_PAUSES_S, None):
+        try:
+            return runner.submit(task, parameters)
+        except Exception as exc:
+            if pause is None or not _api_unreachable(exc):
+                raise
+            get_run_logger().warning("the Prefect API was unreachable (%s: %s); submitting %s again in %ds",
+                                     type(exc).__name__, exc, parameters["family"], pause)
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
 def search_families(config: TrainConfig, paths: RunPaths) -> list[Candidate]:
     """Every enabled family's search, `parallelism` at a time, longest first; failures become
     failed candidates. A family whose identical search finished in an earlier run is reused."""
@@ -227,8 +254,8 @@ def search_families(config: TrainConfig, paths: RunPaths) -> list[Candidate]:
     helpers = start_trial_workers(config, paths, order)
     outcomes: dict[str, object] = {}
     with threadpool_limits(limits=threads), runner_type(max_workers=parallel) as runner:
-        futures = {f: runner.submit(search_family, {"family": f, "run_dir": str(paths.root), "config": config,
-                                                    "n_jobs": threads}) for f in order}
+        futures = {f: _submit(runner, search_family, {"family": f, "run_dir": str(paths.root), "config": config,
+                                                       "n_jobs": threads}) for f in order}
         for family, future in futures.items():
             outcomes[family] = future.result(raise_on_failure=False)
         again = {}  # cached searches whose files are gone: searched again, `parallel` at a time as well
@@ -238,10 +265,24 @@ def search_families(config: TrainConfig, paths: RunPaths) -> list[Candidate]:
             outcomes[family] = _adopt(outcome, paths)
             if outcomes[family] is None:
                 logger.warning("[%s] the cached search's model file is gone or changed; searching again", family)
-                again[family] = runner.submit(search_family.with_options(refresh_cache=True), {
+                again[family] = _submit(runner, search_family.with_options(refresh_cache=True), {
                     "family": family, "run_dir": str(paths.root), "config": config, "n_jobs": threads})
         for family, future in again.items():
             outcomes[family] = future.result(raise_on_failure=False)
+        # A family lost because the Prefect API was unreachable (a server restarting): Prefect's client
+        # retries a connection it has used, not a fresh one's first request, so a search can fail
+        # before it starts. Searched again once the server answers; a persistent study resumes.
+        for pause in API_RETRY_PAUSES_S:
+            lost = [f for f, outcome in outcomes.items() if _api_unreachable(outcome)]
+            if not lost:
+                break
+            logger.warning("the Prefect API was unreachable for %s (%s); searching again in %ds", ", ".join(lost),
+                           outcomes[lost[0]], pause)
+            time.sleep(pause)
+            retried = {f: _submit(runner, search_family.with_options(refresh_cache=True), {
+                "family": f, "run_dir": str(paths.root), "config": config, "n_jobs": threads}) for f in lost}
+            for family, future in retried.items():
+                outcomes[family] = future.result(raise_on_failure=False)
     if helpers:
         logger.info("trial workers: %s", "; ".join(f"{name} {state}" for name, state in helpers_states(helpers)))
     candidates = []

@@ -325,7 +325,9 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
 
 # Failures worth another try: a database or network that blinked, not a model that cannot fit.
 TRANSIENT_ERRORS = ("OperationalError", "InterfaceError", "DisconnectionError", "ConnectionError",
-                    "ConnectionResetError", "ConnectionRefusedError", "TimeoutError", "ConnectTimeout", "ReadTimeout")
+                    "ConnectionResetError", "ConnectionRefusedError", "TimeoutError", "ConnectTimeout", "ReadTimeout",
+                    # httpx's, from the Prefect API (a server restarting)
+                    "ConnectError", "ReadError", "WriteError", "RemoteProtocolError", "PoolTimeout")
 SEARCH_RETRIES = 2
 
 
@@ -371,7 +373,13 @@ def search_family(family: str, run_dir: str, config: TrainConfig, n_jobs: int) -
     a persistent study resumes where it stopped. Any other failure fails the task (never cached),
     and the train flow records the family as failed.
     """
-    state = tune_model(family=family, run_dir=run_dir, config=config, n_jobs=n_jobs, return_state=True)
+    try:
+        state = tune_model(family=family, run_dir=run_dir, config=config, n_jobs=n_jobs, return_state=True)
+    except Exception as exc:  # the subflow could not even start: the Prefect API is unreachable
+        if type(exc).__name__ in TRANSIENT_ERRORS:
+            get_run_logger().warning("[%s] transient failure, will retry: %s: %s", family, type(exc).__name__, exc)
+            raise TransientSearchFailure(f"{type(exc).__name__}: {exc}") from exc
+        raise
     if state.is_completed():
         return state.result()
     exc = state.result(raise_on_failure=False)
