@@ -373,7 +373,7 @@ def test_families_that_encode_alike_share_one_read_only_copy(tmp_path, breast_ca
 
 
 def test_manifest_records_time_and_memory_of_every_stage(smoke_run):
-    report, _ = smoke_run
+    report, artifacts = smoke_run
     manifest = json.loads((Path(report.run_dir) / "manifest.json").read_text())
     stages = manifest["stages"]
     expected = {"load_dataset", "validate_dataset", "split_dataset", "search", "evaluate", "register",
@@ -384,5 +384,10 @@ def test_manifest_records_time_and_memory_of_every_stage(smoke_run):
         assert figures["peak_rss_mb"] >= max(figures["rss_start_mb"], figures["rss_end_mb"]), name
     assert stages["search"]["wall_s"] >= max(stages[f"search {f}"]["wall_s"] for f in FAMILIES) - 0.5
     assert report.stages == stages  # and in report.json, and under the leaderboard
+    archives = comet_archives(artifacts / "comet")  # and in the experiments
+    evaluation = next(a for name, a in archives.items() if name.endswith("-evaluation"))
+    assert evaluation["metrics"]["stage_search_lightgbm_peak_rss_mb"][0][1] == stages["search lightgbm"]["peak_rss_mb"]
+    lightgbm = next(a for a in archives.values() if a["params"].get("family") == "lightgbm")
+    assert lightgbm["metrics"]["stage_wall_s"][0][1] == stages["search lightgbm"]["wall_s"]
     board = {row["family"]: row for row in report.leaderboard()}
     assert all(board[f]["peak_mb"] == stages[f"search {f}"]["peak_rss_mb"] for f in FAMILIES)
