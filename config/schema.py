@@ -63,6 +63,12 @@ class DataConfig(_Section):
         description="Binary tasks: the class scored as positive. Default: 1/True when the labels "
         "are 0/1 or booleans, otherwise the last label in sorted order.",
     )
+    sample_rows: int | None = Field(
+        None, ge=100,
+        description="Train on a seeded sample (split.seed) of this many rows, stratified by the target "
+        "(time and group splits: a plain random sample, in the file's order), for a first look at a large "
+        "table or when memory is short. Default: every row.",
+    )
 
 
 class SplitConfig(_Section):

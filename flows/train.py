@@ -171,7 +171,7 @@ def _train(config: TrainConfig) -> EvalReport:
 
     stages: dict[str, dict] = {}
     with stage("load_dataset", stages):
-        frame = data_tasks.load_dataset(config.data.path)
+        frame = data_tasks.load_dataset(config.data.path, config)
     with stage("validate_dataset", stages):
         info = data_tasks.validate_dataset(frame, config)
     with stage("split_dataset", stages):

@@ -58,6 +58,7 @@ def study_name(config: TrainConfig, family: str, data_sha256: str) -> str:
         "features": [config.data.target, sorted(config.data.drop_columns)],
         "preprocessing": config.preprocessing.model_dump(mode="json"),
         "cv": [config.search.cv_folds, config.search.small_data_rows, config.search.cv_repeats],
+        **({"sample_rows": config.data.sample_rows} if config.data.sample_rows else {}),  # other rows, other study
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
     return f"{config.model_name}-{family}-{data_sha256[:12]}-{digest}"

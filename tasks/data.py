@@ -70,9 +70,17 @@ def check_table(config: TrainConfig) -> None:
 
 
 @task(name="load_dataset", cache_policy=NO_CACHE)
-def load_dataset(path: str) -> pd.DataFrame:
+def load_dataset(path: str, config: TrainConfig | None = None) -> pd.DataFrame:
     frame = ml_data.load_table(path)
-    get_run_logger().info("loaded %s: %d rows x %d columns", path, len(frame), frame.shape[1])
+    logger = get_run_logger()
+    logger.info("loaded %s: %d rows x %d columns", path, len(frame), frame.shape[1])
+    n = config.data.sample_rows if config is not None else None
+    if n and len(frame) > n and config.data.target in frame.columns:
+        total = len(frame)
+        frame = ml_data.sample_rows(frame, config.data.target, n, config.split.seed,
+                                    stratify=config.split.strategy in ("stratified", "random"))
+        logger.info("trained on a sample: %d of %d rows (data.sample_rows, seed %d)", len(frame), total,
+                    config.split.seed)
     return frame
 
 

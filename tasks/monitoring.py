@@ -31,13 +31,13 @@ SAMPLE_EVERY_S = 0.05
 WARN_AT_SHARE = 0.8  # of the memory the stage could use: its RSS at the start + MemAvailable then
 
 ADVICE = {
-    "load_dataset": "read fewer columns (data.drop_columns) or convert the file to Parquet",
-    "validate_dataset": "drop columns you do not need (data.drop_columns)",
-    "split_dataset": "drop columns you do not need (data.drop_columns)",
+    "load_dataset": "convert the file to Parquet (read a column at a time), or train on a sample (data.sample_rows)",
+    "validate_dataset": "train on a sample (data.sample_rows)",
+    "split_dataset": "train on a sample (data.sample_rows)",
     "evaluate": "set evaluation.explain: false and fewer evaluation.bootstrap_resamples",
 }
-SEARCH_ADVICE = ("fewer trials or families at once (search.parallelism: 1), float32 columns in the file, "
-                 "or a sample of the rows")
+SEARCH_ADVICE = ("fewer families at once (search.parallelism: 1), float32 columns in the file, fewer "
+                 "trials (models.<family>.n_trials), or a sample of the rows (data.sample_rows)")
 
 
 def rss_bytes() -> int:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from config.runtime import PROJECT_ROOT
 from tests.conftest import SHARED_DATASETS, smoke_params
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -165,3 +166,21 @@ def test_telco_group_split_keeps_each_group_in_one_split(tmp_path):
     assert all("3-fold grouped stratified CV on train" in c.selection for c in report.candidates)
     assert report.test_metrics["roc_auc"] > 0.75
     assert np.isclose(sum(manifest["splits"][n]["rows"] for n in SPLITS), manifest["data"]["rows"])
+
+
+def test_data_sample_rows_trains_on_a_stratified_sample(tmp_path):
+    from flows.train import train
+
+    report = train(params=smoke_params(tmp_path, **{"data.sample_rows": 300, "tracking.backend": "none",
+                                                    "models.random_forest.enabled": False,
+                                                    "models.xgboost.enabled": False}))
+    manifest = json.loads((Path(report.run_dir) / "manifest.json").read_text())
+    rows = sum(manifest["splits"][s]["rows"] for s in ("train", "valid", "test"))
+    assert rows == 300
+    from config.schema import load_config
+    from flows.tune import study_name
+
+    sampled = load_config(PROJECT_ROOT / "config" / "smoke.yaml", {"data.sample_rows": 300})
+    every = load_config(PROJECT_ROOT / "config" / "smoke.yaml")
+    sha = manifest["data"]["sha256"]
+    assert study_name(sampled, "lightgbm", sha) != study_name(every, "lightgbm", sha)  # other rows, other study

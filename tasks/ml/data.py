@@ -413,6 +413,22 @@ def column_kind(series: pd.Series, name: str, forced_categorical: bool = False) 
     return "categorical" if _is_categorical(series, forced_categorical) else "numeric"
 
 
+def sample_rows(frame: pd.DataFrame, target: str, n: int, seed: int, stratify: bool = True) -> pd.DataFrame:
+    """`n` rows of `frame` (all of them when it has no more), drawn with `seed`; stratified by the
+    target when asked (rows without a target are drawn like the others' classes' share); original order kept."""
+    if len(frame) <= n:
+        return frame
+    if stratify:
+        labels = frame[target].astype(object).where(frame[target].notna(), "__missing__").astype(str)
+        counts = labels.value_counts()
+        if (counts >= 2).all():
+            rows, _ = train_test_split(np.arange(len(frame)), train_size=n, stratify=labels.to_numpy(),
+                                       random_state=seed)
+            return frame.iloc[np.sort(rows)].reset_index(drop=True)
+    rows = np.random.default_rng(seed).choice(len(frame), size=n, replace=False)
+    return frame.iloc[np.sort(rows)].reset_index(drop=True)
+
+
 def check_numbers_as_text(series: pd.Series, name: str, sample: int = 1000) -> None:
     """A text column whose values are numbers but for a few is a numeric column with garbage in it
     ("12.5", "13", "n/a!", ...): as a category it would be useless, so it is refused, naming the

@@ -301,3 +301,16 @@ def test_memory_is_handed_back_only_after_large_tables(monkeypatch):
     data.release_memory(data.RELEASE_ABOVE_BYTES)
     data.release_memory()
     assert len(calls) == 2
+
+
+def test_a_row_sample_is_seeded_stratified_and_keeps_the_order():
+    from tasks.ml.data import sample_rows
+
+    frame = pd.DataFrame({"x": np.arange(1000), "y": ["a"] * 900 + ["b"] * 100})
+    sample = sample_rows(frame, "y", 200, seed=3)
+    assert len(sample) == 200 and sample["y"].value_counts().to_dict() == {"a": 180, "b": 20}
+    assert sample["x"].is_monotonic_increasing and sample.equals(sample_rows(frame, "y", 200, seed=3))
+    assert not sample.equals(sample_rows(frame, "y", 200, seed=4))
+    assert sample_rows(frame, "y", 5000, seed=3) is frame  # fewer rows than asked: all of them
+    plain = sample_rows(frame, "y", 200, seed=3, stratify=False)
+    assert len(plain) == 200 and plain["x"].is_monotonic_increasing
