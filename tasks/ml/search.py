@@ -207,14 +207,21 @@ def make_storage(url: str | None, study_name: str = "gauntlet") -> Any:
         path = Path(raw) / f"{study_name}.journal" if raw.endswith(("/", os.sep)) else Path(raw)
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    import warnings
+
+    import optuna.storages as storages
 
     for attempt in range(3):
         try:
-            return RDBStorage(
-                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
-                grace_period=4 * HEARTBEAT_S, failed_trial_callback=RetryFailedTrialCallback(max_retry=2),
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable in use
+                # Optuna 4.9 renamed the callback that retries a dead worker's trial (the old name warns).
+                if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):
+                    retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
+                else:
+                    retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=2)}
+                return storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
+                                           grace_period=4 * HEARTBEAT_S, **retry)
         except Exception as exc:
             # Workers that open a fresh database at the same moment race to create Optuna's tables
             # (PostgreSQL: "duplicate key ... pg_type_typname_nsp_index"); the loser finds them made.
