@@ -184,7 +184,9 @@ def _train(config: TrainConfig) -> EvalReport:
     with monitoring.measure("search") as usage:
         candidates = search_families(config, paths)
     stages["search"] = usage.record
-    stages.update({f"search {c.family}": c.resources for c in candidates if c.resources})
+    # A family reused from an earlier run keeps that run's figures, marked as such.
+    stages.update({f"search {c.family}": {**c.resources, **({"reused_from": c.reused_from} if c.reused_from else {})}
+                   for c in candidates if c.resources})
     record_stages(paths, stages)  # the evaluation logs them to its experiment
     # The searches' arrays and models are gone: their memory goes back before evaluation.
     release_memory(paths.search_splits_bytes())

@@ -157,8 +157,8 @@ def measure(name: str) -> Iterator[Usage]:
 def format_stages(stages: dict[str, dict[str, Any]]) -> str:
     """The stages as an aligned text table: stage, wall s, CPU s, peak RSS MB."""
     rows = [("stage", "wall s", "cpu s", "peak MB")]
-    rows += [(name, f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}", f"{r['peak_rss_mb']:,.0f}")
-             for name, r in stages.items()]
+    rows += [(name + (" (reused: earlier run)" if r.get("reused_from") else ""), f"{r['wall_s']:.1f}",
+              f"{r['cpu_s']:.1f}", f"{r['peak_rss_mb']:,.0f}") for name, r in stages.items()]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
              for row in rows]

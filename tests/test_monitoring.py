@@ -35,7 +35,8 @@ def test_a_stage_near_the_machines_memory_is_warned_about_with_advice(monkeypatc
         with monitoring.measure("evaluate") as other:
             pass
     assert usage.record["memory_warning"].startswith("stage search xgboost peaked at ")
-    assert "to use less: fewer trials or families at once (search.parallelism: 1)" in usage.record["memory_warning"]
+    assert "to use less: fewer families at once (search.parallelism: 1)" in usage.record["memory_warning"]
+    assert "a sample of the rows (data.sample_rows)" in usage.record["memory_warning"]
     assert "set evaluation.explain: false" in other.record["memory_warning"]
     assert "stage search xgboost peaked at" in caplog.text
 
@@ -60,3 +61,9 @@ def test_stages_format_as_an_aligned_table():
     assert lines[2].split() == ["load_dataset", "0.2", "0.2", "310"]
     assert lines[3].split() == ["search", "lightgbm", "12.0", "20.5", "1,520"]
     assert len({len(line) for line in lines}) == 1
+
+
+def test_a_family_reused_from_an_earlier_run_is_marked():
+    text = monitoring.format_stages({"search xgboost": {"wall_s": 4.2, "cpu_s": 5.0, "peak_rss_mb": 404.0,
+                                                        "reused_from": "20261123-130034-5a7f66-breast_cancer"}})
+    assert text.splitlines()[2].startswith("search xgboost (reused: earlier run)")
