@@ -452,16 +452,18 @@ def _format_validation_error(exc: ValidationError, model: type[BaseModel]) -> st
             problems.append(f"{loc}: unknown key; allowed keys here: {', '.join(allowed)}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            shown = f" (got {_hide_password(err['input'])!r})" if "input" in err and not isinstance(
+            shown = f" (got {hide_password(err['input'])!r})" if "input" in err and not isinstance(
                 err["input"], dict
             ) else ""
             problems.append(f"{loc or 'config'}: {msg}{shown}")
     return "; ".join(problems)
 
 
-def _hide_password(value: Any) -> Any:
-    """A URL's password never goes into a message: postgresql://u:secret@h -> postgresql://u:***@h."""
-    return re.sub(r"(://[^:/@\s]+:)[^@\s]*@", r"\1***@", value) if isinstance(value, str) else value
+def hide_password(value: Any) -> Any:
+    """A URL's password never goes into a message: postgresql://u:secret@h -> postgresql://u:***@h
+    (a `${VAR}` standing for it stays: it names the variable, not the secret). Strings only; anything
+    else is returned as it is."""
+    return re.sub(r"(://[^:/@\s]+:)(?!\$\{)[^@\s]*@", r"\1***@", value) if isinstance(value, str) else value
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

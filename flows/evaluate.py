@@ -29,10 +29,7 @@ from prefect import flow, get_run_logger  # noqa: E402
 from config.errors import GauntletError  # noqa: E402
 from config.schema import TrainConfig  # noqa: E402
 from flows._cli import fail, print_summary  # noqa: E402
-from tasks import (
-    monitoring,  # noqa: E402
-    registry,  # noqa: E402
-)
+from tasks import monitoring, registry  # noqa: E402
 from tasks import reporting as rep  # noqa: E402
 from tasks.ml import evaluation as ev_ml  # noqa: E402
 from tasks.ml.data import encode_target, features_and_target, read_parquet  # noqa: E402

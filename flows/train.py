@@ -35,7 +35,13 @@ from config.errors import GauntletError  # noqa: E402
 from config.schema import DEFAULT_CONFIG_PATH, TrainConfig, TrainParameters  # noqa: E402
 from flows._cli import fail, print_summary  # noqa: E402
 from flows.evaluate import evaluate  # noqa: E402
-from flows.tune import SEARCH_RETRIES, FamilySearchFailed, encoding_group, search_family  # noqa: E402
+from flows.tune import (  # noqa: E402
+    API_UNREACHABLE,
+    SEARCH_RETRIES,
+    FamilySearchFailed,
+    encoding_group,
+    search_family,
+)
 from tasks import data as data_tasks  # noqa: E402
 from tasks import monitoring  # noqa: E402
 from tasks import reporting as rep  # noqa: E402
@@ -219,7 +225,6 @@ def record_stages(paths: RunPaths, stages: dict[str, dict]) -> None:
 
 
 API_RETRY_PAUSES_S = (5, 15)
-API_UNREACHABLE = ("ConnectError", "ConnectTimeout", "ReadError", "WriteError", "RemoteProtocolError", "PoolTimeout")
 
 
 def _api_unreachable(outcome: object) -> bool:
@@ -255,9 +260,11 @@ def search_families(config: TrainConfig, paths: RunPaths) -> list[Candidate]:
                 config.search.executor, threads, os.cpu_count() or 1)
     helpers = start_trial_workers(config, paths, order)
     outcomes: dict[str, object] = {}
+    def inputs(family: str) -> dict:
+        return {"family": family, "run_dir": str(paths.root), "config": config, "n_jobs": threads}
+
     with threadpool_limits(limits=threads), runner_type(max_workers=parallel) as runner:
-        futures = {f: _submit(runner, search_family, {"family": f, "run_dir": str(paths.root), "config": config,
-                                                       "n_jobs": threads}) for f in order}
+        futures = {f: _submit(runner, search_family, inputs(f)) for f in order}
         for family, future in futures.items():
             outcomes[family] = future.result(raise_on_failure=False)
         again = {}  # cached searches whose files are gone: searched again, `parallel` at a time as well
@@ -267,8 +274,7 @@ def search_families(config: TrainConfig, paths: RunPaths) -> list[Candidate]:
             outcomes[family] = _adopt(outcome, paths)
             if outcomes[family] is None:
                 logger.warning("[%s] the cached search's model file is gone or changed; searching again", family)
-                again[family] = _submit(runner, search_family.with_options(refresh_cache=True), {
-                    "family": family, "run_dir": str(paths.root), "config": config, "n_jobs": threads})
+                again[family] = _submit(runner, search_family.with_options(refresh_cache=True), inputs(family))
         for family, future in again.items():
             outcomes[family] = future.result(raise_on_failure=False)
         # A family lost because the Prefect API was unreachable (a server restarting): Prefect's client
@@ -281,8 +287,7 @@ def search_families(config: TrainConfig, paths: RunPaths) -> list[Candidate]:
             logger.warning("the Prefect API was unreachable for %s (%s); searching again in %ds", ", ".join(lost),
                            outcomes[lost[0]], pause)
             time.sleep(pause)
-            retried = {f: _submit(runner, search_family.with_options(refresh_cache=True), {
-                "family": f, "run_dir": str(paths.root), "config": config, "n_jobs": threads}) for f in lost}
+            retried = {f: _submit(runner, search_family.with_options(refresh_cache=True), inputs(f)) for f in lost}
             for family, future in retried.items():
                 outcomes[family] = future.result(raise_on_failure=False)
     if helpers:

@@ -325,10 +325,10 @@ def tune_model(family: str, run_dir: str, config: TrainConfig, n_jobs: int = 1) 
 
 
 # Failures worth another try: a database or network that blinked, not a model that cannot fit.
+# httpx's, from the Prefect API when it cannot be reached (a server restarting).
+API_UNREACHABLE = ("ConnectError", "ConnectTimeout", "ReadError", "WriteError", "RemoteProtocolError", "PoolTimeout")
 TRANSIENT_ERRORS = ("OperationalError", "InterfaceError", "DisconnectionError", "ConnectionError",
-                    "ConnectionResetError", "ConnectionRefusedError", "TimeoutError", "ConnectTimeout", "ReadTimeout",
-                    # httpx's, from the Prefect API (a server restarting)
-                    "ConnectError", "ReadError", "WriteError", "RemoteProtocolError", "PoolTimeout")
+                    "ConnectionResetError", "ConnectionRefusedError", "TimeoutError", "ReadTimeout", *API_UNREACHABLE)
 SEARCH_RETRIES = 2
 
 

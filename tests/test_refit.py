@@ -72,6 +72,10 @@ def test_a_calibrated_champion_is_registered_as_gated_with_the_reason(tmp_path):
     report = train(params=smoke_params(tmp_path, **ONLY, **{"models.lightgbm.enabled": False,
                                                             "registry.refit_on_full_data": True,
                                                             "evaluation.calibration": "sigmoid"}))
-    refit = registry.read_metadata(tmp_path / "registry", MODEL, report.registry_version)["refit"]
+    root = tmp_path / "registry"
+    refit = registry.read_metadata(root, MODEL, report.registry_version)["refit"]
     assert refit["refitted"] is False and "calibration is fitted on held-out rows" in refit["reason"]
-    assert "refit" not in report.stages or report.stages["refit"]["wall_s"] >= 0
+    assert not (root / MODEL / str(report.registry_version) / "gated_model.pkl").exists()
+    test = pd.read_parquet(Path(report.run_dir) / "splits" / "test.parquet")
+    seen = pd.read_csv(Path(report.run_dir) / "reports" / "test_predictions.csv")
+    assert list(registry.load_model(root, MODEL).predict(test)) == seen["predicted"].tolist()  # the gated model

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from config.errors import ConfigError
+from config.schema import hide_password
 from tasks.ml.data import DatasetInfo, features_and_target
 from tasks.ml.estimators import FamilySpec, FitContext, release_matrices
 from tasks.ml.metrics import compute_metrics, is_better
@@ -196,9 +196,7 @@ def make_storage(url: str | None, study_name: str = "gauntlet") -> Any:
     """
     if url is None:
         return None
-    url = os.path.expandvars(url)
-    if "${" in url or "$" in url.split("@")[0].split("://")[-1]:
-        raise ValueError("search.storage names an environment variable that is not set; export it or use .env")
+    url = expand_storage_url(url)
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -232,9 +230,14 @@ def make_storage(url: str | None, study_name: str = "gauntlet") -> Any:
     raise AssertionError("unreachable")
 
 
-def redact_url(url: str) -> str:
-    """A storage URL fit for a message: any password replaced by ***."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+def expand_storage_url(url: str) -> str:
+    """`url` with its `${VAR}` read from the environment; ConfigError (a ValueError) naming the URL,
+    password hidden, when a variable is not set."""
+    expanded = os.path.expandvars(url)
+    if "${" in expanded or "$" in expanded.split("@")[0].split("://")[-1]:
+        raise ConfigError(f"search.storage {hide_password(url)} names an environment variable that is not set; "
+                          "export it (or put it in .env) before the run")
+    return expanded
 
 
 def check_storage(url: str | None, timeout_s: int = 5) -> None:
@@ -243,10 +246,7 @@ def check_storage(url: str | None, timeout_s: int = 5) -> None:
     in-memory studies need nothing here."""
     if url is None or url.startswith("journal:"):
         return
-    expanded = os.path.expandvars(url)
-    if "$" in expanded.split("@")[0].split("://")[-1]:
-        raise ConfigError(f"search.storage {url} names an environment variable that is not set; export it "
-                          "(or put it in .env) before the run")
+    expanded = expand_storage_url(url)
     import sqlalchemy
 
     try:
@@ -259,11 +259,11 @@ def check_storage(url: str | None, timeout_s: int = 5) -> None:
             engine.dispose()
     except Exception as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        reason = redact_url(reason[0] if reason else type(exc).__name__)
+        reason = hide_password(reason[0] if reason else type(exc).__name__)
         if expanded != url:
             password = urlsplit(expanded).password
             reason = reason.replace(password, "***") if password else reason
-        raise ConfigError(f"search.storage {redact_url(url)} cannot be reached ({reason}); start the database "
+        raise ConfigError(f"search.storage {hide_password(url)} cannot be reached ({reason}); start the database "
                           "or fix the URL, or set search.storage: auto for a study file on this machine") from None
 
 
