@@ -15,11 +15,13 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from config.errors import ConfigError
+from tasks.ml.estimators import FAMILIES as FAMILY_REGISTRY
 
-FAMILIES = ("logistic_regression", "random_forest", "lightgbm", "xgboost")
+FAMILIES = tuple(FAMILY_REGISTRY)  # the families registered when the config was imported
 DEFAULT_CONFIG_PATH = "config/train.yaml"
 
 # Metrics the evaluation can rank on; the value says whether higher or lower is better.
@@ -179,14 +181,37 @@ class ModelConfig(_Section):
     )
 
 
-class ModelsConfig(_Section):
-    logistic_regression: ModelConfig = Field(default_factory=ModelConfig)
-    random_forest: ModelConfig = Field(default_factory=ModelConfig)
-    lightgbm: ModelConfig = Field(default_factory=ModelConfig)
-    xgboost: ModelConfig = Field(default_factory=ModelConfig)
+class _ModelsBase(BaseModel):
+    """One `ModelConfig` per registered family. Families registered after this module was imported
+    (a plugin, a test) are accepted as extra keys; any other key is refused."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    __pydantic_extra__: dict[str, ModelConfig] = Field(init=False)
+
+    @model_validator(mode="after")
+    def _known_families(self) -> _ModelsBase:
+        unknown = [name for name in self.model_extra or {} if name not in FAMILY_REGISTRY]
+        if unknown:
+            raise PydanticCustomError("unknown_family", "unknown key; allowed keys here: {allowed}",
+                                      {"name": unknown[0], "allowed": ", ".join(FAMILY_REGISTRY)})
+        return self
+
+    def get(self, family: str) -> ModelConfig:
+        """The family's settings; its defaults when the config does not mention it."""
+        found = getattr(self, family, None) if family in type(self).model_fields else (self.model_extra or {}).get(
+            family)
+        return found if found is not None else ModelConfig(enabled=FAMILY_REGISTRY[family].enabled_by_default)
 
     def enabled(self) -> list[str]:
-        return [name for name in FAMILIES if getattr(self, name).enabled]
+        return [name for name in FAMILY_REGISTRY if self.get(name).enabled]
+
+
+ModelsConfig = create_model(
+    "ModelsConfig", __base__=_ModelsBase, __doc__="Model families to search, from the family registry.",
+    **{name: (ModelConfig, Field(default_factory=lambda on=spec.enabled_by_default: ModelConfig(enabled=on),
+                                 description=f"The {name.replace('_', ' ')} family's search."))
+       for name, spec in FAMILY_REGISTRY.items()},
+)
 
 
 class SearchConfig(_Section):
@@ -400,7 +425,7 @@ class TrainConfig(_Section):
     def _something_to_train(self) -> TrainConfig:
         if not self.models.enabled():
             raise ValueError(
-                "models: every family is disabled; enable at least one of " + ", ".join(FAMILIES)
+                "models: every family is disabled; enable at least one of " + ", ".join(FAMILY_REGISTRY)
             )
         return self
 
@@ -447,7 +472,9 @@ def _format_validation_error(exc: ValidationError, model: type[BaseModel]) -> st
     problems = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "unknown_family":  # a models.<name> that no registered family has
+            problems.append(f"{loc}.{err['ctx']['name']}: {err['msg']}")
+        elif err["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, err["loc"][:-1])
             problems.append(f"{loc}: unknown key; allowed keys here: {', '.join(allowed)}")
         else:
@@ -545,7 +572,7 @@ class TrainParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     config_path: str = Field(DEFAULT_CONFIG_PATH, description="YAML config, relative to the project root.")
-    models: list[Literal["logistic_regression", "random_forest", "lightgbm", "xgboost"]] | None = Field(
+    models: list[Literal[FAMILIES]] | None = Field(  # type: ignore[valid-type] - the registry's names
         None, min_length=1, description="Model families to search; empty: those enabled in the config."
     )
     n_trials: int | None = Field(None, ge=1, le=10_000, description="Optuna trials per family.")
@@ -563,9 +590,9 @@ class TrainParameters(BaseModel):
     def config_overrides(self) -> dict[str, Any]:
         values: dict[str, Any] = dict(self.overrides)
         if self.models is not None:
-            values.update({f"models.{f}.enabled": f in self.models for f in FAMILIES})
+            values.update({f"models.{f}.enabled": f in self.models for f in FAMILY_REGISTRY})
         if self.n_trials is not None:
-            values.update({f"models.{f}.n_trials": self.n_trials for f in FAMILIES})
+            values.update({f"models.{f}.n_trials": self.n_trials for f in FAMILY_REGISTRY})
         if self.deployment_threshold is not None:
             values["evaluation.deployment_threshold"] = self.deployment_threshold
         if self.data_path is not None:

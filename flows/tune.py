@@ -175,7 +175,7 @@ def search_settings(
     config: TrainConfig, family: str, manifest: dict, n_jobs: int
 ) -> tuple[SearchSettings, DataSettings]:
     """What a family's search and its data preparation take from the run's config."""
-    model_cfg = getattr(config.models, family)
+    model_cfg = config.models.get(family)
     evaluation = config.evaluation
     settings = SearchSettings(
         metric=evaluation.comparison_metric,
@@ -358,7 +358,7 @@ def _search_cache_key(context, parameters: dict) -> str | None:
     if config.study_storage is None:
         return None  # an in-memory study cannot be resumed: nothing to reuse either
     manifest = read_json(RunPaths(parameters["run_dir"]).manifest)
-    model_cfg = getattr(config.models, family)
+    model_cfg = config.models.get(family)
     key = [study_name(config, family, manifest["data"]["sha256"]), model_cfg.n_trials, model_cfg.timeout_s,
            config.study_storage, config.tracking.backend]
     return "search-" + hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:24]

@@ -129,7 +129,7 @@ def write_candidate(paths: RunPaths, candidate: Candidate) -> None:
 
 def read_candidates(paths: RunPaths) -> list[Candidate]:
     """The run's candidates in the configured family order (the last tie-break of selection)."""
-    from config.schema import FAMILIES
+    from tasks.ml.estimators import FAMILIES
 
     files = list(paths.candidates.glob("*.json")) if paths.candidates.is_dir() else []
     order = {name: i for i, name in enumerate(FAMILIES)}

@@ -1,7 +1,8 @@
-"""The estimator registry: one entry per model family (factory, search space, fit hook).
+"""The family registry: one `FamilySpec` per model family (factory, search space, fit hook, cost).
 
-`tune_model` is generic; families differ only in their `FamilySpec`. Gradient-boosted families
-early-stop on the validation split and report each boosting round to Optuna's pruner.
+Adding a family is one `register_family(FamilySpec(...))`: the config's `models` section, the
+deployment form and the search planner read this registry. Gradient-boosted families early-stop
+on the validation split and report boosting rounds to Optuna's pruner.
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ class FamilySpec:
     native_categorical: bool  # takes pandas category columns itself (preprocessing encoding native)
     space: Callable[..., dict[str, Any]]  # (trial, weighted) -> params
     make: Callable[[dict[str, Any], int, int, int], Any]  # (params, seed, n_jobs, n_classes)
-    fit: Callable[[Any, np.ndarray, np.ndarray, FitContext], dict[str, Any]]  # -> fit info
+    fit: Callable[[Any, np.ndarray, np.ndarray, FitContext], dict[str, Any]] | None = None  # -> fit info
+    cost: float = 1.0  # relative cost of one trial: the planner starts the costliest searches first
+    tasks: frozenset[str] = frozenset({"binary", "multiclass"})  # the tasks the family can learn
+    enabled_by_default: bool = True  # when the config does not mention the family
+
+    def fit_model(self, estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) -> dict[str, Any]:
+        return (self.fit or _plain_fit)(estimator, X, y, ctx)
 
 
 # Boosting rounds at which the pruner is asked: 10, 20, 40, 80, 160... Each report is a storage
@@ -246,17 +253,26 @@ def _fit_xgboost(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) 
     return {"best_iteration": int(estimator.best_iteration)}
 
 
-FAMILIES: dict[str, FamilySpec] = {
-    "logistic_regression": FamilySpec(
-        "logistic_regression", True, False, SEARCH_SPACES["logistic_regression"],
-        _make_logistic_regression, _plain_fit,
-    ),
-    "random_forest": FamilySpec(
-        "random_forest", False, False, SEARCH_SPACES["random_forest"], _make_random_forest, _fit_random_forest
-    ),
-    "lightgbm": FamilySpec("lightgbm", False, True, SEARCH_SPACES["lightgbm"], _make_lightgbm, _fit_lightgbm),
-    "xgboost": FamilySpec("xgboost", False, True, SEARCH_SPACES["xgboost"], _make_xgboost, _fit_xgboost),
-}
+FAMILIES: dict[str, FamilySpec] = {}
+
+
+def register_family(spec: FamilySpec) -> FamilySpec:
+    """Add (or replace) a model family; every part of gauntlet that lists families reads FAMILIES."""
+    FAMILIES[spec.name] = spec
+    return spec
+
+
+def unregister_family(name: str) -> None:
+    FAMILIES.pop(name, None)
+
+
+register_family(FamilySpec("logistic_regression", True, False, SEARCH_SPACES["logistic_regression"],
+                           _make_logistic_regression, _plain_fit, cost=1.0))
+register_family(FamilySpec("random_forest", False, False, SEARCH_SPACES["random_forest"], _make_random_forest,
+                           _fit_random_forest, cost=4.0))
+register_family(FamilySpec("lightgbm", False, True, SEARCH_SPACES["lightgbm"], _make_lightgbm, _fit_lightgbm,
+                           cost=1.5))
+register_family(FamilySpec("xgboost", False, True, SEARCH_SPACES["xgboost"], _make_xgboost, _fit_xgboost, cost=2.0))
 
 
 def get_family(name: str) -> FamilySpec:

@@ -314,7 +314,7 @@ def fit_estimator(
         early_stopping_rounds=settings.early_stopping_rounds, trial=trial,
         class_weight=params.get("class_weight"), rounds=rounds,
     )
-    info = spec.fit(estimator, data.X_train, data.y_train, ctx)
+    info = spec.fit_model(estimator, data.X_train, data.y_train, ctx)
     return estimator, info
 
 
