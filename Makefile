@@ -55,16 +55,16 @@ $(PREFECT_HOME)/.migrated: $(VENV)/.installed
 setup: $(PREFECT_HOME)/.migrated
 
 train: setup
-	$(BIN)/python flows/train.py --config $(CONFIG) $(ARGS)
+	$(BIN)/gauntlet train --config $(CONFIG) $(ARGS)
 
 evaluate: setup
-	$(BIN)/python flows/evaluate.py --run $(RUN) $(ARGS)
+	$(BIN)/gauntlet evaluate --run $(RUN) $(ARGS)
 
 serve: setup
-	$(BIN)/python -m tasks.serving --port $(PORT) $(ARGS)
+	$(BIN)/gauntlet serve --port $(PORT) $(ARGS)
 
 predict: setup
-	$(BIN)/python flows/predict.py --input $(INPUT) --output $(OUTPUT) $(ARGS)
+	$(BIN)/gauntlet predict --input $(INPUT) --output $(OUTPUT) $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -77,7 +77,7 @@ deploy: setup
 	PREFECT_API_URL=$(SERVER_API) $(BIN)/prefect --no-prompt deploy --all
 
 worker: setup
-	PREFECT_API_URL=$(SERVER_API) $(BIN)/prefect worker start --pool gauntlet-process --type process
+	PREFECT_API_URL=$(SERVER_API) $(BIN)/gauntlet worker --pool gauntlet-process
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -174,3 +174,20 @@ def split_dataset(frame: pd.DataFrame, info: DatasetInfo, config: TrainConfig, r
         "split %s -> %s", {k: v["rows"] for k, v in splits.items()}, paths.splits
     )
     return manifest
+
+
+def make_splits(config: TrainConfig, paths: RunPaths, stages: dict[str, dict]) -> DatasetInfo:
+    """load_dataset -> validate_dataset -> split_dataset, each a task and a measured stage; the whole
+    table's memory goes back to the OS afterwards (the searches read the splits back)."""
+    from tasks.stages import stage
+
+    with stage("load_dataset", stages):
+        frame = load_dataset(config.data.path, config)
+    with stage("validate_dataset", stages):
+        info = validate_dataset(frame, config)
+    with stage("split_dataset", stages):
+        split_dataset(frame, info, config, str(paths.root))
+    table_bytes = int(frame.memory_usage(index=False).sum())
+    del frame
+    ml_data.release_memory(table_bytes)
+    return info

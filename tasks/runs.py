@@ -16,7 +16,7 @@ from typing import Any
 from config.runtime import PROJECT_ROOT
 from config.schema import TrainConfig
 from tasks.ml.data import DatasetInfo
-from tasks.ml.results import Candidate
+from tasks.ml.results import Candidate, EvalReport
 
 PACKAGES = (
     "gauntlet", "prefect", "scikit-learn", "lightgbm", "xgboost", "xgboost-cpu", "optuna",
@@ -135,3 +135,53 @@ def read_candidates(paths: RunPaths) -> list[Candidate]:
     order = {name: i for i, name in enumerate(FAMILIES)}
     files.sort(key=lambda f: (order.get(f.stem, len(order)), f.stem))
     return [Candidate.model_validate(read_json(f)) for f in files]
+
+
+def dataset_name(config: TrainConfig) -> str:
+    return Path(config.data.path.removeprefix("builtin:")).name.split(".")[0]
+
+
+def train_run_name() -> str:
+    """train-<dataset>-<UTC timestamp>, readable in the Prefect UI's run list."""
+    from prefect.runtime import flow_run
+
+    from config.schema import TrainParameters
+
+    params = flow_run.parameters.get("params")
+    try:
+        params = params if isinstance(params, TrainParameters) else TrainParameters.model_validate(params or {})
+        name = dataset_name(params.to_config())
+    except Exception:  # a bad parameter fails the run itself, with its message; the name is cosmetic
+        name = "invalid-config"
+    return f"train-{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+
+
+def evaluate_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return f"evaluate-{Path(flow_run.parameters['run_dir']).name}"
+
+
+def predict_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return f"predict-{Path(str(flow_run.parameters.get('input_path', 'input'))).name}"
+
+
+def finish_run(paths: RunPaths, report: EvalReport, stages: dict[str, dict]) -> EvalReport:
+    """The evaluation's own stages merged in, the manifest and report.json written, the outcome logged."""
+    from prefect import get_run_logger
+
+    from tasks import monitoring
+    from tasks import reporting as rep
+    from tasks.stages import record_stages
+
+    stages.update(report.stages)  # registration, measured inside the evaluation
+    report = report.model_copy(update={"stages": stages})
+    record_stages(paths, stages)
+    rep.write_report_json(paths, report)
+    logger = get_run_logger()
+    logger.info("leaderboard\n%s", rep.format_leaderboard(report))
+    logger.info("stages\n%s", monitoring.format_stages(stages))
+    logger.info(rep.format_gate(report))
+    return report

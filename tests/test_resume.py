@@ -55,7 +55,7 @@ def _search_cached(artifacts: Path, family: str) -> bool:
     """Whether the family's finished search is in Prefect's result cache (its task completed)."""
     from prefect.settings import get_current_settings
 
-    from flows.tune import _search_cache_key
+    from tasks.search import _search_cache_key
     from tasks.runs import RunPaths, load_run_config
 
     for run in artifacts.glob("runs/*"):

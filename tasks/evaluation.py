@@ -1,0 +1,538 @@
+"""The evaluation's steps, each a Prefect task with its own state and duration on the run's page.
+
+Validation chooses and tunes; the test split is read once, for the champion only, and only
+predicted on. Results pass between the steps as typed values.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from config.errors import GauntletError
+from config.schema import TrainConfig
+from tasks import monitoring, registry
+from tasks import reporting as rep
+from tasks.ml import evaluation as ev_ml
+from tasks.ml.data import DatasetInfo, encode_target, features_and_target, read_parquet
+from tasks.ml.estimators import get_family
+from tasks.ml.evaluation import DecisionModel
+from tasks.ml.gate import decide_gate
+from tasks.ml.metrics import compute_metrics, confusion_summary, select_champion
+from tasks.ml.results import Candidate, EvalReport, GateDecision
+from tasks.ml.scoring import schema_metadata
+from tasks.ml.search import refit_on_rows
+from tasks.modeling import load_pipeline, save_pipeline
+from tasks.runs import RunPaths, dataset_info, load_run_config, read_candidates, read_json
+from tasks.tracking import start_tracker
+
+# In-memory values between the steps of one flow run: never cached, never hashed.
+step = task(cache_policy=NO_CACHE)
+
+
+@dataclass(frozen=True)
+class EvaluationInputs:
+    paths: RunPaths
+    config: TrainConfig
+    manifest: dict[str, Any]
+    info: DatasetInfo
+    candidates: list[Candidate]
+    X_valid: pd.DataFrame
+    y_valid: Any
+
+    @property
+    def metric(self) -> str:
+        return self.config.evaluation.comparison_metric
+
+    @property
+    def direction(self) -> str:
+        return self.config.evaluation.resolved_direction
+
+
+@dataclass(frozen=True)
+class Champion:
+    candidate: Candidate
+    model: Any  # its fitted pipeline (or the soft-voting ensemble)
+    candidates: list[Candidate]  # every competitor, the ensemble included when built
+
+
+@dataclass(frozen=True)
+class TestScores:
+    test: pd.DataFrame
+    X_test: pd.DataFrame
+    y_test: Any
+    proba: Any
+    y_pred: Any
+    metrics: dict[str, float]
+    confusion: list[dict[str, Any]]
+    scoring: dict[str, Any]  # compute_metrics' settings, the decision threshold included
+
+
+@dataclass(frozen=True)
+class Fairness:
+    summaries: dict[str, dict[str, float]] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class GateResult:
+    decision: GateDecision
+    previous: int | None  # the version 'champion' pointed to before this evaluation
+
+
+@dataclass(frozen=True)
+class Explanations:
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)
+    top_features: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    reports: dict[str, str]  # name -> path
+    tables: dict[str, pd.DataFrame]
+    figures: list[str]
+    card: str  # the model card; "{version}" is filled in once registered
+
+
+@dataclass(frozen=True)
+class Production:
+    model: DecisionModel  # what the registry stores as model.pkl
+    refit: dict[str, Any] | None  # the refit's record, None when no refit was asked for
+    stages: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Registration:
+    version: int | None
+    stages: dict[str, dict[str, Any]]
+    card_text: str
+
+
+@step(name="read_run")
+def read_run(run_dir: str, config: TrainConfig | None) -> EvaluationInputs:
+    """The run's config, dataset description, candidates and validation split; fails before any work
+    when nothing can win or a split or sensitive column is missing."""
+    paths = RunPaths(run_dir)
+    config = config or load_run_config(paths)
+    manifest = read_json(paths.manifest)
+    info = dataset_info(manifest)
+    candidates = read_candidates(paths)
+    try:
+        select_champion(candidates, config.evaluation.comparison_metric, config.evaluation.resolved_direction)
+    except ValueError as exc:
+        raise GauntletError(f"run {paths.run_id}: {exc}; rerun the training") from None
+    for split in ("valid", "test"):
+        if not paths.split(split).is_file():
+            raise GauntletError(f"run {paths.run_id} lacks {paths.split(split)}; rerun the training")
+    columns = pq.read_schema(paths.split("test")).names
+    missing = [c for c in config.evaluation.sensitive_columns if c not in columns]
+    if missing:
+        raise GauntletError(f"evaluation.sensitive_columns names columns not in the table: {missing}; "
+                            f"choose among {', '.join(columns[:12])}")
+    X_valid, y_valid = features_and_target(read_parquet(paths.split("valid")), info)
+    return EvaluationInputs(paths, config, manifest, info, candidates, X_valid, y_valid)
+
+
+@step(name="choose_champion")
+def choose_champion(run: EvaluationInputs) -> Champion:
+    """The best candidate on the validation metric (an ensemble of the top ones competes when enabled)."""
+    logger = get_run_logger()
+    candidates, ensemble = run.candidates, None
+    if run.config.evaluation.ensemble.enabled:
+        ens_candidate, ensemble = _build_ensemble(run, logger)
+        if ens_candidate is not None:
+            candidates = [*candidates, ens_candidate]
+    try:
+        champion = select_champion(candidates, run.metric, run.direction)
+    except ValueError as exc:
+        raise GauntletError(f"run {run.paths.run_id}: {exc}; rerun the training") from None
+    logger.info("champion on validation %s: %s (%.4f)", run.metric, champion.family,
+                champion.valid_metrics[run.metric])
+    model = ensemble if champion.family == "ensemble" else load_pipeline(champion.pipeline_path,
+                                                                         champion.pipeline_sha256)
+    return Champion(champion, model, candidates)
+
+
+def _build_ensemble(run: EvaluationInputs, logger: Any) -> tuple[Candidate | None, Any]:
+    """Soft voting over the top-k candidates by validation metric, scored on the valid split."""
+    ev = run.config.evaluation
+    ok = [c for c in run.candidates if c.status == "ok"]
+    if any("train+valid" in c.selection for c in ok):
+        logger.warning("ensemble skipped: the candidates were fitted on train+valid (small data), so the "
+                       "valid split cannot score their ensemble")
+        return None, None
+    ok.sort(key=lambda c: c.valid_metrics[ev.comparison_metric], reverse=ev.resolved_direction == "maximize")
+    members = ok[: ev.ensemble.top_k]
+    if len(members) < 2:
+        logger.warning("ensemble skipped: %d candidate(s) succeeded, it needs 2", len(members))
+        return None, None
+    ensemble = ev_ml.SoftVoteEnsemble(
+        [load_pipeline(c.pipeline_path, c.pipeline_sha256) for c in members], [c.family for c in members]
+    )
+    valid_metrics = compute_metrics(run.y_valid, ensemble.predict_proba(run.X_valid), n_classes=len(run.info.classes),
+                                    beta=ev.beta, average=ev.average)
+    path = run.paths.candidates / "ensemble.pkl"
+    sha = save_pipeline(ensemble, path)
+    candidate = Candidate(
+        family="ensemble", metric=ev.comparison_metric, best_params={"members": ensemble.names, "voting": "soft"},
+        valid_metrics=valid_metrics, pipeline_path=str(path), pipeline_sha256=sha, selection="the valid split",
+        search_seconds=round(sum(c.search_seconds for c in members), 3),
+    )
+    logger.info("ensemble of %s: valid %s %.4f", ensemble.names, ev.comparison_metric,
+                valid_metrics[ev.comparison_metric])
+    return candidate, ensemble
+
+
+@step(name="calibrate_and_set_threshold")
+def calibrate_and_set_threshold(run: EvaluationInputs, champion: Champion) -> DecisionModel:
+    """Calibration and the binary decision threshold, both fitted on the validation split only."""
+    logger = get_run_logger()
+    ev, info = run.config.evaluation, run.info
+    decision = ev_ml.DecisionModel(champion.model, name=champion.candidate.family)
+    wanted = ev.calibration != "none" or ev.tune_threshold
+    if wanted and "train+valid" in champion.candidate.selection:
+        logger.warning("calibration and threshold tuning skipped: the champion was fitted on train+valid "
+                       "(small data), so the valid split is not held out from it")
+        return decision
+    if ev.calibration != "none":
+        decision.calibrator = ev_ml.fit_calibrator(champion.model, run.X_valid, run.y_valid, ev.calibration,
+                                                   len(info.classes))
+        logger.info("calibrated the champion's probabilities (%s) on %d validation rows", ev.calibration,
+                    len(run.y_valid))
+    if ev.tune_threshold and info.task == "binary":
+        decision.threshold = ev_ml.tune_threshold(
+            run.y_valid, decision.predict_proba(run.X_valid), ev.comparison_metric, ev.beta, ev.resolved_direction)
+        logger.info("decision threshold tuned on validation %s: %.4f", ev.comparison_metric, decision.threshold)
+    elif ev.tune_threshold:
+        logger.warning("evaluation.tune_threshold applies to binary tasks; this %s task keeps argmax", info.task)
+    return decision
+
+
+@step(name="score_test_split")
+def score_test_split(run: EvaluationInputs, decision: DecisionModel) -> TestScores:
+    """The one read of the test split: predicted on, never fitted on."""
+    ev = run.config.evaluation
+    test = read_parquet(run.paths.split("test"))
+    X_test, y_test = features_and_target(test, run.info)
+    proba = decision.predict_proba(X_test)
+    y_pred = decision.predict(X_test)
+    scoring = {"n_classes": len(run.info.classes), "beta": ev.beta, "average": ev.average,
+               "threshold": decision.threshold}
+    metrics = compute_metrics(y_test, proba, **scoring)
+    return TestScores(test, X_test, y_test, proba, y_pred, metrics,
+                      confusion_summary(y_test, y_pred, run.info.classes), scoring)
+
+
+@step(name="bootstrap_intervals")
+def bootstrap_test_intervals(run: EvaluationInputs, scores: TestScores) -> dict[str, tuple[float, float]]:
+    """95% bootstrap intervals of every test metric (empty when evaluation.bootstrap_resamples is 0)."""
+    ev = run.config.evaluation
+    if not ev.bootstrap_resamples:
+        return {}
+    intervals = ev_ml.bootstrap_intervals(scores.y_test, scores.proba, n_resamples=ev.bootstrap_resamples,
+                                          seed=ev.seed, **scores.scoring)
+    low, high = intervals.get(run.metric, (float("nan"), float("nan")))
+    get_run_logger().info("test %s %.4f, bootstrap 95%% interval [%.4f, %.4f] (%d resamples)", run.metric,
+                          scores.metrics[run.metric], low, high, ev.bootstrap_resamples)
+    return intervals
+
+
+@step(name="check_fairness")
+def check_fairness(run: EvaluationInputs, scores: TestScores) -> Fairness:
+    """Per-group tables and the two differences for each sensitive column; a gate problem, if any."""
+    ev, logger = run.config.evaluation, get_run_logger()
+    positive = 1 if run.info.task == "binary" else 0
+    summaries, tables, problems = {}, {}, []
+    for column in ev.sensitive_columns:
+        table, summary = ev_ml.fairness_report(scores.y_test, scores.y_pred, scores.test[column], positive=positive)
+        tables[column], summaries[column] = table, summary
+        logger.info("fairness on %r: demographic parity difference %.3f, equalized odds difference %.3f",
+                    column, summary["demographic_parity_difference"], summary["equalized_odds_difference"])
+        if ev.fairness_max_difference is not None:
+            for key, value in summary.items():
+                if value > ev.fairness_max_difference:
+                    problems.append(f"{key.replace('_', ' ')} on {column!r} is {value:.3f} > "
+                                    f"evaluation.fairness_max_difference {ev.fairness_max_difference}")
+    return Fairness(summaries, tables, "; ".join(problems) or None)
+
+
+@step(name="apply_gate")
+def apply_gate(run: EvaluationInputs, scores: TestScores, fairness: Fairness) -> GateResult:
+    """The threshold, the fairness limit and the current champion scored on this run's test split."""
+    ev, root, name = run.config.evaluation, run.config.registry_dir, run.config.model_name
+    previous = registry.get_alias(root, name)
+    incumbent_value = incumbent_problem = None
+    if previous is not None and ev.compare_with_champion:
+        incumbent_value, incumbent_problem = _score_incumbent(run, previous, scores.test)
+    gate = decide_gate(
+        run.metric, run.direction, ev.deployment_threshold, scores.metrics[run.metric],
+        incumbent_version=previous if ev.compare_with_champion else None,
+        incumbent_value=incumbent_value, incumbent_problem=incumbent_problem,
+        margin=ev.champion_margin, fairness_problem=fairness.problem,
+    )
+    get_run_logger().info("gate: %s", gate.reason)
+    return GateResult(gate, previous)
+
+
+def _score_incumbent(run: EvaluationInputs, version: int, test: pd.DataFrame) -> tuple[float | None, str | None]:
+    """The registered champion's metric on this run's test split, or (None, why it cannot be compared)."""
+    info, ev = run.info, run.config.evaluation
+    try:
+        # A refitted champion may have trained on these test rows: compare the model it was gated as.
+        model = registry.load_model(run.config.registry_dir, run.config.model_name, version=version, gated=True)
+    except GauntletError as exc:
+        return None, f"the current champion (version {version}) cannot be loaded: {exc}"
+    meta = model.metadata
+    if meta.get("target") != info.target or list(map(str, meta.get("classes", []))) != list(map(str, info.classes)):
+        return None, (
+            f"the current champion (version {version}) predicts {meta.get('target')!r} with classes "
+            f"{meta.get('classes')}, not {info.target!r} with {info.classes}: set another registry.model_name"
+        )
+    missing = [c for c in model.features if c not in test.columns]
+    if missing:
+        return None, f"the current champion (version {version}) needs columns this table lacks: {missing[:5]}"
+    proba = model.pipeline.predict_proba(test[model.features])
+    scores = compute_metrics(encode_target(test[info.target], info.classes), proba, n_classes=len(info.classes),
+                             beta=ev.beta, average=ev.average, threshold=getattr(model.pipeline, "threshold", None))
+    return scores[ev.comparison_metric], None
+
+
+@step(name="explain_champion")
+def explain_champion(run: EvaluationInputs, champion: Champion, decision: DecisionModel,
+                     scores: TestScores) -> Explanations:
+    """Permutation importance on validation and, for tree boosters, SHAP values; never fails the run."""
+    ev, logger, reports_dir = run.config.evaluation, get_run_logger(), run.paths.reports
+    if not ev.explain:
+        return Explanations()
+    tables, figures = {}, {}
+    try:
+        # At most 2,000 seeded validation rows: importances settle well before that.
+        sample = run.X_valid.sample(min(len(run.X_valid), 2000), random_state=ev.seed).index
+        rows = run.X_valid.index.get_indexer(sample)
+        importance = ev_ml.permutation_importances(decision, run.X_valid.iloc[rows], run.y_valid[rows],
+                                                   metric=run.metric, seed=ev.seed, **scores.scoring)
+        tables["permutation_importance"] = importance
+        reports_dir.mkdir(parents=True, exist_ok=True)
+        figures["permutation_importance"] = rep.plot_bars(
+            importance, "feature", "importance_mean", f"Permutation importance (validation {run.metric} drop)",
+            reports_dir / "permutation_importance.png")
+        shap = ev_ml.tree_shap_values(champion.model, run.X_valid.iloc[rows[:500]])  # TreeSHAP costs more per row
+        if shap is not None:
+            values, names, encoded = shap
+            tables["shap_importance"] = pd.DataFrame({"feature": names, "mean_abs_shap": abs(values).mean(axis=0)}
+                                                     ).sort_values("mean_abs_shap", ascending=False, ignore_index=True)
+            figures["shap_summary"] = rep.plot_shap_summary(values, names, encoded, reports_dir / "shap_summary.png")
+        else:
+            logger.info("SHAP values: %s has no native TreeSHAP (LightGBM and XGBoost do); permutation "
+                        "importance covers it", champion.candidate.family)
+        return Explanations(tables, figures, importance["feature"].head(5).tolist())
+    except Exception as exc:  # explanations inform; they never sink an evaluation
+        logger.warning("explanations failed and were skipped: %s: %s", type(exc).__name__, exc)
+        return Explanations()
+
+
+@step(name="write_reports")
+def write_reports(run: EvaluationInputs, champion: Champion, decision: DecisionModel, scores: TestScores,
+                  intervals: dict, fairness: Fairness, gate: GateResult, explanations: Explanations) -> ReportFiles:
+    """performance_metrics.csv, the confusion summary, plots, tables, test predictions, the model card."""
+    paths, info, cand = run.paths, run.info, champion.candidate
+    reports = rep.write_reports(paths, champion.candidates, cand.family, scores.metrics, scores.confusion, intervals)
+    y_test, y_pred, proba = scores.y_test, scores.y_pred, scores.proba
+    for key, plot in {"confusion_matrix": rep.plot_confusion_matrix, "roc_curve": rep.plot_roc_curve,
+                      "pr_curve": rep.plot_pr_curve, "calibration_curve": rep.plot_calibration_curve}.items():
+        plot(y_test, y_pred if key == "confusion_matrix" else proba, info.classes, paths.reports / f"{key}.png")
+    figures = ["confusion_matrix", "roc_curve", "pr_curve", "calibration_curve", *explanations.figures]
+    tables = {"classification_report": rep.classification_report_table(y_test, y_pred, info.classes),
+              **explanations.tables, **{f"fairness_{c}": t for c, t in fairness.tables.items()}}
+    predictions = pd.DataFrame(proba, columns=[f"proba_{c}" for c in info.classes])
+    predictions.insert(0, "predicted", [info.classes[k] for k in y_pred])
+    predictions.insert(0, "actual", scores.test[info.target].to_numpy())
+    predictions.to_csv(paths.reports / "test_predictions.csv", index=False)  # what the gate saw, row by row
+    reports["test_predictions"] = str(paths.reports / "test_predictions.csv")
+    for key, table in tables.items():
+        table.to_csv(paths.reports / f"{key}.csv", index=False)
+        reports[key] = str(paths.reports / f"{key}.csv")
+    reports.update({f"{key}_png": str(paths.reports / f"{key}.png") for key in figures})
+    ev, manifest = run.config.evaluation, run.manifest
+    card = rep.model_card({
+        "model_name": run.config.model_name, "family": cand.family, "metric": run.metric,
+        "valid_value": cand.valid_metrics[run.metric], "task": info.task, "target": info.target,
+        "classes": info.classes, "run_id": paths.run_id, "data_sha256": manifest["data"]["sha256"],
+        "config_hash": manifest["config_hash"], "data_path": manifest["data"]["path"],
+        "n_features": len(info.features), "gate": gate.decision.reason, "test_metrics": scores.metrics,
+        "intervals": intervals, "splits": manifest["splits"], "test_rows": len(scores.test),
+        "params": cand.best_params, "registry_root": str(run.config.registry_dir), "calibration": ev.calibration,
+        "decision": f"P({info.positive_class}) >= {decision.threshold:.4f} (tuned on validation)"
+        if decision.threshold is not None else "the most probable class",
+        "fairness": fairness.summaries, "top_features": explanations.top_features,
+    })
+    return ReportFiles(reports, tables, figures, card)
+
+
+@step(name="export_onnx")
+def export_onnx(decision: DecisionModel, scores: TestScores) -> tuple[bytes | None, dict[str, Any]]:
+    """The champion as ONNX, kept only when its probabilities match the original's on the test split."""
+    from tasks.ml.onnx_export import export
+
+    logger = get_run_logger()
+    onnx_bytes, record = export(decision, scores.X_test)
+    if onnx_bytes is not None:
+        logger.info("ONNX export kept: %d KB, largest probability difference %.1e on %d test rows",
+                    len(onnx_bytes) // 1024, record["max_abs_probability_diff"], len(scores.X_test))
+    else:
+        logger.warning("ONNX export not kept: %s", record["reason"])
+    return onnx_bytes, record
+
+
+@step(name="refit_champion")
+def refit_champion(run: EvaluationInputs, champion: Champion, decision: DecisionModel) -> Production:
+    """registry.refit_on_full_data: the gated pipeline and hyperparameters fitted again on every labelled
+    row (train+valid+test), with the gated threshold; or the gated model with the reason a refit does
+    not apply."""
+    cand, paths, config = champion.candidate, run.paths, run.config
+    kept = {"refitted": False, "model_file": "model.pkl (the gated model)"}
+    if cand.family == "ensemble":
+        record = {**kept, "reason": "an ensemble's members are not refitted one by one: registered as gated"}
+        return Production(decision, record, {})
+    if decision.calibrator is not None:
+        record = {**kept, "reason": "the calibration is fitted on held-out rows, and a refit on every row leaves "
+                                    "none: registered as gated (or set evaluation.calibration: none)"}
+        return Production(decision, record, {})
+    from tasks.search import search_settings
+
+    with monitoring.measure("refit") as usage:
+        settings, data_settings = search_settings(config, cand.family, run.manifest, os.cpu_count() or 1)
+        train = read_parquet(paths.split("train"))
+        rows = pd.concat([train, read_parquet(paths.split("valid")), read_parquet(paths.split("test"))],
+                         ignore_index=True)
+        pipeline, record = refit_on_rows(get_family(cand.family), run.info, rows, cand.best_params, settings,
+                                         data_settings, cand.best_iteration, cand.train_rows or len(train))
+    record.update(
+        refitted=True, model_file="model.pkl (the refit: the version's production model)",
+        gated_model_file="gated_model.pkl",
+        metrics_from="the held-out evaluation of gated_model.pkl, fitted on the train split before the refit: "
+                     "the refitted model has no held-out rows left to be measured on",
+    )
+    rounds = record.get("boosting_rounds")
+    get_run_logger().info("refitted %s on all %d rows%s (%.1fs); the version's metrics are the gated model's",
+                          cand.family, record["rows"],
+                          f", {rounds['refit']} boosting rounds ({rounds['gated']} x {rounds['scale']})"
+                          if rounds else "", record["fit_seconds"])
+    production = DecisionModel(model=pipeline, calibrator=None, threshold=decision.threshold, name=decision.name)
+    return Production(production, record, {"refit": usage.record})
+
+
+@step(name="register_champion")
+def register_champion(run: EvaluationInputs, champion: Champion, decision: DecisionModel, scores: TestScores,
+                      intervals: dict, fairness: Fairness, gate: GateResult, files: ReportFiles,
+                      production: Production | None, onnx: tuple[bytes | None, dict] | None) -> Registration:
+    """A new registry version when the gate passed ('champion' moves to it), and the model card."""
+    logger, paths, info, manifest = get_run_logger(), run.paths, run.info, run.manifest
+    root, name, cand, ev = run.config.registry_dir, run.config.model_name, champion.candidate, run.config.evaluation
+    version, stages = None, dict(production.stages) if production else {}
+    if gate.decision.passed:
+        extra_files = {"model.onnx": onnx[0]} if onnx and onnx[0] is not None else {}
+        refit = production.refit if production else None
+        if refit and refit.get("refitted"):
+            extra_files["gated_model.pkl"] = pickle.dumps(decision, protocol=pickle.HIGHEST_PROTOCOL)
+        with monitoring.measure("register") as usage:
+            version = registry.register_model(
+                root, name, production.model if production else decision, model_card=files.card,
+                extra_files=extra_files, metadata={
+                    "family": cand.family, "run_id": paths.run_id, "run_dir": str(paths.root),
+                    "metric": run.metric, "direction": run.direction, "valid_metrics": cand.valid_metrics,
+                    "test_metrics": scores.metrics, "test_intervals": intervals, "params": cand.best_params,
+                    "calibration": ev.calibration, "decision_threshold": decision.threshold,
+                    "data_sha256": manifest["data"]["sha256"], "config_hash": manifest["config_hash"],
+                    "task": info.task, "target": info.target, "classes": info.classes,
+                    "features": info.features, "gate": gate.decision.model_dump(mode="json"),
+                    "fairness": fairness.summaries, "input_schema": schema_metadata(scores.X_test, info),
+                    "packages": manifest["packages"], "tracking_key": cand.tracking_key,
+                    **({"onnx": onnx[1]} if onnx is not None else {}), **({"refit": refit} if refit else {}),
+                })
+        stages["register"] = usage.record
+        logger.info("registered %s version %d; 'champion' moved from %s", name, version,
+                    f"version {gate.previous}" if gate.previous else "nowhere (first champion)")
+    else:
+        logger.warning("not registered: %s; 'champion' stays at %s", gate.decision.reason, gate.previous)
+    card_text = files.card.replace("{version}", str(version) if version else "(not registered)")
+    (paths.reports / "model_card.md").write_text(card_text)
+    files.reports["model_card"] = str(paths.reports / "model_card.md")
+    return Registration(version, stages, card_text)
+
+
+@step(name="log_to_tracker")
+def log_to_tracker(run: EvaluationInputs, champion: Champion, decision: DecisionModel, scores: TestScores,
+                   intervals: dict, fairness: Fairness, gate: GateResult, files: ReportFiles,
+                   registration: Registration) -> tuple[str | None, str]:
+    """The evaluation's experiment (Comet, or its offline archive): metrics, plots, tables, the registry
+    version. Returns (experiment key, where it went)."""
+    paths, config, cand, version = run.paths, run.config, champion.candidate, registration.version
+    tracker = start_tracker(config.tracking, config.comet_dir, name=f"{paths.run_id}-evaluation",
+                            tags=["gauntlet", "evaluation", cand.family])
+    try:
+        tracker.log_params({"run_id": paths.run_id, "champion_family": cand.family, "metric": run.metric,
+                            "direction": run.direction, "deployment_threshold": gate.decision.threshold,
+                            "data_sha256": run.manifest["data"]["sha256"], "config_hash": run.manifest["config_hash"]})
+        tracker.log_metrics({f"test_{k}": v for k, v in scores.metrics.items()})
+        tracker.log_metrics({f"valid_{k}": v for k, v in cand.valid_metrics.items()})
+        tracker.log_confusion_matrix(scores.y_test, scores.y_pred, [str(c) for c in run.info.classes])
+        tracker.log_other("champion_family", cand.family)
+        tracker.log_other("gate_passed", gate.decision.passed)
+        tracker.log_other("gate_decision", gate.decision.reason)
+        tracker.log_other("registry_version", version if version is not None else "not registered")
+        if version is not None:  # the champion in Comet's model registry too (online)
+            tracker.log_model(config.model_name, Path(config.registry_dir) / config.model_name / str(version)
+                              / "model.pkl")
+            tracker.register_model(config.model_name, version, tags=[cand.family, "champion", run.info.task],
+                                   description=gate.decision.reason)
+        for key in files.figures:
+            tracker.log_image(key, paths.reports / f"{key}.png")
+        for key, table in files.tables.items():
+            tracker.log_table(f"{key}.csv", table)
+        for key, (low, high) in intervals.items():
+            tracker.log_metrics({f"test_{key}_lower": low, f"test_{key}_upper": high})
+        for column, summary in fairness.summaries.items():
+            tracker.log_metrics({f"fairness_{column}_{k}": v for k, v in summary.items()})
+        tracker.log_other("decision_threshold", decision.threshold if decision.threshold is not None else "argmax")
+        for stage_name, figures in {**run.manifest.get("stages", {}), **registration.stages}.items():
+            tracker.log_metrics({f"stage_{stage_name.replace(' ', '_')}_{k}": v for k, v in figures.items()
+                                 if isinstance(v, int | float)})
+        for key in ("performance_metrics", "confusion_matrix_summary", "model_card"):
+            tracker.log_artifact(files.reports[key])
+    finally:
+        tracker.end()
+        get_run_logger().info(tracker.describe())
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+    return tracker.key, tracker.describe()
+
+
+@step(name="publish_report")
+def publish_report(run: EvaluationInputs, champion: Champion, decision: DecisionModel, scores: TestScores,
+                   intervals: dict, fairness: Fairness, gate: GateResult, files: ReportFiles,
+                   registration: Registration, tracking: tuple[str | None, str]) -> EvalReport:
+    """report.json and the Prefect artifacts (leaderboard, gate decision with the model card, tables)."""
+    cand, ev = champion.candidate, run.config.evaluation
+    report = EvalReport(
+        run_id=run.paths.run_id, run_dir=str(run.paths.root), champion=cand.family, metric=run.metric,
+        champion_valid=cand.valid_metrics[run.metric], test_metrics=scores.metrics, confusion=scores.confusion,
+        gate=gate.decision, registered=registration.version is not None, registry_version=registration.version,
+        previous_champion_version=gate.previous, candidates=champion.candidates, tracking_key=tracking[0],
+        tracking=tracking[1], stages=registration.stages, reports=files.reports, intervals=intervals,
+        calibration=ev.calibration, decision_threshold=decision.threshold, fairness=fairness.summaries,
+    )
+    rep.write_report_json(run.paths, report)
+    rep.publish_prefect_artifacts(report, registration.card_text, files.tables)
+    return report
