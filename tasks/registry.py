@@ -4,20 +4,27 @@
                                   metadata.json  metrics, params, hashes, sha256 of model.pkl
                                   MODEL_CARD.md
     <root>/<model_name>/aliases.json             {"champion": 3}
+    <root>/<model_name>/alias_history.jsonl      one JSON line per alias move (append-only)
 
 A version is written in full into a hidden temporary folder and then renamed into place, and the
 alias file is replaced by an atomic rename under a file lock: a crash leaves either the old state
 or the new one, never a half-written champion. Loading checks the sha256 before unpickling.
+
+Every alias move (a registration, `promote`, `rollback`, `set_alias`) is appended, under the same
+lock and after the alias file was replaced, to the model's alias history: who moved which alias from
+which version to which, when and why.
 """
 
 from __future__ import annotations
 
+import getpass
 import hashlib
+import json
 import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,8 @@ from tasks.modeling import load_pipeline, save_pipeline
 from tasks.runs import read_json, write_json
 
 ALIASES = "aliases.json"
+HISTORY = "alias_history.jsonl"
+CHAMPION = "champion"
 
 
 def _model_dir(root: str | Path, model_name: str) -> Path:
@@ -97,8 +106,11 @@ def set_alias(root: str | Path, model_name: str, alias: str, version: int) -> No
         if not (model_dir / str(version) / "metadata.json").is_file():
             raise RegistryError(f"cannot point {alias!r} at missing version {version} of {model_name!r}")
         aliases = get_aliases(root, model_name)
+        previous = aliases.get(alias)
         aliases[alias] = version
         write_json(model_dir / ALIASES, aliases, durable=True)
+        if previous != version:
+            _append_history(model_dir, alias, "set", version, previous, "set through set_alias")
 
 
 def register_model(
@@ -111,7 +123,9 @@ def register_model(
     extra_files: dict[str, bytes] | None = None,
 ) -> int:
     """Add a new version (complete before it becomes visible) and optionally move `alias` to it.
-    `extra_files` (e.g. model.onnx) are written into the version too; their sha256 are recorded."""
+    `extra_files` (e.g. model.onnx) are written into the version too; their sha256 are recorded.
+    The alias move is recorded in the alias history with the gate's reason (`metadata["gate"]["reason"]`)
+    when the metadata holds one, else "registered by run <run_id>"."""
     model_dir = _model_dir(root, model_name)
     remove_stale_staging(model_dir)
     staging = model_dir / f".staging-{uuid.uuid4().hex}"
@@ -144,8 +158,16 @@ def register_model(
             _fsync_dir(model_dir)
             if alias:
                 aliases = get_aliases(root, model_name)
+                previous = aliases.get(alias)
                 aliases[alias] = version
                 write_json(model_dir / ALIASES, aliases, durable=True)
+                run_id = metadata.get("run_id")
+                gate = metadata.get("gate")
+                reason = gate.get("reason") if isinstance(gate, dict) else None
+                if not reason:
+                    reason = f"registered by run {run_id}" if run_id else "registered (no run id)"
+                _append_history(model_dir, alias, "register", version, previous, str(reason),
+                                run_id=str(run_id) if run_id else None)
         return version
     finally:
         if staging.exists():
@@ -169,37 +191,158 @@ def remove_stale_staging(model_dir: Path, older_than_s: float | None = None) -> 
             pass
 
 
-def verify(root: str | Path) -> list[str]:
-    """Every problem found in the registry at `root` (empty when sound): each version complete (its
-    metadata readable, its files present and matching their recorded sha256) and each alias pointing
-    at a complete version. Reads every model file once; loads none."""
+# --- Alias history -------------------------------------------------------------------------------
+# <model>/alias_history.jsonl: one JSON object per line, oldest first, appended (fsynced) under the
+# model's lock right after the alias file was replaced. Fields: seq (1, 2, ...), time (UTC, ISO 8601),
+# alias, action (register | promote | rollback | set), version (where the alias points after the
+# move), previous (where it pointed before; null: nowhere), reason, user; undoes (rollback: the seq
+# of the move it undid) and run_id (register) when they apply. A crash can leave at most a torn last
+# line without its newline: never a record, skipped by readers and cut off by the next append.
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One alias move: `alias` went from version `previous` to version `version`."""
+
+    seq: int
+    time: str
+    alias: str
+    action: str
+    version: int
+    previous: int | None
+    reason: str
+    user: str
+    undoes: int | None = None
+    run_id: str | None = None
+
+    @classmethod
+    def from_json(cls, record: Any) -> AliasMove:
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+
+        def optional_int(key: str) -> int | None:
+            return None if record.get(key) is None else int(record[key])
+
+        return cls(
+            seq=int(record["seq"]), time=str(record["time"]), alias=str(record["alias"]),
+            action=str(record["action"]), version=int(record["version"]), previous=optional_int("previous"),
+            reason=str(record.get("reason", "")), user=str(record.get("user", "")),
+            undoes=optional_int("undoes"), run_id=None if record.get("run_id") is None else str(record["run_id"]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None or k == "previous"}
+
+    def describe(self) -> str:
+        before = "nowhere" if self.previous is None else f"v{self.previous}"
+        return (f"#{self.seq} {self.time} {self.action} {self.alias}: {before} -> v{self.version} "
+                f"by {self.user}: {self.reason}")
+
+
+def _parse_history(data: bytes) -> tuple[list[AliasMove], list[str]]:
+    """(the moves, a problem per unreadable line). The piece after the last newline is a line torn
+    by a crash mid-append, never a record: skipped."""
+    moves: list[AliasMove] = []
+    problems: list[str] = []
+    for number, line in enumerate(data.split(b"\n")[:-1], 1):
+        if not line.strip():
+            continue
+        try:
+            moves.append(AliasMove.from_json(json.loads(line)))
+        except Exception as exc:
+            problems.append(f"{HISTORY} line {number} unreadable ({type(exc).__name__}: {exc})")
+    return moves, problems
+
+
+def _read_history(model_dir: Path) -> tuple[list[AliasMove], list[str]]:
+    path = model_dir / HISTORY
+    return _parse_history(path.read_bytes()) if path.is_file() else ([], [])
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (some containers): the move is still recorded
+        return "unknown"
+
+
+def _append_history(model_dir: Path, alias: str, action: str, version: int, previous: int | None,
+                    reason: str, undoes: int | None = None, run_id: str | None = None) -> AliasMove:
+    """Append one move to the model's alias history; the caller holds the model's lock. The line is
+    on the disk (fsync) when this returns."""
+    path = model_dir / HISTORY
+    data = path.read_bytes() if path.is_file() else b""
+    if data and not data.endswith(b"\n"):  # a line torn by a crash: cut it off, it was never a record
+        os.truncate(path, data.rfind(b"\n") + 1)
+    moves, _ = _parse_history(data)
+    move = AliasMove(
+        seq=max((m.seq for m in moves), default=0) + 1,
+        time=datetime.now(UTC).isoformat(timespec="seconds"), alias=alias, action=action, version=int(version),
+        previous=None if previous is None else int(previous), reason=reason, user=_current_user(),
+        undoes=undoes, run_id=run_id,
+    )
+    line = memoryview((json.dumps(move.to_json()) + "\n").encode())
+    created = not data
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        while line:
+            line = line[os.write(fd, line):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        _fsync_dir(model_dir)
+    return move
+
+
+def alias_history(root: str | Path, model_name: str, alias: str | None = None) -> list[AliasMove]:
+    """The model's alias moves, oldest first (only those of `alias` when given); unreadable lines,
+    which `verify` reports, are skipped."""
+    moves = _read_history(_model_dir(root, model_name))[0]
+    return [m for m in moves if alias is None or m.alias == alias]
+
+
+def _version_problem(root: str | Path, model_name: str, version: int) -> str | None:
+    """Why version `version` is not complete (its metadata unreadable, a file missing or failing its
+    recorded sha256), or None when it is. Reads every file of the version once; loads none."""
     from tasks.modeling import file_sha256
 
+    folder = _model_dir(root, model_name) / str(version)
+    if not folder.is_dir():
+        return "does not exist"
+    try:
+        metadata = read_json(folder / "metadata.json")
+        expected = {metadata["model_file"]: metadata["model_sha256"], **metadata.get("files_sha256", {})}
+        if int(metadata["version"]) != version:
+            raise ValueError(f"metadata says version {metadata['version']}")
+    except Exception as exc:
+        return f"metadata unreadable ({type(exc).__name__}: {exc})"
+    bad = [f for f, sha in expected.items() if not (folder / f).is_file() or file_sha256(folder / f) != sha]
+    return f"{', '.join(bad)} missing or failing its sha256" if bad else None
+
+
+def verify(root: str | Path) -> list[str]:
+    """Every problem found in the registry at `root` (empty when sound): each version complete (its
+    metadata readable, its files present and matching their recorded sha256), each alias pointing
+    at a complete version, and each line of the alias history readable. Reads every model file
+    once; loads none."""
     problems: list[str] = []
     for name in list_models(root):
         complete = set()
         for version in list_versions(root, name):
-            folder = _model_dir(root, name) / str(version)
-            try:
-                metadata = read_json(folder / "metadata.json")
-                expected = {metadata["model_file"]: metadata["model_sha256"], **metadata.get("files_sha256", {})}
-                if int(metadata["version"]) != version:
-                    raise ValueError(f"metadata says version {metadata['version']}")
-            except Exception as exc:
-                problems.append(f"{name} v{version}: metadata unreadable ({type(exc).__name__}: {exc})")
-                continue
-            bad = [f for f, sha in expected.items() if not (folder / f).is_file() or file_sha256(folder / f) != sha]
-            if bad:
-                problems.append(f"{name} v{version}: {', '.join(bad)} missing or failing its sha256")
+            problem = _version_problem(root, name, version)
+            if problem:
+                problems.append(f"{name} v{version}: {problem}")
             else:
                 complete.add(version)
         try:
             aliases = get_aliases(root, name)
         except Exception as exc:
             problems.append(f"{name}: {ALIASES} unreadable ({type(exc).__name__}: {exc})")
-            continue
-        problems += [f"{name}: alias {alias!r} points at version {v}, which is not complete"
-                     for alias, v in aliases.items() if v not in complete]
+        else:
+            problems += [f"{name}: alias {alias!r} points at version {v}, which is not complete"
+                         for alias, v in aliases.items() if v not in complete]
+        problems += [f"{name}: {problem}" for problem in _read_history(_model_dir(root, name))[1]]
     return problems
 
 
