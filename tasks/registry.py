@@ -12,7 +12,7 @@ or the new one, never a half-written champion. Loading checks the sha256 before 
 
 Every alias move (a registration, `promote`, `rollback`, `set_alias`) is appended, under the same
 lock and after the alias file was replaced, to the model's alias history: who moved which alias from
-which version to which, when and why.
+which version to which, when and why. `rollback` reads it to return the champion to where it was.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -300,6 +300,182 @@ def alias_history(root: str | Path, model_name: str, alias: str | None = None) -
     which `verify` reports, are skipped."""
     moves = _read_history(_model_dir(root, model_name))[0]
     return [m for m in moves if alias is None or m.alias == alias]
+
+
+# --- Operating the registry: list, show, promote, rollback -----------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One model of the registry: its versions, its aliases and the last alias move."""
+
+    name: str
+    versions: tuple[int, ...]
+    aliases: dict[str, int]
+    last_move: AliasMove | None
+
+    @property
+    def champion(self) -> int | None:
+        return self.aliases.get(CHAMPION)
+
+
+@dataclass(frozen=True)
+class VersionDescription:
+    """One version's record in readable fields; `problem` is None when every file of the version is
+    present and matches its recorded sha256."""
+
+    name: str
+    version: int
+    family: str | None
+    run_id: str | None
+    registered_at: str | None
+    metric: str | None
+    direction: str | None
+    test_metrics: dict[str, Any]
+    valid_metrics: dict[str, Any]
+    gate_passed: bool | None
+    gate_reason: str | None
+    model_file: str
+    model_sha256: str
+    files_sha256: dict[str, str]
+    aliases: tuple[str, ...]
+    problem: str | None
+    history: tuple[AliasMove, ...]  # the alias moves to or from this version
+    metadata: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """What `promote` or `rollback` did: `alias` now points at `version`, and pointed at `previous`."""
+
+    name: str
+    alias: str
+    version: int
+    previous: int | None
+    changed: bool
+    move: AliasMove | None  # the history record of the move (None when nothing changed)
+
+
+def _span(versions: list[int] | tuple[int, ...]) -> str:
+    """[1, 2, 3, 5] -> "1-3, 5"."""
+    parts: list[str] = []
+    for v in sorted(versions):
+        if parts and parts[-1].split("-")[-1] == str(v - 1):
+            parts[-1] = f"{parts[-1].split('-')[0]}-{v}"
+        else:
+            parts.append(str(v))
+    return ", ".join(parts) or "none"
+
+
+def describe_models(root: str | Path) -> list[ModelSummary]:
+    """Every model of the registry with its versions, aliases and last alias move (`list_models` gives
+    the names alone)."""
+    summaries = []
+    for name in list_models(root):
+        moves = alias_history(root, name)
+        summaries.append(ModelSummary(name, tuple(list_versions(root, name)), get_aliases(root, name),
+                                      moves[-1] if moves else None))
+    return summaries
+
+
+def describe_version(root: str | Path, model_name: str, version: int | None = None) -> VersionDescription:
+    """One version's metadata in readable fields (the champion's version when `version` is None), with
+    the aliases pointing at it, its alias history and its integrity (every file's sha256 checked)."""
+    name = resolve_model_name(root, model_name)
+    version = resolve_version(root, name, CHAMPION, version)
+    metadata = read_metadata(root, name, version)
+    gate = metadata.get("gate") if isinstance(metadata.get("gate"), dict) else {}
+
+    def optional_str(value: Any) -> str | None:
+        return None if value is None else str(value)
+
+    return VersionDescription(
+        name=name, version=version, family=optional_str(metadata.get("family")),
+        run_id=optional_str(metadata.get("run_id")), registered_at=optional_str(metadata.get("registered_at")),
+        metric=optional_str(metadata.get("metric") or gate.get("metric")),
+        direction=optional_str(metadata.get("direction") or gate.get("direction")),
+        test_metrics=dict(metadata.get("test_metrics") or {}), valid_metrics=dict(metadata.get("valid_metrics") or {}),
+        gate_passed=gate.get("passed"), gate_reason=optional_str(gate.get("reason")),
+        model_file=str(metadata.get("model_file", "model.pkl")), model_sha256=str(metadata.get("model_sha256", "")),
+        files_sha256=dict(metadata.get("files_sha256") or {}),
+        aliases=tuple(sorted(a for a, v in get_aliases(root, name).items() if v == version)),
+        problem=_version_problem(root, name, version),
+        history=tuple(m for m in alias_history(root, name) if version in (m.version, m.previous)),
+        metadata=metadata,
+    )
+
+
+def _move(root: str | Path, name: str, alias: str, version: int, action: str, reason: str,
+          undoes: int | None = None) -> AliasChange:
+    """Point `alias` at `version` and record the move; the caller holds the model's lock and checked
+    that `version` is complete."""
+    model_dir = _model_dir(root, name)
+    aliases = get_aliases(root, name)
+    previous = aliases.get(alias)
+    if previous == version:
+        return AliasChange(name, alias, version, previous, changed=False, move=None)
+    aliases[alias] = version
+    write_json(model_dir / ALIASES, aliases, durable=True)
+    move = _append_history(model_dir, alias, action, version, previous, reason, undoes=undoes)
+    return AliasChange(name, alias, version, previous, changed=True, move=move)
+
+
+def promote(root: str | Path, model_name: str, version: int, reason: str | None = None,
+            alias: str = CHAMPION) -> AliasChange:
+    """Point `alias` at `version` atomically (the alias file replaced by a rename under the model's
+    lock), recording the move with its reason, the previous version, the time and the user in the
+    alias history. Refuses a version that does not exist or fails its checksum; nothing changes then.
+    Promoting the version the alias already points at changes and records nothing."""
+    name = resolve_model_name(root, model_name)
+    version = int(version)
+    versions = list_versions(root, name)
+    if version not in versions:
+        raise RegistryError(f"model {name!r} has no version {version} in {root}; promote one of its versions "
+                            f"({_span(versions)})")
+    problem = _version_problem(root, name, version)  # versions never change once in place: no lock needed
+    if problem:
+        raise RegistryError(f"cannot promote {name!r} version {version}: {problem}; promote another version, "
+                            "or register this model again")
+    with _lock(_model_dir(root, name)):
+        return _move(root, name, alias, version, "promote", reason or "promoted by hand")
+
+
+def rollback(root: str | Path, model_name: str, reason: str | None = None, alias: str = CHAMPION) -> AliasChange:
+    """Move `alias` back to the version it pointed at before its last move, read from the alias
+    history; the rollback is recorded and undoes that move, so a second rollback goes one step
+    further back (undo a rollback with `promote`). When the history holds no earlier version (a
+    registry older than the history, a first registration), the alias goes to the highest complete
+    version below the current one. Refuses, changing nothing, when there is nowhere to go."""
+    name = resolve_model_name(root, model_name)
+    model_dir = _model_dir(root, name)
+    with _lock(model_dir):
+        current = get_aliases(root, name).get(alias)
+        if current is None:
+            raise RegistryError(f"model {name!r} has no {alias!r} alias in {root}: nothing to roll back; "
+                                f"promote a version first")
+        moves = [m for m in _read_history(model_dir)[0] if m.alias == alias]
+        undone = {m.undoes for m in moves if m.action == "rollback"}
+        standing = [m for m in moves if m.action != "rollback" and m.seq not in undone]
+        last = standing[-1] if standing else None
+        if last is not None and last.version == current and last.previous is not None:
+            target, undoes = last.previous, last.seq
+            problem = _version_problem(root, name, target)
+            if problem:
+                raise RegistryError(f"cannot roll back {name!r} {alias!r} to version {target}, where it pointed "
+                                    f"before: that version {problem}; promote a sound version instead")
+        else:
+            undoes = None
+            target = next((v for v in reversed(list_versions(root, name))
+                           if v < current and _version_problem(root, name, v) is None), None)
+            if target is None:
+                raise RegistryError(f"nothing to roll back to: {alias!r} of {name!r} points at version {current}, "
+                                    "its alias history holds no earlier version and no complete version lies "
+                                    "below it")
+        return _move(root, name, alias, target, "rollback", reason or "rolled back by hand", undoes=undoes)
 
 
 def _version_problem(root: str | Path, model_name: str, version: int) -> str | None:
