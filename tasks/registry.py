@@ -13,33 +13,38 @@ or the new one, never a half-written champion. Loading checks the sha256 before 
 Every alias move (a registration, `promote`, `rollback`, `set_alias`) is appended, under the same
 lock and after the alias file was replaced, to the model's alias history: who moved which alias from
 which version to which, when and why. `rollback` reads it to return the champion to where it was.
+Operators use `python -m tasks.registry list|show|history|promote|rollback|verify` (`main`).
 """
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
 from filelock import FileLock
 
-from config.errors import RegistryError
+from config.errors import GauntletError, RegistryError
 from tasks.modeling import load_pipeline, save_pipeline
 from tasks.runs import read_json, write_json
 
 ALIASES = "aliases.json"
 HISTORY = "alias_history.jsonl"
 CHAMPION = "champion"
+DEFAULT_ROOT = "artifacts/registry"
 
 
 def _model_dir(root: str | Path, model_name: str) -> Path:
@@ -617,21 +622,178 @@ def load_model(
     return RegisteredModel(load_pipeline(path, sha), metadata)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m tasks.registry verify [ROOT]`: check every version and alias; exit 1 on a problem."""
-    import argparse
+# --- Command line: `python -m tasks.registry ...` (and `gauntlet registry ...` through `main`) ------
 
-    parser = argparse.ArgumentParser(prog="python -m tasks.registry")
-    parser.add_argument("command", choices=["verify"])
-    parser.add_argument("root", nargs="?", default="artifacts/registry")
-    args = parser.parse_args(argv)
-    problems = verify(args.root)
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _version_arg(text: str) -> int:
+    """A version number: 3 or v3."""
+    try:
+        value = int(text[1:] if text[:1] in "vV" else text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a version is a number such as 3, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"versions start at 1, not {value}")
+    return value
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in [headers, *rows])
+
+
+def _existing_root(root: str) -> Path:
+    path = Path(root)
+    if not path.is_dir():
+        raise RegistryError(f"no registry at {path}: pass --registry DIR (default {DEFAULT_ROOT}, relative to "
+                            "the working directory), or run `make train` first")
+    return path
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    summaries = describe_models(_existing_root(args.registry))
+    if not summaries:
+        print(f"registry {args.registry}: no model yet")
+        return 0
+    rows = []
+    for m in summaries:
+        others = ", ".join(f"{a}=v{v}" for a, v in sorted(m.aliases.items()) if a != CHAMPION) or "-"
+        last = m.last_move
+        rows.append([m.name, _span(m.versions), "-" if m.champion is None else f"v{m.champion}", others,
+                     "-" if last is None else last.describe().split(" ", 1)[1]])
+    print(_table(["MODEL", "VERSIONS", CHAMPION.upper(), "OTHER ALIASES", "LAST ALIAS MOVE"], rows))
+    if args.history:
+        for m in summaries:
+            print(f"\n{m.name} alias history:")
+            print("\n".join(f"  {move.describe()}" for move in alias_history(args.registry, m.name)) or "  (empty)")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    d = describe_version(_existing_root(args.registry), args.name, args.version)
+
+    def metrics(values: dict[str, Any]) -> str:
+        return "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()) or "-"
+
+    gate = ("-" if d.gate_passed is None and d.gate_reason is None
+            else f"{'passed' if d.gate_passed else 'not passed'}: {d.gate_reason or '-'}")
+    lines = [
+        ("model", d.name),
+        ("version", f"v{d.version}"),
+        ("aliases", ", ".join(d.aliases) or "-"),
+        ("family", d.family or "-"),
+        ("run id", d.run_id or "-"),
+        ("registered", d.registered_at or "-"),
+        ("metric", f"{d.metric} ({d.direction})" if d.metric and d.direction else d.metric or "-"),
+        ("test", metrics(d.test_metrics)),
+        ("valid", metrics(d.valid_metrics)),
+        ("gate", gate),
+        ("sha256", f"{d.model_sha256} ({d.model_file})"),
+        *[("", f"{sha} ({f})") for f, sha in d.files_sha256.items()],
+        ("integrity", "ok: every file matches its sha256" if d.intact else f"FAILS: {d.problem}"),
+    ]
+    print("\n".join(f"{key:<11} {value}".rstrip() for key, value in lines))
+    print("alias moves to or from this version:")
+    print("\n".join(f"  {move.describe()}" for move in d.history) or "  (none)")
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    name = resolve_model_name(_existing_root(args.registry), args.name)
+    moves = alias_history(args.registry, name)
+    moves = moves[-args.limit:] if args.limit else moves
+    print("\n".join(move.describe() for move in moves) or f"{name}: no alias move recorded")
+    return 0
+
+
+def _report_change(change: AliasChange) -> int:
+    if not change.changed:
+        print(f"{change.name}: {change.alias!r} already points at v{change.version}; nothing changed")
+    else:
+        before = "nowhere" if change.previous is None else f"v{change.previous}"
+        print(f"{change.name}: {change.alias!r} moved from {before} to v{change.version} "
+              f"(recorded as #{change.move.seq if change.move else '?'} in {HISTORY})")
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    return _report_change(promote(_existing_root(args.registry), args.name, args.version, args.reason))
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    return _report_change(rollback(_existing_root(args.registry), args.name, args.reason))
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    root = args.root or args.registry
+    problems = verify(root)
     for problem in problems:
         print(f"problem: {problem}")
-    versions = sum(len(list_versions(args.root, n)) for n in list_models(args.root))
-    print(f"registry {args.root}: {len(list_models(args.root))} model(s), {versions} version(s), "
+    versions = sum(len(list_versions(root, n)) for n in list_models(root))
+    print(f"registry {root}: {len(list_models(root))} model(s), {versions} version(s), "
           f"{'sound' if not problems else f'{len(problems)} problem(s)'}")
     return 1 if problems else 0
+
+
+def build_parser(prog: str = "python -m tasks.registry") -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description="Operate the local model registry: list its models, show a "
+                     "version, promote or roll back the champion, verify every checksum.")
+    common = _Parser(add_help=False)
+    common.add_argument("--registry", metavar="DIR", default=DEFAULT_ROOT,
+                        help=f"the registry's folder (default: {DEFAULT_ROOT})")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help, description=help)
+        sub.set_defaults(run=run)
+        return sub
+
+    sub = command("list", _cmd_list, "every model: its versions, where each alias points, the last alias move")
+    sub.add_argument("--history", action="store_true", help="print every model's alias history too")
+    sub = command("show", _cmd_show, "one version's metadata, aliases, alias moves and integrity")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("--version", type=_version_arg, metavar="N", help="default: the champion's version")
+    sub = command("history", _cmd_history, "a model's alias moves, oldest first")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("--limit", type=int, metavar="N", help="only the last N moves")
+    sub = command("promote", _cmd_promote, "point 'champion' at a version (complete and checksummed)")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("version", type=_version_arg, metavar="VERSION")
+    sub.add_argument("--reason", metavar="TEXT", help="why, recorded in the alias history")
+    sub = command("rollback", _cmd_rollback, "move 'champion' back to where it pointed before its last move")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("--reason", metavar="TEXT", help="why, recorded in the alias history")
+    sub = command("verify", _cmd_verify, "check every version's files and sha256, every alias and the alias "
+                  "history; exit 1 on a problem")
+    sub.add_argument("root", nargs="?", metavar="DIR", help="the registry's folder (same as --registry)")
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m tasks.registry") -> int:
+    """The registry's command line; returns the exit code: 0 done, 1 `verify` found a problem, 2 an
+    error (one line on stderr, `error: ...`). `prog` names the command in help and messages
+    (`gauntlet registry` when called from the gauntlet CLI)."""
+    try:
+        args = build_parser(prog).parse_args(argv)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    try:
+        return args.run(args)
+    except (GauntletError, OSError) as exc:  # OSError: an unreadable folder, a lock not acquired in time
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
