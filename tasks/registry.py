@@ -4,33 +4,47 @@
                                   metadata.json  metrics, params, hashes, sha256 of model.pkl
                                   MODEL_CARD.md
     <root>/<model_name>/aliases.json             {"champion": 3}
+    <root>/<model_name>/alias_history.jsonl      one JSON line per alias move (append-only)
 
 A version is written in full into a hidden temporary folder and then renamed into place, and the
 alias file is replaced by an atomic rename under a file lock: a crash leaves either the old state
 or the new one, never a half-written champion. Loading checks the sha256 before unpickling.
+
+Every alias move (a registration, `promote`, `rollback`, `set_alias`) is appended, under the same
+lock and after the alias file was replaced, to the model's alias history: who moved which alias from
+which version to which, when and why. `rollback` reads it to return the champion to where it was.
+Operators use `python -m tasks.registry list|show|history|promote|rollback|verify` (`main`).
 """
 
 from __future__ import annotations
 
+import argparse
+import getpass
 import hashlib
+import json
 import os
 import shutil
+import sys
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
 from filelock import FileLock
 
-from config.errors import RegistryError
+from config.errors import GauntletError, RegistryError
 from tasks.modeling import load_pipeline, save_pipeline
 from tasks.runs import read_json, write_json
 
 ALIASES = "aliases.json"
+HISTORY = "alias_history.jsonl"
+CHAMPION = "champion"
+DEFAULT_ROOT = "artifacts/registry"
 
 
 def _model_dir(root: str | Path, model_name: str) -> Path:
@@ -97,8 +111,11 @@ def set_alias(root: str | Path, model_name: str, alias: str, version: int) -> No
         if not (model_dir / str(version) / "metadata.json").is_file():
             raise RegistryError(f"cannot point {alias!r} at missing version {version} of {model_name!r}")
         aliases = get_aliases(root, model_name)
+        previous = aliases.get(alias)
         aliases[alias] = version
         write_json(model_dir / ALIASES, aliases, durable=True)
+        if previous != version:
+            _append_history(model_dir, alias, "set", version, previous, "set through set_alias")
 
 
 def register_model(
@@ -111,7 +128,9 @@ def register_model(
     extra_files: dict[str, bytes] | None = None,
 ) -> int:
     """Add a new version (complete before it becomes visible) and optionally move `alias` to it.
-    `extra_files` (e.g. model.onnx) are written into the version too; their sha256 are recorded."""
+    `extra_files` (e.g. model.onnx) are written into the version too; their sha256 are recorded.
+    The alias move is recorded in the alias history with the gate's reason (`metadata["gate"]["reason"]`)
+    when the metadata holds one, else "registered by run <run_id>"."""
     model_dir = _model_dir(root, model_name)
     remove_stale_staging(model_dir)
     staging = model_dir / f".staging-{uuid.uuid4().hex}"
@@ -144,8 +163,16 @@ def register_model(
             _fsync_dir(model_dir)
             if alias:
                 aliases = get_aliases(root, model_name)
+                previous = aliases.get(alias)
                 aliases[alias] = version
                 write_json(model_dir / ALIASES, aliases, durable=True)
+                run_id = metadata.get("run_id")
+                gate = metadata.get("gate")
+                reason = gate.get("reason") if isinstance(gate, dict) else None
+                if not reason:
+                    reason = f"registered by run {run_id}" if run_id else "registered (no run id)"
+                _append_history(model_dir, alias, "register", version, previous, str(reason),
+                                run_id=str(run_id) if run_id else None)
         return version
     finally:
         if staging.exists():
@@ -169,37 +196,334 @@ def remove_stale_staging(model_dir: Path, older_than_s: float | None = None) -> 
             pass
 
 
-def verify(root: str | Path) -> list[str]:
-    """Every problem found in the registry at `root` (empty when sound): each version complete (its
-    metadata readable, its files present and matching their recorded sha256) and each alias pointing
-    at a complete version. Reads every model file once; loads none."""
+# --- Alias history -------------------------------------------------------------------------------
+# <model>/alias_history.jsonl: one JSON object per line, oldest first, appended (fsynced) under the
+# model's lock right after the alias file was replaced. Fields: seq (1, 2, ...), time (UTC, ISO 8601),
+# alias, action (register | promote | rollback | set), version (where the alias points after the
+# move), previous (where it pointed before; null: nowhere), reason, user; undoes (rollback: the seq
+# of the move it undid) and run_id (register) when they apply. A crash can leave at most a torn last
+# line without its newline: never a record, skipped by readers and cut off by the next append.
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One alias move: `alias` went from version `previous` to version `version`."""
+
+    seq: int
+    time: str
+    alias: str
+    action: str
+    version: int
+    previous: int | None
+    reason: str
+    user: str
+    undoes: int | None = None
+    run_id: str | None = None
+
+    @classmethod
+    def from_json(cls, record: Any) -> AliasMove:
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+
+        def optional_int(key: str) -> int | None:
+            return None if record.get(key) is None else int(record[key])
+
+        return cls(
+            seq=int(record["seq"]), time=str(record["time"]), alias=str(record["alias"]),
+            action=str(record["action"]), version=int(record["version"]), previous=optional_int("previous"),
+            reason=str(record.get("reason", "")), user=str(record.get("user", "")),
+            undoes=optional_int("undoes"), run_id=None if record.get("run_id") is None else str(record["run_id"]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None or k == "previous"}
+
+    def describe(self) -> str:
+        before = "nowhere" if self.previous is None else f"v{self.previous}"
+        return (f"#{self.seq} {self.time} {self.action} {self.alias}: {before} -> v{self.version} "
+                f"by {self.user}: {self.reason}")
+
+
+def _parse_history(data: bytes) -> tuple[list[AliasMove], list[str]]:
+    """(the moves, a problem per unreadable line). The piece after the last newline is a line torn
+    by a crash mid-append, never a record: skipped."""
+    moves: list[AliasMove] = []
+    problems: list[str] = []
+    for number, line in enumerate(data.split(b"\n")[:-1], 1):
+        if not line.strip():
+            continue
+        try:
+            moves.append(AliasMove.from_json(json.loads(line)))
+        except Exception as exc:
+            problems.append(f"{HISTORY} line {number} unreadable ({type(exc).__name__}: {exc})")
+    return moves, problems
+
+
+def _read_history(model_dir: Path) -> tuple[list[AliasMove], list[str]]:
+    path = model_dir / HISTORY
+    return _parse_history(path.read_bytes()) if path.is_file() else ([], [])
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (some containers): the move is still recorded
+        return "unknown"
+
+
+def _append_history(model_dir: Path, alias: str, action: str, version: int, previous: int | None,
+                    reason: str, undoes: int | None = None, run_id: str | None = None) -> AliasMove:
+    """Append one move to the model's alias history; the caller holds the model's lock. The line is
+    on the disk (fsync) when this returns."""
+    path = model_dir / HISTORY
+    data = path.read_bytes() if path.is_file() else b""
+    if data and not data.endswith(b"\n"):  # a line torn by a crash: cut it off, it was never a record
+        os.truncate(path, data.rfind(b"\n") + 1)
+    moves, _ = _parse_history(data)
+    move = AliasMove(
+        seq=max((m.seq for m in moves), default=0) + 1,
+        time=datetime.now(UTC).isoformat(timespec="seconds"), alias=alias, action=action, version=int(version),
+        previous=None if previous is None else int(previous), reason=reason, user=_current_user(),
+        undoes=undoes, run_id=run_id,
+    )
+    line = memoryview((json.dumps(move.to_json()) + "\n").encode())
+    created = not data
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        while line:
+            line = line[os.write(fd, line):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        _fsync_dir(model_dir)
+    return move
+
+
+def alias_history(root: str | Path, model_name: str, alias: str | None = None) -> list[AliasMove]:
+    """The model's alias moves, oldest first (only those of `alias` when given); unreadable lines,
+    which `verify` reports, are skipped."""
+    moves = _read_history(_model_dir(root, model_name))[0]
+    return [m for m in moves if alias is None or m.alias == alias]
+
+
+# --- Operating the registry: list, show, promote, rollback -----------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One model of the registry: its versions, its aliases and the last alias move."""
+
+    name: str
+    versions: tuple[int, ...]
+    aliases: dict[str, int]
+    last_move: AliasMove | None
+
+    @property
+    def champion(self) -> int | None:
+        return self.aliases.get(CHAMPION)
+
+
+@dataclass(frozen=True)
+class VersionDescription:
+    """One version's record in readable fields; `problem` is None when every file of the version is
+    present and matches its recorded sha256."""
+
+    name: str
+    version: int
+    family: str | None
+    run_id: str | None
+    registered_at: str | None
+    metric: str | None
+    direction: str | None
+    test_metrics: dict[str, Any]
+    valid_metrics: dict[str, Any]
+    gate_passed: bool | None
+    gate_reason: str | None
+    model_file: str
+    model_sha256: str
+    files_sha256: dict[str, str]
+    aliases: tuple[str, ...]
+    problem: str | None
+    history: tuple[AliasMove, ...]  # the alias moves to or from this version
+    metadata: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """What `promote` or `rollback` did: `alias` now points at `version`, and pointed at `previous`."""
+
+    name: str
+    alias: str
+    version: int
+    previous: int | None
+    changed: bool
+    move: AliasMove | None  # the history record of the move (None when nothing changed)
+
+
+def _span(versions: list[int] | tuple[int, ...]) -> str:
+    """[1, 2, 3, 5] -> "1-3, 5"."""
+    parts: list[str] = []
+    for v in sorted(versions):
+        if parts and parts[-1].split("-")[-1] == str(v - 1):
+            parts[-1] = f"{parts[-1].split('-')[0]}-{v}"
+        else:
+            parts.append(str(v))
+    return ", ".join(parts) or "none"
+
+
+def describe_models(root: str | Path) -> list[ModelSummary]:
+    """Every model of the registry with its versions, aliases and last alias move (`list_models` gives
+    the names alone)."""
+    summaries = []
+    for name in list_models(root):
+        moves = alias_history(root, name)
+        summaries.append(ModelSummary(name, tuple(list_versions(root, name)), get_aliases(root, name),
+                                      moves[-1] if moves else None))
+    return summaries
+
+
+def describe_version(root: str | Path, model_name: str, version: int | None = None) -> VersionDescription:
+    """One version's metadata in readable fields (the champion's version when `version` is None), with
+    the aliases pointing at it, its alias history and its integrity (every file's sha256 checked)."""
+    name = resolve_model_name(root, model_name)
+    version = resolve_version(root, name, CHAMPION, version)
+    metadata = read_metadata(root, name, version)
+    gate = metadata.get("gate") if isinstance(metadata.get("gate"), dict) else {}
+
+    def optional_str(value: Any) -> str | None:
+        return None if value is None else str(value)
+
+    return VersionDescription(
+        name=name, version=version, family=optional_str(metadata.get("family")),
+        run_id=optional_str(metadata.get("run_id")), registered_at=optional_str(metadata.get("registered_at")),
+        metric=optional_str(metadata.get("metric") or gate.get("metric")),
+        direction=optional_str(metadata.get("direction") or gate.get("direction")),
+        test_metrics=dict(metadata.get("test_metrics") or {}), valid_metrics=dict(metadata.get("valid_metrics") or {}),
+        gate_passed=gate.get("passed"), gate_reason=optional_str(gate.get("reason")),
+        model_file=str(metadata.get("model_file", "model.pkl")), model_sha256=str(metadata.get("model_sha256", "")),
+        files_sha256=dict(metadata.get("files_sha256") or {}),
+        aliases=tuple(sorted(a for a, v in get_aliases(root, name).items() if v == version)),
+        problem=_version_problem(root, name, version),
+        history=tuple(m for m in alias_history(root, name) if version in (m.version, m.previous)),
+        metadata=metadata,
+    )
+
+
+def _move(root: str | Path, name: str, alias: str, version: int, action: str, reason: str,
+          undoes: int | None = None) -> AliasChange:
+    """Point `alias` at `version` and record the move; the caller holds the model's lock and checked
+    that `version` is complete."""
+    model_dir = _model_dir(root, name)
+    aliases = get_aliases(root, name)
+    previous = aliases.get(alias)
+    if previous == version:
+        return AliasChange(name, alias, version, previous, changed=False, move=None)
+    aliases[alias] = version
+    write_json(model_dir / ALIASES, aliases, durable=True)
+    move = _append_history(model_dir, alias, action, version, previous, reason, undoes=undoes)
+    return AliasChange(name, alias, version, previous, changed=True, move=move)
+
+
+def promote(root: str | Path, model_name: str, version: int, reason: str | None = None,
+            alias: str = CHAMPION) -> AliasChange:
+    """Point `alias` at `version` atomically (the alias file replaced by a rename under the model's
+    lock), recording the move with its reason, the previous version, the time and the user in the
+    alias history. Refuses a version that does not exist or fails its checksum; nothing changes then.
+    Promoting the version the alias already points at changes and records nothing."""
+    name = resolve_model_name(root, model_name)
+    version = int(version)
+    versions = list_versions(root, name)
+    if version not in versions:
+        raise RegistryError(f"model {name!r} has no version {version} in {root}; promote one of its versions "
+                            f"({_span(versions)})")
+    problem = _version_problem(root, name, version)  # versions never change once in place: no lock needed
+    if problem:
+        raise RegistryError(f"cannot promote {name!r} version {version}: {problem}; promote another version, "
+                            "or register this model again")
+    with _lock(_model_dir(root, name)):
+        return _move(root, name, alias, version, "promote", reason or "promoted by hand")
+
+
+def rollback(root: str | Path, model_name: str, reason: str | None = None, alias: str = CHAMPION) -> AliasChange:
+    """Move `alias` back to the version it pointed at before its last move, read from the alias
+    history; the rollback is recorded and undoes that move, so a second rollback goes one step
+    further back (undo a rollback with `promote`). When the history holds no earlier version (a
+    registry older than the history, a first registration), the alias goes to the highest complete
+    version below the current one. Refuses, changing nothing, when there is nowhere to go."""
+    name = resolve_model_name(root, model_name)
+    model_dir = _model_dir(root, name)
+    with _lock(model_dir):
+        current = get_aliases(root, name).get(alias)
+        if current is None:
+            raise RegistryError(f"model {name!r} has no {alias!r} alias in {root}: nothing to roll back; "
+                                f"promote a version first")
+        moves = [m for m in _read_history(model_dir)[0] if m.alias == alias]
+        undone = {m.undoes for m in moves if m.action == "rollback"}
+        standing = [m for m in moves if m.action != "rollback" and m.seq not in undone]
+        last = standing[-1] if standing else None
+        if last is not None and last.version == current and last.previous is not None:
+            target, undoes = last.previous, last.seq
+            problem = _version_problem(root, name, target)
+            if problem:
+                raise RegistryError(f"cannot roll back {name!r} {alias!r} to version {target}, where it pointed "
+                                    f"before: that version {problem}; promote a sound version instead")
+        else:
+            undoes = None
+            target = next((v for v in reversed(list_versions(root, name))
+                           if v < current and _version_problem(root, name, v) is None), None)
+            if target is None:
+                raise RegistryError(f"nothing to roll back to: {alias!r} of {name!r} points at version {current}, "
+                                    "its alias history holds no earlier version and no complete version lies "
+                                    "below it")
+        return _move(root, name, alias, target, "rollback", reason or "rolled back by hand", undoes=undoes)
+
+
+def _version_problem(root: str | Path, model_name: str, version: int) -> str | None:
+    """Why version `version` is not complete (its metadata unreadable, a file missing or failing its
+    recorded sha256), or None when it is. Reads every file of the version once; loads none."""
     from tasks.modeling import file_sha256
 
+    folder = _model_dir(root, model_name) / str(version)
+    if not folder.is_dir():
+        return "does not exist"
+    try:
+        metadata = read_json(folder / "metadata.json")
+        expected = {metadata["model_file"]: metadata["model_sha256"], **metadata.get("files_sha256", {})}
+        if int(metadata["version"]) != version:
+            raise ValueError(f"metadata says version {metadata['version']}")
+    except Exception as exc:
+        return f"metadata unreadable ({type(exc).__name__}: {exc})"
+    bad = [f for f, sha in expected.items() if not (folder / f).is_file() or file_sha256(folder / f) != sha]
+    return f"{', '.join(bad)} missing or failing its sha256" if bad else None
+
+
+def verify(root: str | Path) -> list[str]:
+    """Every problem found in the registry at `root` (empty when sound): each version complete (its
+    metadata readable, its files present and matching their recorded sha256), each alias pointing
+    at a complete version, and each line of the alias history readable. Reads every model file
+    once; loads none."""
     problems: list[str] = []
     for name in list_models(root):
         complete = set()
         for version in list_versions(root, name):
-            folder = _model_dir(root, name) / str(version)
-            try:
-                metadata = read_json(folder / "metadata.json")
-                expected = {metadata["model_file"]: metadata["model_sha256"], **metadata.get("files_sha256", {})}
-                if int(metadata["version"]) != version:
-                    raise ValueError(f"metadata says version {metadata['version']}")
-            except Exception as exc:
-                problems.append(f"{name} v{version}: metadata unreadable ({type(exc).__name__}: {exc})")
-                continue
-            bad = [f for f, sha in expected.items() if not (folder / f).is_file() or file_sha256(folder / f) != sha]
-            if bad:
-                problems.append(f"{name} v{version}: {', '.join(bad)} missing or failing its sha256")
+            problem = _version_problem(root, name, version)
+            if problem:
+                problems.append(f"{name} v{version}: {problem}")
             else:
                 complete.add(version)
         try:
             aliases = get_aliases(root, name)
         except Exception as exc:
             problems.append(f"{name}: {ALIASES} unreadable ({type(exc).__name__}: {exc})")
-            continue
-        problems += [f"{name}: alias {alias!r} points at version {v}, which is not complete"
-                     for alias, v in aliases.items() if v not in complete]
+        else:
+            problems += [f"{name}: alias {alias!r} points at version {v}, which is not complete"
+                         for alias, v in aliases.items() if v not in complete]
+        problems += [f"{name}: {problem}" for problem in _read_history(_model_dir(root, name))[1]]
     return problems
 
 
@@ -298,21 +622,178 @@ def load_model(
     return RegisteredModel(load_pipeline(path, sha), metadata)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m tasks.registry verify [ROOT]`: check every version and alias; exit 1 on a problem."""
-    import argparse
+# --- Command line: `python -m tasks.registry ...` (and `gauntlet registry ...` through `main`) ------
 
-    parser = argparse.ArgumentParser(prog="python -m tasks.registry")
-    parser.add_argument("command", choices=["verify"])
-    parser.add_argument("root", nargs="?", default="artifacts/registry")
-    args = parser.parse_args(argv)
-    problems = verify(args.root)
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _version_arg(text: str) -> int:
+    """A version number: 3 or v3."""
+    try:
+        value = int(text[1:] if text[:1] in "vV" else text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a version is a number such as 3, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"versions start at 1, not {value}")
+    return value
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in [headers, *rows])
+
+
+def _existing_root(root: str) -> Path:
+    path = Path(root)
+    if not path.is_dir():
+        raise RegistryError(f"no registry at {path}: pass --registry DIR (default {DEFAULT_ROOT}, relative to "
+                            "the working directory), or run `make train` first")
+    return path
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    summaries = describe_models(_existing_root(args.registry))
+    if not summaries:
+        print(f"registry {args.registry}: no model yet")
+        return 0
+    rows = []
+    for m in summaries:
+        others = ", ".join(f"{a}=v{v}" for a, v in sorted(m.aliases.items()) if a != CHAMPION) or "-"
+        last = m.last_move
+        rows.append([m.name, _span(m.versions), "-" if m.champion is None else f"v{m.champion}", others,
+                     "-" if last is None else last.describe().split(" ", 1)[1]])
+    print(_table(["MODEL", "VERSIONS", CHAMPION.upper(), "OTHER ALIASES", "LAST ALIAS MOVE"], rows))
+    if args.history:
+        for m in summaries:
+            print(f"\n{m.name} alias history:")
+            print("\n".join(f"  {move.describe()}" for move in alias_history(args.registry, m.name)) or "  (empty)")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    d = describe_version(_existing_root(args.registry), args.name, args.version)
+
+    def metrics(values: dict[str, Any]) -> str:
+        return "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()) or "-"
+
+    gate = ("-" if d.gate_passed is None and d.gate_reason is None
+            else f"{'passed' if d.gate_passed else 'not passed'}: {d.gate_reason or '-'}")
+    lines = [
+        ("model", d.name),
+        ("version", f"v{d.version}"),
+        ("aliases", ", ".join(d.aliases) or "-"),
+        ("family", d.family or "-"),
+        ("run id", d.run_id or "-"),
+        ("registered", d.registered_at or "-"),
+        ("metric", f"{d.metric} ({d.direction})" if d.metric and d.direction else d.metric or "-"),
+        ("test", metrics(d.test_metrics)),
+        ("valid", metrics(d.valid_metrics)),
+        ("gate", gate),
+        ("sha256", f"{d.model_sha256} ({d.model_file})"),
+        *[("", f"{sha} ({f})") for f, sha in d.files_sha256.items()],
+        ("integrity", "ok: every file matches its sha256" if d.intact else f"FAILS: {d.problem}"),
+    ]
+    print("\n".join(f"{key:<11} {value}".rstrip() for key, value in lines))
+    print("alias moves to or from this version:")
+    print("\n".join(f"  {move.describe()}" for move in d.history) or "  (none)")
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    name = resolve_model_name(_existing_root(args.registry), args.name)
+    moves = alias_history(args.registry, name)
+    moves = moves[-args.limit:] if args.limit else moves
+    print("\n".join(move.describe() for move in moves) or f"{name}: no alias move recorded")
+    return 0
+
+
+def _report_change(change: AliasChange) -> int:
+    if not change.changed:
+        print(f"{change.name}: {change.alias!r} already points at v{change.version}; nothing changed")
+    else:
+        before = "nowhere" if change.previous is None else f"v{change.previous}"
+        print(f"{change.name}: {change.alias!r} moved from {before} to v{change.version} "
+              f"(recorded as #{change.move.seq if change.move else '?'} in {HISTORY})")
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    return _report_change(promote(_existing_root(args.registry), args.name, args.version, args.reason))
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    return _report_change(rollback(_existing_root(args.registry), args.name, args.reason))
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    root = args.root or args.registry
+    problems = verify(root)
     for problem in problems:
         print(f"problem: {problem}")
-    versions = sum(len(list_versions(args.root, n)) for n in list_models(args.root))
-    print(f"registry {args.root}: {len(list_models(args.root))} model(s), {versions} version(s), "
+    versions = sum(len(list_versions(root, n)) for n in list_models(root))
+    print(f"registry {root}: {len(list_models(root))} model(s), {versions} version(s), "
           f"{'sound' if not problems else f'{len(problems)} problem(s)'}")
     return 1 if problems else 0
+
+
+def build_parser(prog: str = "python -m tasks.registry") -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description="Operate the local model registry: list its models, show a "
+                     "version, promote or roll back the champion, verify every checksum.")
+    common = _Parser(add_help=False)
+    common.add_argument("--registry", metavar="DIR", default=DEFAULT_ROOT,
+                        help=f"the registry's folder (default: {DEFAULT_ROOT})")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help, description=help)
+        sub.set_defaults(run=run)
+        return sub
+
+    sub = command("list", _cmd_list, "every model: its versions, where each alias points, the last alias move")
+    sub.add_argument("--history", action="store_true", help="print every model's alias history too")
+    sub = command("show", _cmd_show, "one version's metadata, aliases, alias moves and integrity")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("--version", type=_version_arg, metavar="N", help="default: the champion's version")
+    sub = command("history", _cmd_history, "a model's alias moves, oldest first")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("--limit", type=int, metavar="N", help="only the last N moves")
+    sub = command("promote", _cmd_promote, "point 'champion' at a version (complete and checksummed)")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("version", type=_version_arg, metavar="VERSION")
+    sub.add_argument("--reason", metavar="TEXT", help="why, recorded in the alias history")
+    sub = command("rollback", _cmd_rollback, "move 'champion' back to where it pointed before its last move")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("--reason", metavar="TEXT", help="why, recorded in the alias history")
+    sub = command("verify", _cmd_verify, "check every version's files and sha256, every alias and the alias "
+                  "history; exit 1 on a problem")
+    sub.add_argument("root", nargs="?", metavar="DIR", help="the registry's folder (same as --registry)")
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m tasks.registry") -> int:
+    """The registry's command line; returns the exit code: 0 done, 1 `verify` found a problem, 2 an
+    error (one line on stderr, `error: ...`). `prog` names the command in help and messages
+    (`gauntlet registry` when called from the gauntlet CLI)."""
+    try:
+        args = build_parser(prog).parse_args(argv)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    try:
+        return args.run(args)
+    except (GauntletError, OSError) as exc:  # OSError: an unreadable folder, a lock not acquired in time
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
