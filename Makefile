@@ -21,12 +21,13 @@ PORT                  ?= 8000
 SERVER_API            ?= http://127.0.0.1:$(PREFECT_PORT)/api
 export GAUNTLET_NIGHTLY_CRON GAUNTLET_TIMEZONE
 
-.PHONY: help setup train test lint evaluate predict serve server deploy worker clean
+.PHONY: help setup train test lint docs evaluate predict serve server deploy worker clean
 
 help:
 	@echo "make train   set up .venv, then train on $(CONFIG) (extra flags: ARGS='--set key=value')"
 	@echo "make test    set up .venv, then run the test suite"
 	@echo "make lint    ruff over the project"
+	@echo "make docs    regenerate docs/configuration.md from the config schema's field descriptions"
 	@echo "make evaluate RUN=artifacts/runs/<run_id>   re-evaluate a finished run"
 	@echo "make predict INPUT=rows.parquet OUTPUT=predictions.parquet   score a file with the champion (ARGS='--version 3')"
 	@echo "make serve   REST predictions of the champion on http://127.0.0.1:$(PORT) (POST /predict, /docs)"
@@ -81,6 +82,10 @@ worker: setup
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
+
+# docs/configuration.md is generated; tests/test_config_reference.py fails when it is stale.
+docs: $(VENV)/.installed
+	$(BIN)/python -m config.reference
 
 clean:
 	rm -rf $(VENV) $(PREFECT_HOME) .pytest_cache .ruff_cache *.egg-info

@@ -74,6 +74,8 @@ class DataConfig(_Section):
 
 
 class SplitConfig(_Section):
+    """How rows are divided into train, valid and test."""
+
     strategy: Literal["stratified", "random", "time", "group"] = Field(
         "stratified",
         description="stratified | random | time (train < valid < test along split.time_column, no "
@@ -87,7 +89,7 @@ class SplitConfig(_Section):
     valid_size: float = Field(
         0.2, gt=0.0, lt=0.5, description="Fraction of all rows used for validation."
     )
-    seed: int = Field(42, ge=0)
+    seed: int = Field(42, ge=0, description="Seed of the split (and of data.sample_rows).")
 
     @model_validator(mode="after")
     def _strategy_has_its_column(self) -> SplitConfig:
@@ -107,6 +109,8 @@ class SplitConfig(_Section):
 
 
 class CategoricalConfig(_Section):
+    """Text, category and boolean columns, and integer codes listed in `columns`."""
+
     encoding: Literal["onehot", "ordinal", "target", "native"] = Field(
         "onehot",
         description="onehot | ordinal | target (scikit-learn's cross-fitted TargetEncoder) | native "
@@ -127,6 +131,8 @@ class CategoricalConfig(_Section):
 
 
 class NumericConfig(_Section):
+    """Number columns."""
+
     imputation: Literal["median", "mean", "most_frequent", "zero"] = Field(
         "median", description="How missing numbers are filled (learned on training rows only)."
     )
@@ -136,6 +142,8 @@ class NumericConfig(_Section):
 
 
 class ImbalanceConfig(_Section):
+    """Classes of very different sizes."""
+
     method: Literal["auto", "none", "class_weight", "smote", "random_over", "random_under"] = Field(
         "auto",
         description="auto: the search tries balanced class weights as a hyperparameter; none; "
@@ -148,6 +156,8 @@ class ImbalanceConfig(_Section):
 
 
 class PreprocessingConfig(_Section):
+    """Column handling, fitted on training rows only, once per family (once per fold in CV)."""
+
     categorical: CategoricalConfig = Field(default_factory=CategoricalConfig)
     numeric: NumericConfig = Field(default_factory=NumericConfig)
     imbalance: ImbalanceConfig = Field(default_factory=ImbalanceConfig)
@@ -174,7 +184,7 @@ class PreprocessingConfig(_Section):
 
 
 class ModelConfig(_Section):
-    enabled: bool = True
+    enabled: bool = Field(True, description="Search this family (false: leave it out of the run).")
     n_trials: int = Field(20, ge=1, le=100_000, description="Optuna trials for this family.")
     timeout_s: float | None = Field(
         None, gt=0, description="Stop this family's search after this many seconds."
@@ -215,6 +225,8 @@ ModelsConfig = create_model(
 
 
 class SearchConfig(_Section):
+    """The Optuna search run for each family."""
+
     seed: int = Field(42, ge=0, description="Seed of the Optuna sampler and of the models.")
     pruner: Literal["median", "successive_halving", "hyperband", "none"] = Field(
         "median",
@@ -302,23 +314,31 @@ class SearchConfig(_Section):
 
 
 class TrackingConfig(_Section):
-    backend: Literal["comet", "none"] = "comet"
+    """Experiment tracking: one Comet experiment per family search and one for the evaluation."""
+
+    backend: Literal["comet", "none"] = Field(
+        "comet", description="comet: log to Comet ML (online or offline archives); none: no tracking."
+    )
     mode: Literal["auto", "online", "offline"] = Field(
         "auto", description="auto: online when COMET_API_KEY is set, offline otherwise."
     )
-    project: str = Field("gauntlet", min_length=1)
-    workspace: str | None = None
+    project: str = Field("gauntlet", min_length=1, description="Comet project.")
+    workspace: str | None = Field(None, description="Comet workspace. Default: the API key's default workspace.")
     offline_dir: str | None = Field(
         None, description="Where offline archives go. Default: <artifacts_dir>/comet."
     )
 
 
 class EnsembleConfig(_Section):
+    """A soft-voting ensemble competing as one more candidate."""
+
     enabled: bool = Field(False, description="Add a soft-voting ensemble of the top-k candidates as a candidate.")
     top_k: int = Field(3, ge=2, le=4, description="Candidates (best validation metric first) in the ensemble.")
 
 
 class EvaluationConfig(_Section):
+    """Champion selection on valid, the single test scoring, and the gate before registration."""
+
     comparison_metric: str = Field(
         "fbeta", description="Validation metric that picks the champion: " + ", ".join(METRIC_DIRECTIONS)
     )
@@ -387,7 +407,9 @@ class EvaluationConfig(_Section):
 
 
 class RegistryConfig(_Section):
-    backend: Literal["local"] = "local"
+    """Where a champion that passes the gate is registered."""
+
+    backend: Literal["local"] = Field("local", description="local: the file registry under registry.path.")
     model_name: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
@@ -398,10 +420,9 @@ class RegistryConfig(_Section):
     path: str | None = Field(None, description="Local registry root. Default: <artifacts_dir>/registry.")
     refit_on_full_data: bool = Field(
         False,
-        description="Once the gate passes, refit the champion (same pipeline, same hyperparameters; GBMs: "
-        "the early-stopped boosting rounds scaled by the row ratio) on train+valid+test and register that "
-        "as the version's model.pkl; the gated model is kept beside it (gated_model.pkl), and the version's "
-        "metrics are the gated model's held-out ones. Not for ensembles or calibrated champions.",
+        description="Once the gate passes, refit the champion with the same hyperparameters on "
+        "train+valid+test and register that as model.pkl; the gated model stays as gated_model.pkl and its "
+        "metrics are the version's. Not for ensembles or calibrated champions.",
     )
     export_onnx: bool = Field(
         False,
@@ -415,7 +436,11 @@ class TrainConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     preprocessing: PreprocessingConfig = Field(default_factory=PreprocessingConfig)
-    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    models: ModelsConfig = Field(
+        default_factory=ModelsConfig,
+        description="One entry per model family, each searched by its own Optuna study; at least one "
+        "must be enabled. config/train.yaml sets each family's trials and timeout.",
+    )
     search: SearchConfig = Field(default_factory=SearchConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
