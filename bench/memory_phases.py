@@ -76,11 +76,11 @@ def main() -> int:
     from config.runtime import configure_environment
 
     configure_environment()  # the allocator settings a run uses (imports come before any stage)
-    from flows.tune import _prepare
     from tasks.ml import data as ml_data
     from tasks.ml.estimators import get_family
     from tasks.ml.search import DataSettings
     from tasks.runs import RunPaths
+    from tasks.search import shared_family_data as _prepare
 
     phases = Phases()
     frame = phases.run("read", ml_data.load_table, args.path)

@@ -82,13 +82,11 @@ def main() -> int:
     from config.runtime import configure_environment
 
     configure_environment()
-    from flows import _cli
-    from flows.train import main as train_main
+    from gauntlet.cli import main as gauntlet_main
     from tasks import registry
 
-    _cli.stop_local_server = lambda: None  # the soak's server outlives every run
     config = str(ROOT / "config" / "smoke.yaml")
-    argv = ["--config", config, "--set", f"artifacts_dir={artifacts}"]
+    argv = ["train", "--config", config, "--set", f"artifacts_dir={artifacts}"]
     failures, walls, own_rss, server_rss = [], [], [], [rss_mb(server.pid)]
     try:
         for i in range(1, args.runs + 1):
@@ -100,12 +98,12 @@ def main() -> int:
                 err = io.StringIO()
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
                     try:
-                        code = train_main(argv)
+                        code = gauntlet_main(argv)
                     except BaseException as exc:  # counted, then the soak goes on
                         code, err = 1, io.StringIO(f"{type(exc).__name__}: {exc}")
                 last = (err.getvalue().strip().splitlines() or [""])[-1]
             else:
-                out = subprocess.run([sys.executable, "flows/train.py", *argv], cwd=ROOT, capture_output=True,
+                out = subprocess.run([sys.executable, "-m", "gauntlet.cli", *argv], cwd=ROOT, capture_output=True,
                                      text=True, timeout=900)
                 code, last = out.returncode, (out.stderr.strip().splitlines() or [""])[-1]
             walls.append(time.perf_counter() - started)
@@ -116,11 +114,6 @@ def main() -> int:
             print(f"run {i:3d}: exit {code}, {walls[-1]:5.1f} s, soak process RSS {own_rss[-1]:6.0f} MB, "
                   f"server RSS {server_rss[-1]:5.0f} MB", flush=True)
     finally:
-        from prefect.events.worker import EventsWorker
-        from prefect.logging.handlers import APILogWorker
-
-        for worker in (APILogWorker, EventsWorker):  # sent while the server is still up
-            worker.drain_all(timeout=10)
         server.terminate()
         server.wait(timeout=30)
 

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "registry":
         from tasks.registry import main as registry
 
-        return registry(argv[1:])
+        return registry(argv[1:], prog="gauntlet registry")
     args = parser().parse_args(argv)
     from config.errors import GauntletError
 

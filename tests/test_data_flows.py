@@ -178,7 +178,7 @@ def test_data_sample_rows_trains_on_a_stratified_sample(tmp_path):
     rows = sum(manifest["splits"][s]["rows"] for s in ("train", "valid", "test"))
     assert rows == 300
     from config.schema import load_config
-    from flows.tune import study_name
+    from tasks.search import study_name
 
     sampled = load_config(PROJECT_ROOT / "config" / "smoke.yaml", {"data.sample_rows": 300})
     every = load_config(PROJECT_ROOT / "config" / "smoke.yaml")

@@ -42,11 +42,9 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 def run_command(monkeypatch, capsys, *overrides: str) -> tuple[int, str]:
-    from flows import _cli
-    from flows.train import main
+    from gauntlet.cli import main
 
-    monkeypatch.setattr(_cli, "stop_local_server", lambda: None)  # the session's server is not ours to stop
-    argv = ["--config", str(PROJECT_ROOT / "config" / "smoke.yaml")]
+    argv = ["train", "--config", str(PROJECT_ROOT / "config" / "smoke.yaml")]
     for item in overrides:
         argv += ["--set", item]
     code = main(argv)

@@ -126,8 +126,8 @@ class FailingCloudExperiment:
 def test_comet_failing_mid_run_keeps_every_experiment_offline_and_says_so(tmp_path, monkeypatch, capsys):
     import comet_ml
 
-    from flows import _cli
     from flows.train import train
+    from gauntlet import cli
     from tasks import reporting
 
     monkeypatch.setenv("COMET_API_KEY", "test-key-not-real")
@@ -144,8 +144,7 @@ def test_comet_failing_mid_run_keeps_every_experiment_offline_and_says_so(tmp_pa
             c.tracking for c in report.candidates if c.family == family)
     evaluation = next(a for name, a in archives.items() if name.endswith("-evaluation"))
     assert evaluation["metrics"]["test_fbeta"] and "Comet online failed" in report.tracking
-    monkeypatch.setattr(_cli, "stop_local_server", lambda: None)
-    _cli.print_summary(report)
+    cli.print_summary(report)
     out = capsys.readouterr().out
     assert "Tracking: Comet online failed for 3 of 3 experiments; nothing was lost" in out
     assert reporting.format_tracking(report).count("comet upload") == 3

@@ -234,8 +234,9 @@ def test_leaderboard_and_gate_are_prefect_artifacts(smoke_run):
 
 
 def test_the_run_fails_only_when_no_family_survives(tmp_path, monkeypatch):
-    from flows.train import AllFamiliesFailed, train
+    from flows.train import train
     from tasks.ml import estimators
+    from tasks.stages import AllFamiliesFailed
 
     def broken_fit(*args, **kwargs):
         raise ValueError("injected: cannot fit")
@@ -337,26 +338,25 @@ def test_storage_outages_are_retried_with_backoff_then_reported(tmp_path, monkey
 def test_search_plan_starts_a_family_with_an_encoding_of_its_own_first(tmp_path):
     """Logistic regression's scaled arrays are made and dropped before the tree families' shared ones
     are held; the rest go longest first. Native categories make LightGBM and XGBoost a pair apart."""
-    from flows.train import search_plan
+    from tasks.ml.planning import plan_search
 
-    config = smoke_config(tmp_path, **{f"models.{f}.n_trials": 10 for f in
-                                       ("logistic_regression", "random_forest", "lightgbm", "xgboost")})
     families = ["logistic_regression", "random_forest", "lightgbm", "xgboost"]
-    order, _, _ = search_plan(config, families)
-    assert order == ["logistic_regression", "random_forest", "xgboost", "lightgbm"]
-    native = config.model_copy(deep=True)
-    native.preprocessing.categorical.encoding = "native"
-    assert search_plan(native, families)[0] == ["random_forest", "logistic_regression", "xgboost", "lightgbm"]
+    trials = dict.fromkeys(families, 10)
+    plan = plan_search(families, trials, cores=2, parallelism="auto", encoding="onehot")
+    assert plan.order == ["logistic_regression", "random_forest", "xgboost", "lightgbm"]
+    assert (plan.parallel, plan.threads) == (2, 1)
+    native = plan_search(families, trials, cores=2, parallelism="auto", encoding="native")
+    assert native.order == ["random_forest", "logistic_regression", "xgboost", "lightgbm"]
 
 
 def test_families_that_encode_alike_share_one_read_only_copy(tmp_path, breast_cancer):
     """Random forest, LightGBM and XGBoost get the very same encoded arrays (written splits read back
     and encoded once), read-only; logistic regression's scaled ones are its own."""
-    from flows.tune import _prepare
     from tasks.ml.data import split_positions, validate_dataset, write_part
     from tasks.ml.estimators import get_family
     from tasks.ml.search import DataSettings
     from tasks.runs import RunPaths
+    from tasks.search import shared_family_data as _prepare
 
     info = validate_dataset(breast_cancer, "diagnosis")
     paths = RunPaths(tmp_path)

@@ -71,27 +71,22 @@ def tables(draw) -> tuple[pd.DataFrame, str]:
 
 
 def run(frame: pd.DataFrame, suffix: str, folder: Path) -> tuple[int, str]:
-    from flows import _cli
-    from flows.train import main
+    from gauntlet.cli import main
 
     data = folder / f"table.{suffix}"
     if suffix == "csv":
         frame.to_csv(data, index=False)
     else:
         frame.to_parquet(data)
-    argv = ["--config", str(PROJECT_ROOT / "config" / "smoke.yaml")]
+    argv = ["train", "--config", str(PROJECT_ROOT / "config" / "smoke.yaml")]
     for item in (f"artifacts_dir={folder / 'artifacts'}", f"data.path={data}", "data.target=y",
                  "tracking.backend=none", "models.random_forest.enabled=false", "models.xgboost.enabled=false",
                  "models.lightgbm.enabled=false", "models.logistic_regression.n_trials=1",
                  "evaluation.deployment_threshold=0", "evaluation.bootstrap_resamples=10"):
         argv += ["--set", item]
-    stop, _cli.stop_local_server = _cli.stop_local_server, lambda: None  # the session's server stays up
     err, out = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-            code = main(argv)
-    finally:
-        _cli.stop_local_server = stop
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        code = main(argv)
     return code, err.getvalue()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def test_gate_compares_with_the_current_champion():
-    from flows.evaluate import decide_gate
+    from tasks.ml.gate import decide_gate
 
     first = decide_gate("fbeta", "maximize", 0.7, 0.9)
     assert first.passed and "no current champion" in first.reason
@@ -22,7 +22,7 @@ def test_gate_compares_with_the_current_champion():
 
 
 def test_gate_margin_and_fairness_limit():
-    from flows.evaluate import decide_gate
+    from tasks.ml.gate import decide_gate
 
     close = decide_gate("fbeta", "maximize", 0.7, 0.88, incumbent_version=2, incumbent_value=0.9, margin=0.05)
     assert close.passed and "margin 0.05" in close.reason and close.margin == 0.05

@@ -72,7 +72,7 @@ def test_csv_in_chunks_with_kept_columns_matches_one_pass(trained, tmp_path):
 
 
 def test_missing_column_is_refused_before_scoring(trained, tmp_path):
-    from flows.predict import preflight
+    from tasks.prediction import preflight
 
     report, artifacts = trained
     frame = pd.read_parquet(_test_split(report)).drop(columns=["mean radius"])
@@ -126,7 +126,7 @@ def test_tampered_model_is_refused_and_never_unpickled(trained, tmp_path, monkey
 
 
 def test_choosing_the_model(trained, tmp_path):
-    from flows.predict import preflight
+    from tasks.prediction import preflight
 
     report, artifacts = trained
     source, out = str(_test_split(report)), str(tmp_path / "out.parquet")

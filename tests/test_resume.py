@@ -55,8 +55,8 @@ def _search_cached(artifacts: Path, family: str) -> bool:
     """Whether the family's finished search is in Prefect's result cache (its task completed)."""
     from prefect.settings import get_current_settings
 
-    from tasks.search import _search_cache_key
     from tasks.runs import RunPaths, load_run_config
+    from tasks.search import _search_cache_key
 
     for run in artifacts.glob("runs/*"):
         if (run / "manifest.json").is_file() and (run / "config.json").is_file():
