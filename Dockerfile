@@ -6,10 +6,11 @@ WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends make libgomp1 && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md Makefile prefect.yaml ./
 COPY config ./config
+COPY gauntlet ./gauntlet
 COPY flows ./flows
 COPY tasks ./tasks
 RUN pip install --no-cache-dir -e ".[postgres]" \
-    && python -c "import lightgbm, xgboost, sklearn, psycopg, flows.train, flows.evaluate"
+    && python -c "import lightgbm, xgboost, sklearn, psycopg, gauntlet.cli, flows.train, flows.evaluate"
 ENV PREFECT_HOME=/app/.prefect \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
     COMET_ERROR_TRACKING_ENABLE=false

@@ -53,7 +53,8 @@ def train(data: str | Path | pd.DataFrame, target: str | None = None, *, config:
     """Train every enabled family on `data` (a CSV/Parquet path or a DataFrame), gate and register.
 
     config: a YAML file (default config/train.yaml); overrides: dotted keys, e.g.
-    {"models.xgboost.n_trials": 5}. A DataFrame is saved as Parquet under <artifacts_dir>/inputs/.
+    {"models.xgboost.n_trials": 5}. A DataFrame is saved as Parquet under <artifacts_dir>/inputs/;
+    its registry model is `dataframe-<target>` unless registry.model_name says otherwise.
     Raises GauntletError (one line naming the problem and the fix) on bad input, before any training.
     """
     from config.schema import DEFAULT_CONFIG_PATH, TrainParameters
@@ -74,9 +75,9 @@ def train(data: str | Path | pd.DataFrame, target: str | None = None, *, config:
 
 
 def _save_frame(frame: pd.DataFrame, artifacts_dir: str) -> Path:
-    """The DataFrame as Parquet, named by its content: the run's manifest can point at it."""
+    """The DataFrame as Parquet in a folder named by its content: the run's manifest can point at it."""
     digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[:16]
-    path = Path(artifacts_dir) / "inputs" / f"frame-{digest}.parquet"
+    path = Path(artifacts_dir) / "inputs" / digest / "dataframe.parquet"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_suffix(".tmp")

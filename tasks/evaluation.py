@@ -1,7 +1,7 @@
 """The evaluation's steps, each a Prefect task with its own state and duration on the run's page.
 
 Validation chooses and tunes; the test split is read once, for the champion only, and only
-predicted on. Results pass between the steps as typed values.
+predicted on. Results pass between the steps as typed in-memory values (NO_CACHE: never hashed).
 """
 
 from __future__ import annotations
@@ -33,9 +33,6 @@ from tasks.ml.search import refit_on_rows
 from tasks.modeling import load_pipeline, save_pipeline
 from tasks.runs import RunPaths, dataset_info, load_run_config, read_candidates, read_json
 from tasks.tracking import start_tracker
-
-# In-memory values between the steps of one flow run: never cached, never hashed.
-step = task(cache_policy=NO_CACHE)
 
 
 @dataclass(frozen=True)
@@ -118,7 +115,7 @@ class Registration:
     card_text: str
 
 
-@step(name="read_run")
+@task(name="read_run", cache_policy=NO_CACHE)
 def read_run(run_dir: str, config: TrainConfig | None) -> EvaluationInputs:
     """The run's config, dataset description, candidates and validation split; fails before any work
     when nothing can win or a split or sensitive column is missing."""
@@ -143,7 +140,7 @@ def read_run(run_dir: str, config: TrainConfig | None) -> EvaluationInputs:
     return EvaluationInputs(paths, config, manifest, info, candidates, X_valid, y_valid)
 
 
-@step(name="choose_champion")
+@task(name="choose_champion", cache_policy=NO_CACHE)
 def choose_champion(run: EvaluationInputs) -> Champion:
     """The best candidate on the validation metric (an ensemble of the top ones competes when enabled)."""
     logger = get_run_logger()
@@ -193,7 +190,7 @@ def _build_ensemble(run: EvaluationInputs, logger: Any) -> tuple[Candidate | Non
     return candidate, ensemble
 
 
-@step(name="calibrate_and_set_threshold")
+@task(name="calibrate_and_set_threshold", cache_policy=NO_CACHE)
 def calibrate_and_set_threshold(run: EvaluationInputs, champion: Champion) -> DecisionModel:
     """Calibration and the binary decision threshold, both fitted on the validation split only."""
     logger = get_run_logger()
@@ -218,7 +215,7 @@ def calibrate_and_set_threshold(run: EvaluationInputs, champion: Champion) -> De
     return decision
 
 
-@step(name="score_test_split")
+@task(name="score_test_split", cache_policy=NO_CACHE)
 def score_test_split(run: EvaluationInputs, decision: DecisionModel) -> TestScores:
     """The one read of the test split: predicted on, never fitted on."""
     ev = run.config.evaluation
@@ -233,7 +230,7 @@ def score_test_split(run: EvaluationInputs, decision: DecisionModel) -> TestScor
                       confusion_summary(y_test, y_pred, run.info.classes), scoring)
 
 
-@step(name="bootstrap_intervals")
+@task(name="bootstrap_intervals", cache_policy=NO_CACHE)
 def bootstrap_test_intervals(run: EvaluationInputs, scores: TestScores) -> dict[str, tuple[float, float]]:
     """95% bootstrap intervals of every test metric (empty when evaluation.bootstrap_resamples is 0)."""
     ev = run.config.evaluation
@@ -247,7 +244,7 @@ def bootstrap_test_intervals(run: EvaluationInputs, scores: TestScores) -> dict[
     return intervals
 
 
-@step(name="check_fairness")
+@task(name="check_fairness", cache_policy=NO_CACHE)
 def check_fairness(run: EvaluationInputs, scores: TestScores) -> Fairness:
     """Per-group tables and the two differences for each sensitive column; a gate problem, if any."""
     ev, logger = run.config.evaluation, get_run_logger()
@@ -266,7 +263,7 @@ def check_fairness(run: EvaluationInputs, scores: TestScores) -> Fairness:
     return Fairness(summaries, tables, "; ".join(problems) or None)
 
 
-@step(name="apply_gate")
+@task(name="apply_gate", cache_policy=NO_CACHE)
 def apply_gate(run: EvaluationInputs, scores: TestScores, fairness: Fairness) -> GateResult:
     """The threshold, the fairness limit and the current champion scored on this run's test split."""
     ev, root, name = run.config.evaluation, run.config.registry_dir, run.config.model_name
@@ -307,7 +304,7 @@ def _score_incumbent(run: EvaluationInputs, version: int, test: pd.DataFrame) ->
     return scores[ev.comparison_metric], None
 
 
-@step(name="explain_champion")
+@task(name="explain_champion", cache_policy=NO_CACHE)
 def explain_champion(run: EvaluationInputs, champion: Champion, decision: DecisionModel,
                      scores: TestScores) -> Explanations:
     """Permutation importance on validation and, for tree boosters, SHAP values; never fails the run."""
@@ -341,7 +338,7 @@ def explain_champion(run: EvaluationInputs, champion: Champion, decision: Decisi
         return Explanations()
 
 
-@step(name="write_reports")
+@task(name="write_reports", cache_policy=NO_CACHE)
 def write_reports(run: EvaluationInputs, champion: Champion, decision: DecisionModel, scores: TestScores,
                   intervals: dict, fairness: Fairness, gate: GateResult, explanations: Explanations) -> ReportFiles:
     """performance_metrics.csv, the confusion summary, plots, tables, test predictions, the model card."""
@@ -379,7 +376,7 @@ def write_reports(run: EvaluationInputs, champion: Champion, decision: DecisionM
     return ReportFiles(reports, tables, figures, card)
 
 
-@step(name="export_onnx")
+@task(name="export_onnx", cache_policy=NO_CACHE)
 def export_onnx(decision: DecisionModel, scores: TestScores) -> tuple[bytes | None, dict[str, Any]]:
     """The champion as ONNX, kept only when its probabilities match the original's on the test split."""
     from tasks.ml.onnx_export import export
@@ -394,7 +391,7 @@ def export_onnx(decision: DecisionModel, scores: TestScores) -> tuple[bytes | No
     return onnx_bytes, record
 
 
-@step(name="refit_champion")
+@task(name="refit_champion", cache_policy=NO_CACHE)
 def refit_champion(run: EvaluationInputs, champion: Champion, decision: DecisionModel) -> Production:
     """registry.refit_on_full_data: the gated pipeline and hyperparameters fitted again on every labelled
     row (train+valid+test), with the gated threshold; or the gated model with the reason a refit does
@@ -432,7 +429,7 @@ def refit_champion(run: EvaluationInputs, champion: Champion, decision: Decision
     return Production(production, record, {"refit": usage.record})
 
 
-@step(name="register_champion")
+@task(name="register_champion", cache_policy=NO_CACHE)
 def register_champion(run: EvaluationInputs, champion: Champion, decision: DecisionModel, scores: TestScores,
                       intervals: dict, fairness: Fairness, gate: GateResult, files: ReportFiles,
                       production: Production | None, onnx: tuple[bytes | None, dict] | None) -> Registration:
@@ -471,7 +468,7 @@ def register_champion(run: EvaluationInputs, champion: Champion, decision: Decis
     return Registration(version, stages, card_text)
 
 
-@step(name="log_to_tracker")
+@task(name="log_to_tracker", cache_policy=NO_CACHE)
 def log_to_tracker(run: EvaluationInputs, champion: Champion, decision: DecisionModel, scores: TestScores,
                    intervals: dict, fairness: Fairness, gate: GateResult, files: ReportFiles,
                    registration: Registration) -> tuple[str | None, str]:
@@ -519,7 +516,7 @@ def log_to_tracker(run: EvaluationInputs, champion: Champion, decision: Decision
     return tracker.key, tracker.describe()
 
 
-@step(name="publish_report")
+@task(name="publish_report", cache_policy=NO_CACHE)
 def publish_report(run: EvaluationInputs, champion: Champion, decision: DecisionModel, scores: TestScores,
                    intervals: dict, fairness: Fairness, gate: GateResult, files: ReportFiles,
                    registration: Registration, tracking: tuple[str | None, str]) -> EvalReport:

@@ -155,6 +155,21 @@ def wait_final(api: str, flow_run_id: str, timeout: float = 420) -> dict:
     raise TimeoutError(f"flow run {flow_run_id} not finished after {timeout}s")
 
 
+def evaluation_task_runs(api: str, flow_run_name: str, timeout: float = 30) -> dict[str, str]:
+    """{task name: state type} of the named flow run's task runs (the server records them from events)."""
+    (run,) = api_call("POST", f"{api}/flow_runs/filter", timeout=10,
+                      json={"flow_runs": {"name": {"any_": [flow_run_name]}}}).json()
+    deadline, steps = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline:
+        runs = api_call("POST", f"{api}/task_runs/filter", timeout=10,
+                        json={"task_runs": {"flow_run_id": {"any_": [run["id"]]}}}).json()
+        steps = {r["name"].rsplit("-", 1)[0]: r["state_type"] for r in runs}
+        if len(steps) >= 6 and set(steps.values()) == {"COMPLETED"}:
+            break
+        time.sleep(1)
+    return steps
+
+
 def test_manual_deployment_runs_on_a_worker_and_registers_a_champion(deployed, tmp_path):
     api, _, logs, _ = deployed
     params = {"params": {"config_path": "config/smoke.yaml", "models": ["logistic_regression", "lightgbm"],
@@ -172,6 +187,9 @@ def test_manual_deployment_runs_on_a_worker_and_registers_a_champion(deployed, t
     (run_dir,) = (tmp_path / "runs").iterdir()
     report = json.loads((run_dir / "report.json").read_text())
     assert sorted(c["family"] for c in report["candidates"]) == ["lightgbm", "logistic_regression"]
+    steps = evaluation_task_runs(api, f"evaluate-{run_dir.name}")
+    assert len(steps) >= 6 and set(steps.values()) == {"COMPLETED"}, steps
+    assert {"choose_champion", "score_test_split", "apply_gate", "register_champion"} <= set(steps)
 
     # The registered champion, used through the predict/manual deployment on the same worker.
     output = tmp_path / "scored.csv"
