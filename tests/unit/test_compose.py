@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from config.runtime import PROJECT_ROOT
-from tests.test_server import SERVER_COMMAND, WORKER_COMMAND
+from tests.system.test_server import SERVER_COMMAND, WORKER_COMMAND
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
-SCHEMA = Path(__file__).parent / "data" / "compose_spec.json"
+SCHEMA = Path(__file__).parents[1] / "data" / "compose_spec.json"
 
 
 def interpolate(text: str, env: dict[str, str]) -> str:

@@ -12,7 +12,7 @@ import pytest
 
 from tasks import registry
 from tests.conftest import SHARED_DATASETS, smoke_params
-from tests.test_flows import comet_archives
+from tests.integration.test_flows import comet_archives
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

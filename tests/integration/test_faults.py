@@ -19,7 +19,7 @@ import pytest
 from config.runtime import PROJECT_ROOT
 from tasks import registry
 from tests.conftest import smoke_params
-from tests.test_flows import comet_archives
+from tests.integration.test_flows import comet_archives
 
 KILLED_REGISTRATION = textwrap.dedent("""
     import sys, time
