@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from config.runtime import PROJECT_ROOT
-from tests.conftest import SHARED_DATASETS, smoke_params
+from tests.helpers import SHARED_DATASETS, smoke_params
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 
 from tasks import registry
-from tests.conftest import SHARED_DATASETS, smoke_params
-from tests.integration.test_flows import comet_archives
+from tests.helpers import SHARED_DATASETS, comet_archives, smoke_params
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

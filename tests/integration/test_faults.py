@@ -18,8 +18,7 @@ import pytest
 
 from config.runtime import PROJECT_ROOT
 from tasks import registry
-from tests.conftest import smoke_params
-from tests.integration.test_flows import comet_archives
+from tests.helpers import comet_archives, smoke_params
 
 KILLED_REGISTRATION = textwrap.dedent("""
     import sys, time

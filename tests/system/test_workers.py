@@ -15,7 +15,6 @@ import optuna
 import pytest
 
 from config.runtime import PROJECT_ROOT
-from tests.conftest import postgres_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -24,15 +23,10 @@ BUDGET = 12
 
 
 @pytest.fixture(scope="module")
-def postgres():
-    """Yields a function that creates a database in a throwaway cluster and returns its URL."""
+def optuna_database(postgres):
+    """A function that creates a database in the session's PostgreSQL cluster and returns its URL."""
     pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e '.[postgres]')")
-    for create in postgres_cluster():
-
-        def database(name: str, create=create) -> str:
-            return f"postgresql://{create(name)}"
-
-        yield database
+    return lambda name: f"postgresql://{postgres(name)}"
 
 
 def _env() -> dict[str, str]:
@@ -77,10 +71,10 @@ def _trials_per_minute(trials: list[optuna.trial.FrozenTrial]) -> float:
     return 60 * len(done) / span.total_seconds()
 
 
-def test_two_workers_share_one_postgresql_study_and_its_budget(postgres, prepared_run):
+def test_two_workers_share_one_postgresql_study_and_its_budget(optuna_database, prepared_run):
     rates = []
     for attempt in range(2):  # the rate comparison is timing: a busy runner gets one more pair
-        one_url, two_url = postgres(f"one_worker_{attempt}"), postgres(f"two_workers_{attempt}")
+        one_url, two_url = optuna_database(f"one_worker_{attempt}"), optuna_database(f"two_workers_{attempt}")
         for out in _workers(prepared_run, one_url, 1):
             assert out.returncode == 0, out.stderr[-3000:]
         for out in _workers(prepared_run, two_url, 2):

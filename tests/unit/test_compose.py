@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from config.runtime import PROJECT_ROOT
-from tests.system.test_server import SERVER_COMMAND, WORKER_COMMAND
+from tests.helpers import SERVER_COMMAND, WORKER_COMMAND
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 SCHEMA = Path(__file__).parents[1] / "data" / "compose_spec.json"
