@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("COMET_API_KEY", None)  # tests are offline: Comet must never go online here
@@ -17,6 +18,20 @@ configure_environment()
 import pytest  # noqa: E402
 
 from tests.helpers import postgres_cluster, smoke_params  # noqa: E402
+
+TESTS = Path(__file__).parent
+TIERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its folder's tier: `-m unit`, `-m "not system"`."""
+    for item in items:
+        try:
+            tier = item.path.relative_to(TESTS).parts[0]
+        except ValueError:
+            continue
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(scope="session")

@@ -168,7 +168,7 @@ def test_a_soft_voting_ensemble_competes_and_can_win(tmp_path):
     assert set(model.predict(frame.head(20))) <= {0, 1}
 
 
-@pytest.mark.integration
+@pytest.mark.datasets
 def test_fairness_on_adult_by_sex(tmp_path):
     adult = SHARED_DATASETS / "adult.parquet"
     if not adult.is_file():

@@ -16,8 +16,6 @@ import pytest
 
 from config.runtime import PROJECT_ROOT
 
-pytestmark = pytest.mark.integration
-
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 BUDGET = 12
 
