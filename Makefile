@@ -21,11 +21,12 @@ PORT                  ?= 8000
 SERVER_API            ?= http://127.0.0.1:$(PREFECT_PORT)/api
 export GAUNTLET_NIGHTLY_CRON GAUNTLET_TIMEZONE
 
-.PHONY: help setup train test lint docs evaluate predict serve server deploy worker clean
+.PHONY: help setup train test test-fast lint docs evaluate predict serve server deploy worker clean
 
 help:
 	@echo "make train   set up .venv, then train on $(CONFIG) (extra flags: ARGS='--set key=value')"
 	@echo "make test    set up .venv, then run the test suite"
+	@echo "make test-fast   the unit tests only (tests/unit, under a minute)"
 	@echo "make lint    ruff over the project"
 	@echo "make docs    regenerate docs/configuration.md from the config schema's field descriptions"
 	@echo "make evaluate RUN=artifacts/runs/<run_id>   re-evaluate a finished run"
@@ -69,6 +70,9 @@ predict: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 server: setup
 	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)

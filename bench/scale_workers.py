@@ -34,7 +34,7 @@ def main() -> int:
     import optuna
     import pytest
 
-    from tests.conftest import postgres_cluster
+    from tests.helpers import postgres_cluster
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "COMET_API_KEY")}

@@ -241,7 +241,7 @@ class CometTracker:
         )
         # Comet's offline writer polls its queue once a second, and end() waits for that poll to
         # notice it is done: 1 s per experiment, on every search's path. Polled every 50 ms, end()
-        # takes about 0.15 s and writes the same archive (tests/test_tracking.py reads it back).
+        # takes about 0.15 s and writes the same archive (tests/unit/test_tracking.py reads it back).
         streamer = getattr(experiment, "streamer", None)
         if streamer is not None and hasattr(streamer, "queue_timeout"):
             streamer.queue_timeout = OFFLINE_POLL_S

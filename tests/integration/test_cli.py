@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 
-from config.runtime import PROJECT_ROOT
-
-
-def run_cli(*args: str, script: str = "flows/train.py", timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "COMET_API_KEY")}
-    return subprocess.run(
-        [sys.executable, script, *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
-        timeout=timeout, env=env,
-    )
-
-
-def last_line(text: str) -> str:
-    return [line for line in text.strip().splitlines() if line.strip()][-1]
+from tests.helpers import last_line, run_cli
 
 
 @pytest.mark.parametrize(

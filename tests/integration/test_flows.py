@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import zipfile
-from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
@@ -14,40 +12,12 @@ import pytest
 
 from tasks import registry
 from tasks.modeling import file_sha256
-from tests.conftest import smoke_config, smoke_params
+from tests.helpers import comet_archives, smoke_config, smoke_params
 
 MODEL = "breast_cancer-diagnosis"  # the default registry name: <data>-<target>
 FAMILIES = ["logistic_regression", "random_forest", "lightgbm", "xgboost"]
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-def comet_archives(directory: Path) -> dict[str, dict]:
-    """Open every offline archive: experiment name -> params, metrics (name -> [(step, value)]), others."""
-    found = {}
-    for archive in sorted(directory.glob("*.zip")):
-        with zipfile.ZipFile(archive) as zf:
-            messages = [json.loads(line) for line in zf.read("messages.json").decode().splitlines() if line]
-        params, metrics, others, uploads = {}, defaultdict(list), {}, []
-        for msg in messages:
-            payload = msg.get("payload", {})
-            if msg["type"] == "parameter_msg":
-                params[payload["param"]["paramName"]] = payload["param"]["paramValue"]
-            elif msg["type"] == "metric_msg":
-                m = payload["metric"]
-                metrics[m["metricName"]].append((m["step"], m["metricValue"]))
-            elif msg["type"] == "log_other":
-                others[payload["key"]] = payload["value"]
-            elif msg["type"] == "file_upload":
-                extra = payload["additional_params"]
-                uploads.append((payload.get("upload_type"), extra.get("fileName") or extra.get("figName")))
-                if payload.get("upload_type") == "confusion-matrix":
-                    with zipfile.ZipFile(archive) as zf:
-                        others["_confusion_matrix"] = json.loads(zf.read(payload["file_path"]))
-        name = others.get("Name") or params.get("family")
-        found[name] = {"params": params, "metrics": metrics, "others": others, "uploads": uploads,
-                       "file": archive}
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,12 @@ too), every log line, every Prefect parameter, log and artifact is searched for 
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import postgres_cluster, smoke_params
+from tests.helpers import POSTGRES_MISSING, postgres_bindir, smoke_params
 
 COMET_KEY = "gauntlet-secret-comet-key-7f3a9c51"
 DB_PASSWORD = "gauntlet-secret-db-password-91c2e0"
@@ -21,13 +20,12 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.fixture(scope="module")
-def database():
-    """A PostgreSQL database URL without its password (None where PostgreSQL is not installed)."""
-    if not shutil.which("initdb") and not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
-        yield None
-        return
-    for create in postgres_cluster():
-        yield create("secrets")
+def database(request):
+    """A PostgreSQL database URL without its password (None where PostgreSQL is not installed: the
+    Comet key test runs without it)."""
+    if postgres_bindir() is None:
+        return None
+    return request.getfixturevalue("postgres")("secrets")
 
 
 class LeakyCloud:
@@ -103,7 +101,7 @@ def test_the_comet_key_appears_in_no_output_log_parameter_or_artifact(secret_run
 
 def test_the_database_password_appears_nowhere(secret_run, database, capsys, caplog):
     if database is None:
-        pytest.skip("PostgreSQL server binaries are absent (no initdb); install postgresql to run this test")
+        pytest.skip(POSTGRES_MISSING)
     report, artifacts = secret_run
     config = json.loads((Path(report.run_dir) / "config.json").read_text())
     assert config["search"]["storage"].endswith("${GAUNTLET_TEST_DB_PASSWORD}@" + database.split("@", 1)[1])

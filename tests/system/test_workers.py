@@ -2,6 +2,8 @@
 
 A throwaway PostgreSQL 15 cluster is started on 127.0.0.1 (skipped where its binaries are absent).
 Each worker is the command the README gives: `python flows/tune.py --run RUN --family F --worker`.
+The test checks behaviour only (one study, one budget, both workers contributing); how much faster two
+workers are is measured by bench/scale_workers.py, not asserted here.
 """
 
 from __future__ import annotations
@@ -15,24 +17,16 @@ import optuna
 import pytest
 
 from config.runtime import PROJECT_ROOT
-from tests.conftest import postgres_cluster
-
-pytestmark = pytest.mark.integration
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 BUDGET = 12
 
 
 @pytest.fixture(scope="module")
-def postgres():
-    """Yields a function that creates a database in a throwaway cluster and returns its URL."""
+def optuna_database(postgres):
+    """A function that creates a database in the session's PostgreSQL cluster and returns its URL."""
     pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e '.[postgres]')")
-    for create in postgres_cluster():
-
-        def database(name: str, create=create) -> str:
-            return f"postgresql://{create(name)}"
-
-        yield database
+    return lambda name: f"postgresql://{postgres(name)}"
 
 
 def _env() -> dict[str, str]:
@@ -71,34 +65,17 @@ def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=summary.study_name, storage=url).get_trials()
 
 
-def _trials_per_minute(trials: list[optuna.trial.FrozenTrial]) -> float:
-    done = [t for t in trials if t.state in FINISHED]
-    span = max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
-    return 60 * len(done) / span.total_seconds()
+def test_two_workers_share_one_postgresql_study_and_its_budget(optuna_database, prepared_run):
+    url = optuna_database("two_workers")
+    for out in _workers(prepared_run, url, 2):
+        assert out.returncode == 0, out.stderr[-3000:]
 
-
-def test_two_workers_share_one_postgresql_study_and_its_budget(postgres, prepared_run):
-    rates = []
-    for attempt in range(2):  # the rate comparison is timing: a busy runner gets one more pair
-        one_url, two_url = postgres(f"one_worker_{attempt}"), postgres(f"two_workers_{attempt}")
-        for out in _workers(prepared_run, one_url, 1):
-            assert out.returncode == 0, out.stderr[-3000:]
-        for out in _workers(prepared_run, two_url, 2):
-            assert out.returncode == 0, out.stderr[-3000:]
-
-        alone, shared = _trials(one_url), _trials(two_url)
-        assert sum(t.state in FINISHED for t in alone) == BUDGET
-        finished = [t for t in shared if t.state in FINISHED]
-        # The budget is shared: workers count each other's running trials before starting one
-        # (two may start the last one at the same instant: at most one trial over).
-        assert BUDGET <= len(finished) <= BUDGET + 1
-        numbers = [t.number for t in shared]
-        assert len(numbers) == len(set(numbers)) == len(shared)
-        workers = {t.user_attrs["worker"] for t in finished}
-        assert len(workers) == 2  # both processes ran trials of the one study
-        rate_one, rate_two = _trials_per_minute(alone), _trials_per_minute(shared)
-        rates.append((rate_one, rate_two))
-        print(f"trials per minute: 1 worker {rate_one:.0f}, 2 workers {rate_two:.0f} ({rate_two / rate_one:.2f}x)")
-        if rate_two > rate_one:
-            break
-    assert rates[-1][1] > rates[-1][0], f"two workers were not faster than one, twice: {rates}"
+    trials = _trials(url)
+    finished = [t for t in trials if t.state in FINISHED]
+    # The budget is shared: workers count each other's running trials before starting one
+    # (two may start the last one at the same instant: at most one trial over).
+    assert BUDGET <= len(finished) <= BUDGET + 1
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers)) == len(trials)
+    workers = {t.user_attrs["worker"] for t in finished}
+    assert len(workers) == 2  # both processes ran trials of the one study

@@ -3,7 +3,7 @@ names the problem and the fix (exit code 2), before any training, and leaves the
 earlier runs of the same artifacts folder exactly as they were.
 
 The command runs in this process (`flows.train.main`, on the session's Prefect test server): a
-subprocess per case would spend 3-5 s importing for nothing. `tests/test_cli.py` runs the real
+subprocess per case would spend 3-5 s importing for nothing. `tests/integration/test_cli.py` runs the real
 command line for a few of the same cases.
 """
 

@@ -101,7 +101,7 @@ def test_a_family_registered_in_a_test_trains_end_to_end(prefect_harness, tmp_pa
 
     from flows.train import train
     from tasks.ml.estimators import FamilySpec, register_family, unregister_family
-    from tests.conftest import smoke_params
+    from tests.helpers import smoke_params
 
     def space(trial: optuna.Trial, weighted: bool = True) -> dict:
         return {"n_estimators": trial.suggest_int("n_estimators", 20, 60, step=20),

@@ -1,8 +1,8 @@
 """Faults on purpose: a registration killed with SIGKILL at each of its steps, two processes
 registering at once, Comet failing in the middle of a run. Each leaves nothing lost: the registry
 verifies, the alias points at a complete version, tracking data lands in an offline archive.
-(A family raising mid-search and an Optuna storage outage: tests/test_flows.py; the Prefect server
-restarting under a worker's run: tests/test_server.py.)"""
+(A family raising mid-search and an Optuna storage outage: tests/integration/test_flows.py; the Prefect server
+restarting under a worker's run: tests/system/test_server.py.)"""
 
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ import pytest
 
 from config.runtime import PROJECT_ROOT
 from tasks import registry
-from tests.conftest import smoke_params
-from tests.test_flows import comet_archives
+from tests.helpers import comet_archives, smoke_params
 
 KILLED_REGISTRATION = textwrap.dedent("""
     import sys, time

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tasks import registry
-from tests.conftest import smoke_params
+from tests.helpers import smoke_params
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

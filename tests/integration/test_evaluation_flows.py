@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 
 from tasks import registry
-from tests.conftest import SHARED_DATASETS, smoke_params
-from tests.test_flows import comet_archives
+from tests.helpers import SHARED_DATASETS, comet_archives, smoke_params
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -169,7 +168,7 @@ def test_a_soft_voting_ensemble_competes_and_can_win(tmp_path):
     assert set(model.predict(frame.head(20))) <= {0, 1}
 
 
-@pytest.mark.integration
+@pytest.mark.datasets
 def test_fairness_on_adult_by_sex(tmp_path):
     adult = SHARED_DATASETS / "adult.parquet"
     if not adult.is_file():

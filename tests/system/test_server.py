@@ -20,13 +20,10 @@ import pytest
 
 from config.runtime import PROJECT_ROOT
 from tasks import registry
-from tests.conftest import free_port, postgres_cluster
+from tests.helpers import SERVER_COMMAND, WORKER_COMMAND, free_port
 
 BIN = Path(sys.executable).parent
 PREFECT = str(BIN / "prefect")
-# docker-compose.yml runs these same commands in its services (tests/test_compose.py checks it).
-SERVER_COMMAND = ["prefect", "server", "start"]
-WORKER_COMMAND = ["prefect", "worker", "start", "--pool", "gauntlet-process", "--type", "process"]
 
 
 def wait_healthy(api: str, proc: subprocess.Popen, timeout: float = 150) -> None:
@@ -47,10 +44,8 @@ def wait_healthy(api: str, proc: subprocess.Popen, timeout: float = 150) -> None
 def database(request):
     """The server's database: its own SQLite file, then a PostgreSQL cluster (skipped when absent)."""
     if request.param == "sqlite":
-        yield None
-    else:
-        for create in postgres_cluster():
-            yield f"postgresql+asyncpg://{create('prefect')}"
+        return None
+    return f"postgresql+asyncpg://{request.getfixturevalue('postgres')('prefect')}"
 
 
 # The server runs with basic auth on (PREFECT_SERVER_API_AUTH_STRING), as README's shared deployment

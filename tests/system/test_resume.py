@@ -13,11 +13,8 @@ import time
 from pathlib import Path
 
 import optuna
-import pytest
 
 from config.runtime import PROJECT_ROOT
-
-pytestmark = pytest.mark.integration
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 RF_TRIALS = 16

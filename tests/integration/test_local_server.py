@@ -15,7 +15,7 @@ import pytest
 
 from config import local_server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _call(app, status: int, headers: list | None = None) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import smoke_params
+from tests.helpers import smoke_params
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")

@@ -8,7 +8,7 @@ import pandas as pd
 
 from config.schema import TrackingConfig
 from tasks.tracking import NullTracker, start_tracker
-from tests.test_flows import comet_archives
+from tests.helpers import comet_archives
 
 
 def test_concurrent_trackers_each_write_a_complete_archive(tmp_path):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from config.runtime import PROJECT_ROOT
-from tests.conftest import SHARED_DATASETS, smoke_params
+from tests.helpers import SHARED_DATASETS, smoke_params
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -107,7 +107,7 @@ def assert_class_balance_within_one_point(parts: dict[str, pd.DataFrame], target
     assert (spread <= 1.0).all(), shares
 
 
-@pytest.mark.integration
+@pytest.mark.datasets
 def test_adult_categoricals_missing_values_and_imbalance(tmp_path):
     report, run_dir, manifest = run(tmp_path, **{"data.path": str(shared("adult")), "data.target": "income"})
     dataset = manifest["dataset"]
@@ -120,7 +120,7 @@ def test_adult_categoricals_missing_values_and_imbalance(tmp_path):
     assert_class_balance_within_one_point(parts, "income")
 
 
-@pytest.mark.integration
+@pytest.mark.datasets
 def test_dry_bean_seven_classes_with_missing_values(tmp_path):
     report, run_dir, manifest = run(
         tmp_path, **only("logistic_regression", "lightgbm", "xgboost"),
@@ -135,7 +135,7 @@ def test_dry_bean_seven_classes_with_missing_values(tmp_path):
     assert_class_balance_within_one_point(parts, "Class")
 
 
-@pytest.mark.integration
+@pytest.mark.datasets
 def test_hotel_bookings_time_split(tmp_path):
     report, run_dir, manifest = run(
         tmp_path, **only("logistic_regression", "lightgbm"),
@@ -151,7 +151,7 @@ def test_hotel_bookings_time_split(tmp_path):
     assert report.test_metrics["roc_auc"] > 0.8
 
 
-@pytest.mark.integration
+@pytest.mark.datasets
 def test_telco_group_split_keeps_each_group_in_one_split(tmp_path):
     report, run_dir, manifest = run(
         tmp_path, **only("logistic_regression", "lightgbm"),

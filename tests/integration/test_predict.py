@@ -13,7 +13,7 @@ import pytest
 
 from config.errors import DataError, RegistryError
 from tasks.ml.scoring import SchemaError
-from tests.test_cli import last_line, run_cli
+from tests.helpers import last_line, run_cli
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -1,5 +1,5 @@
 """docker-compose.yml against the Compose Specification's schema (there is no Docker engine here),
-and its commands against the ones tests/test_server.py runs natively."""
+and its commands against the ones tests/system/test_server.py runs natively."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from config.runtime import PROJECT_ROOT
-from tests.test_server import SERVER_COMMAND, WORKER_COMMAND
+from tests.helpers import SERVER_COMMAND, WORKER_COMMAND
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
-SCHEMA = Path(__file__).parent / "data" / "compose_spec.json"
+SCHEMA = Path(__file__).parents[1] / "data" / "compose_spec.json"
 
 
 def interpolate(text: str, env: dict[str, str]) -> str:
@@ -63,7 +63,7 @@ def test_services_run_the_commands_the_server_tests_run_natively(compose):
 
 
 def test_serve_service_runs_the_command_the_serving_tests_run(compose):
-    """tests/test_serving.py starts `python -m tasks.serving` natively; the service runs the same module,
+    """tests/system/test_serving.py starts `python -m tasks.serving` natively; the service runs the same module,
     on the artifacts volume the workers write the registry to, healthchecked on /health."""
     serve = compose["services"]["serve"]
     assert serve["command"][:3] == ["python", "-m", "tasks.serving"]

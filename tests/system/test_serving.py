@@ -16,7 +16,7 @@ import pytest
 import schemathesis
 
 from config.runtime import PROJECT_ROOT
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 MAX_BODY = 200_000  # small, so that an oversized body is cheap to send
