@@ -1,22 +1,10 @@
 """The local Prefect server of a command-line run, started before anything heavy is imported.
 
-With no Prefect API configured, Prefect starts a temporary server on the first flow run and waits
-for it: about 4 s on 2 cores, after the 5 s of importing Prefect, scikit-learn, LightGBM and
-XGBoost. `start_early()` runs the same server (Prefect's own app, UI off, Prefect's ephemeral
-settings) from the first line of `flows/train.py`, so that it boots while those imports run, and
-points PREFECT_API_URL at it. Stdlib only: nothing here may import Prefect, whose settings are read
-once, at import.
-
-Two more things differ from Prefect's temporary server:
-- Its 503 answers ("database is locked": SQLite allows one writer, and the server's event recorder
-  often holds it when a subflow starts) carry `Retry-After: 0.25`. Prefect's client honours the
-  header; without it, it backs off 2 s, then 4 s. A locked SQLite write succeeds on an immediate
-  retry (waiting locks are already absorbed by the server's 60 s busy timeout).
-- It dies with the run, even a run killed with SIGKILL (Linux parent-death signal), and its log
-  goes to $PREFECT_HOME/local-server.log.
-
-Nothing is started when an API is configured (PREFECT_API_URL in the environment, the active
-Prefect profile, a prefect.toml or .env here): the run then uses that server, as before.
+With no Prefect API configured, `start_early()` starts the temporary server Prefect would start at the
+first flow run, so that it boots while the libraries are imported, and points PREFECT_API_URL at it.
+Unlike Prefect's, its 503s ("database is locked") carry `Retry-After`, since a locked SQLite write
+succeeds when retried at once, and it dies with the run, even on SIGKILL. Stdlib only: Prefect reads
+its settings once, at import.
 """
 
 from __future__ import annotations
@@ -172,10 +160,10 @@ def wait_until_ready(timeout_s: float | None = None) -> None:
 
 
 def stop(wait_s: float = 0.0) -> None:
-    """Stop the server (at exit): SIGTERM, and at most `wait_s` for it to be gone.
+    """Stop the server: SIGTERM, then at most `wait_s` for it to be gone.
 
-    At exit, nothing waits: the run's results are on disk and its states and logs already sent, and
-    the server spends about 1.5 s closing its services and database, which it does on its own."""
+    At exit nothing waits: the run's results and states are saved, and the server closes on its own.
+    """
     while _server:
         process, _, _ = _server.pop()
         if process.poll() is None:

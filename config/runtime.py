@@ -14,8 +14,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 def configure_environment() -> None:
     defaults = {
-        # A fresh PREFECT_HOME needs ~15-18 s of migrations: Prefect's 20 s default start-up
-        # timeout and its analytics write at the same time make the first run fail.
+        # A fresh PREFECT_HOME's migrations, with the analytics write, can outlast the 20 s default.
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
@@ -28,9 +27,7 @@ def configure_environment() -> None:
         "COMET_DISABLE_AUTO_LOGGING": "1",
         # gauntlet logs where each experiment went; Comet's own INFO chatter is left out.
         "COMET_LOGGING_CONSOLE": "WARNING",
-        # pyarrow's default pool (mimalloc) keeps what it freed: reading a 1M x 40 float32 table left
-        # 265 MB resident after the DataFrame was gone. The system allocator gives it back
-        # (tasks.ml.data.release_memory), measured: 90 MB less at start too.
+        # pyarrow's default pool (mimalloc) keeps what it freed; the system one gives it back (release_memory).
         "ARROW_DEFAULT_MEMORY_POOL": "system",
     }
     if (PROJECT_ROOT / "pyproject.toml").is_file():  # a source checkout: keep Prefect's state here

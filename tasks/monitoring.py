@@ -1,17 +1,8 @@
-"""What each stage of a run cost: wall time, CPU time and peak memory (RSS), measured in-process.
+"""What each stage of a run cost (`measure`): wall time, CPU time and peak RSS, measured in-process.
 
-    with measure("split_dataset") as usage:
-        ...
-    usage.record  # {"wall_s": 0.41, "cpu_s": 0.38, "peak_rss_mb": 412.0, "rss_start_mb": 380.5, ...}
-
-Peak RSS is the highest of the samples a helper thread takes every 50 ms while the stage runs (one
-sampler per process, shared by every open stage) and of the RSS at the stage's start and end: a
-spike shorter than 50 ms can pass between two samples. CPU time is the process's (every thread,
-native pools included): stages that run at the same time (the family searches) each count the
-CPU that the process used while they ran.
-
-A stage whose peak comes near the memory the machine had for it (its RSS at the start plus the
-machine's MemAvailable then) is logged as a warning that names the stage and what to change.
+Peak RSS is sampled every `SAMPLE_EVERY_S` by one thread per process, so a shorter spike can be missed.
+CPU time is the whole process's: overlapping stages (the family searches) each count all of it.
+A stage peaking near the memory it had is logged as a warning that names what to change.
 """
 
 from __future__ import annotations

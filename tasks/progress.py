@@ -1,14 +1,8 @@
-"""What a person at the terminal sees while a run works: the stage in progress and one line per model
-family (trials done / budget, best value so far, elapsed), updated as trials finish.
+"""What a person at the terminal sees while a run works: the stage, and a line per family's search.
 
-The searches report to `BOARD`, a process-wide record (the families run on threads of the command's
-process; with search.executor: process, the families' lines move when each one ends). The command
-(`flows/train.py`) shows it with `Display`:
-- live, on a terminal: a table redrawn in place (rich) as trials finish; Prefect's per-trial log
-  lines are held back from the console meanwhile (they still go to the Prefect API and UI);
-- plain, when the output is not a terminal (CI logs, a pipe): a progress line per family when it
-  moves, at most every `plain_every_s`, and one when it ends;
-- off with `--quiet`: only warnings, errors and the final summary.
+The searches report to `BOARD`, one per process (with search.executor: process, a family's line moves
+only when it ends). `Display` shows it live on a terminal, holding Prefect's console logs back
+meanwhile, as plain `[progress]` lines otherwise, or not at all with `--quiet`.
 """
 
 from __future__ import annotations

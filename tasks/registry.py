@@ -1,19 +1,9 @@
-"""The local model registry (the embedded default).
+"""The local model registry (the embedded default); its layout is in docs/artifacts.md.
 
-    <root>/<model_name>/<version>/model.pkl      the fitted pipeline
-                                  metadata.json  metrics, params, hashes, sha256 of model.pkl
-                                  MODEL_CARD.md
-    <root>/<model_name>/aliases.json             {"champion": 3}
-    <root>/<model_name>/alias_history.jsonl      one JSON line per alias move (append-only)
-
-A version is written in full into a hidden temporary folder and then renamed into place, and the
-alias file is replaced by an atomic rename under a file lock: a crash leaves either the old state
-or the new one, never a half-written champion. Loading checks the sha256 before unpickling.
-
-Every alias move (a registration, `promote`, `rollback`, `set_alias`) is appended, under the same
-lock and after the alias file was replaced, to the model's alias history: who moved which alias from
-which version to which, when and why. `rollback` reads it to return the champion to where it was.
-Operators use `python -m tasks.registry list|show|history|promote|rollback|verify` (`main`).
+A version is written whole into a hidden folder and renamed into place; `aliases.json` is replaced by
+an atomic rename under a file lock, and every move is appended to `alias_history.jsonl`, which
+`rollback` reads. A crash leaves the old state or the new one, never a half-written champion.
+Loading checks the sha256 before unpickling. `main` is the command line.
 """
 
 from __future__ import annotations
@@ -127,10 +117,11 @@ def register_model(
     alias: str | None = "champion",
     extra_files: dict[str, bytes] | None = None,
 ) -> int:
-    """Add a new version (complete before it becomes visible) and optionally move `alias` to it.
-    `extra_files` (e.g. model.onnx) are written into the version too; their sha256 are recorded.
-    The alias move is recorded in the alias history with the gate's reason (`metadata["gate"]["reason"]`)
-    when the metadata holds one, else "registered by run <run_id>"."""
+    """Add a version, complete before it becomes visible, and move `alias` to it; returns the version.
+
+    `extra_files` (e.g. model.onnx) go into the version, their sha256 recorded. The alias history gets
+    the gate's reason (`metadata["gate"]["reason"]`) when there is one.
+    """
     model_dir = _model_dir(root, model_name)
     remove_stale_staging(model_dir)
     staging = model_dir / f".staging-{uuid.uuid4().hex}"
@@ -197,17 +188,16 @@ def remove_stale_staging(model_dir: Path, older_than_s: float | None = None) -> 
 
 
 # --- Alias history -------------------------------------------------------------------------------
-# <model>/alias_history.jsonl: one JSON object per line, oldest first, appended (fsynced) under the
-# model's lock right after the alias file was replaced. Fields: seq (1, 2, ...), time (UTC, ISO 8601),
-# alias, action (register | promote | rollback | set), version (where the alias points after the
-# move), previous (where it pointed before; null: nowhere), reason, user; undoes (rollback: the seq
-# of the move it undid) and run_id (register) when they apply. A crash can leave at most a torn last
-# line without its newline: never a record, skipped by readers and cut off by the next append.
 
 
 @dataclass(frozen=True)
 class AliasMove:
-    """One alias move: `alias` went from version `previous` to version `version`."""
+    """One line of `alias_history.jsonl`: `alias` went from version `previous` (None: nowhere) to `version`.
+
+    Lines are appended oldest first, fsynced under the model's lock after the alias file is replaced.
+    A crash leaves at most a torn last line without a newline: readers skip it, the next append cuts it.
+    `action`: register, promote, rollback or set; `time`: UTC, ISO 8601; `undoes`: the seq a rollback undid.
+    """
 
     seq: int
     time: str
@@ -431,10 +421,11 @@ def _move(root: str | Path, name: str, alias: str, version: int, action: str, re
 
 def promote(root: str | Path, model_name: str, version: int, reason: str | None = None,
             alias: str = CHAMPION) -> AliasChange:
-    """Point `alias` at `version` atomically (the alias file replaced by a rename under the model's
-    lock), recording the move with its reason, the previous version, the time and the user in the
-    alias history. Refuses a version that does not exist or fails its checksum; nothing changes then.
-    Promoting the version the alias already points at changes and records nothing."""
+    """Point `alias` at `version` atomically and record the move (reason, previous version, time, user).
+
+    Raises RegistryError, changing nothing, for a version that is missing or fails its checksum.
+    Promoting the version the alias already points at records nothing.
+    """
     name = resolve_model_name(root, model_name)
     version = int(version)
     versions = list_versions(root, name)
@@ -450,11 +441,11 @@ def promote(root: str | Path, model_name: str, version: int, reason: str | None 
 
 
 def rollback(root: str | Path, model_name: str, reason: str | None = None, alias: str = CHAMPION) -> AliasChange:
-    """Move `alias` back to the version it pointed at before its last move, read from the alias
-    history; the rollback is recorded and undoes that move, so a second rollback goes one step
-    further back (undo a rollback with `promote`). When the history holds no earlier version (a
-    registry older than the history, a first registration), the alias goes to the highest complete
-    version below the current one. Refuses, changing nothing, when there is nowhere to go."""
+    """Move `alias` back to where it pointed before its last move; a second rollback goes further back.
+
+    Without an earlier version in the history, the alias goes to the highest complete version below
+    the current one. Raises RegistryError, changing nothing, when there is nowhere to go.
+    """
     name = resolve_model_name(root, model_name)
     model_dir = _model_dir(root, name)
     with _lock(model_dir):
@@ -503,10 +494,10 @@ def _version_problem(root: str | Path, model_name: str, version: int) -> str | N
 
 
 def verify(root: str | Path) -> list[str]:
-    """Every problem found in the registry at `root` (empty when sound): each version complete (its
-    metadata readable, its files present and matching their recorded sha256), each alias pointing
-    at a complete version, and each line of the alias history readable. Reads every model file
-    once; loads none."""
+    """Every problem in the registry at `root`, empty when sound; reads every model file once, loads none.
+
+    Checks that each version is complete, each alias points at a complete version and each history line reads.
+    """
     problems: list[str] = []
     for name in list_models(root):
         complete = set()
@@ -608,9 +599,10 @@ def load_model(
     root: str | Path, model_name: str, alias: str | None = "champion", version: int | None = None,
     gated: bool = False,
 ) -> RegisteredModel:
-    """Load a version (by number, or the one an alias points to) after checking its sha256.
-    `gated`: for a version refitted on all its data (registry.refit_on_full_data), the model that was
-    evaluated and gated (gated_model.pkl) instead of the production refit (model.pkl)."""
+    """Load a version (by number, or the one `alias` points to) after checking its sha256.
+
+    `gated`: for a version refitted on all its data, the model that was gated instead of the refit.
+    """
     version = resolve_version(root, model_name, alias, version)
     metadata = read_metadata(root, model_name, version)
     file_name, sha = metadata["model_file"], metadata["model_sha256"]
@@ -779,9 +771,10 @@ def build_parser(prog: str = "python -m tasks.registry") -> argparse.ArgumentPar
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m tasks.registry") -> int:
-    """The registry's command line; returns the exit code: 0 done, 1 `verify` found a problem, 2 an
-    error (one line on stderr, `error: ...`). `prog` names the command in help and messages
-    (`gauntlet registry` when called from the gauntlet CLI)."""
+    """The registry's command line; returns 0 when done, 1 when `verify` found a problem, 2 on an error.
+
+    `prog` names the command in help and messages (`gauntlet registry` from the gauntlet CLI).
+    """
     try:
         args = build_parser(prog).parse_args(argv)
     except _UsageError as exc:

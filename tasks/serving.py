@@ -1,19 +1,8 @@
-"""The REST service: a registered model behind HTTP (FastAPI + uvicorn, both installed with Prefect).
+"""The REST service: a registered model behind HTTP (FastAPI + uvicorn); usage in docs/serving.md.
 
-    make serve [PORT=8000]             # python -m tasks.serving --port 8000 (binds 127.0.0.1)
-
-    POST /predict   a JSON list of row objects -> a prediction and class probabilities per row
-    GET  /health    status and the version being served
-    GET  /model     name, version, family, metrics, training data hash, input schema
-    GET  /openapi.json, /docs          the OpenAPI spec, typed from the model's training schema
-
-Rows go through the same `InputSchema.prepare` and `score_frame` as the batch flow, with the same
-registered object: a row gets the prediction `flows/predict.py` and the evaluation gave it.
-
-The service follows an alias (`champion` by default): a thread looks at the registry every
-`--reload-every` seconds and, when the alias has moved, loads the new version (its sha256 checked)
-and swaps it in. Requests in flight finish on the version they started with; none is dropped. A
-version that fails to load is not served: the old one stays and /health says why.
+Rows go through the batch flow's `score_frame`, so they get the prediction the evaluation gave them.
+When the followed alias moves, the new version is swapped in; requests in flight finish on theirs,
+and a version that fails to load is not served (the old one stays, /health says why).
 """
 
 from __future__ import annotations
@@ -104,8 +93,7 @@ def _number(value: Any) -> float | None:
 
 # --- the model being served ----------------------------------------------------------------------
 
-# Numbers are finite and within +-1e30: a model fitted on real data has never seen more, and larger
-# values overflow when scaled (the service would have to refuse them after validation).
+# No real training data holds larger numbers, and they overflow when scaled: refuse them in validation.
 MAX_ABS_NUMBER = 1e30
 Number = Annotated[float, Field(ge=-MAX_ABS_NUMBER, le=MAX_ABS_NUMBER, allow_inf_nan=False)]
 

@@ -1,14 +1,9 @@
 """Experiment tracking behind a small `Tracker` protocol: Comet (online or offline) or nothing.
 
-A tracker is created and ended inside one flow run; it never crosses a task boundary. Without
-COMET_API_KEY (mode auto) Comet runs offline and writes `<offline_dir>/<experiment key>.zip`,
-with no network attempt. An online experiment that cannot reach Comet falls back to offline, so
-a run is never lost to the network.
-
-Comet allows one live experiment per process, and the family searches run concurrently on threads
-(two live experiments corrupt each other's offline archives). So a `CometTracker` records its
-calls in memory and writes them to Comet when it ends, one experiment at a time under a process
-lock. Its key is chosen up front, so results can name their experiment before it is written.
+Without COMET_API_KEY (mode auto) Comet runs offline, writing `<offline_dir>/<key>.zip`; an online
+experiment that cannot reach Comet falls back to offline, so no run is lost to the network.
+Two live Comet experiments in one process corrupt each other's archives and the searches run on
+threads, so a `CometTracker` records its calls and replays them at `end()`, one at a time under a lock.
 """
 
 from __future__ import annotations
@@ -99,7 +94,10 @@ MODEL_FILE_LIMIT_BYTES = 32 * 2**20
 
 
 class CometTracker:
-    """Records tracking calls; `end()` writes them as one Comet experiment (online or offline)."""
+    """Records tracking calls; `end()` writes them as one Comet experiment (online or offline).
+
+    The key is chosen up front, so results can name their experiment before it is written.
+    """
 
     def __init__(self, config: TrackingConfig, offline_dir: Path, name: str, tags: list[str]) -> None:
         self.config, self.offline_dir, self.name, self.tags = config, Path(offline_dir), name, tags
@@ -126,9 +124,10 @@ class CometTracker:
         self._record("log_asset", str(path), file_name=name or Path(path).name)
 
     def log_model(self, name: str, path: str | Path) -> None:
-        """The model file itself up to `MODEL_FILE_LIMIT_BYTES`; a larger one as a remote model (its
-        file URI, size and sha256): the registry and the run folder already hold it, and copying it
-        into the experiment took 58 MB more memory for a 130 MB forest (the 1M-row run's peak)."""
+        """The model file; one over `MODEL_FILE_LIMIT_BYTES` as a reference (file URI, size, sha256).
+
+        The registry and the run folder hold it already, and a copy in the experiment costs memory at the peak.
+        """
         path = Path(path)
         size = path.stat().st_size if path.is_file() else 0
         if size <= MODEL_FILE_LIMIT_BYTES:
@@ -140,24 +139,24 @@ class CometTracker:
                      metadata={"bytes": size, "sha256": file_sha256(path), "logged_as": "reference (large file)"})
 
     def log_image(self, name: str, path: str | Path) -> None:
-        """A plot already saved as PNG (Comet's log_figure renders the figure again: 0.1 s each)."""
+        """A plot already saved as PNG (Comet's log_figure would render the figure again)."""
         self._record("log_image", str(path), name=name)
 
     def log_table(self, name: str, frame: pd.DataFrame) -> None:
         self._record("log_table", name, tabular_data=frame.copy())
 
     def log_confusion_matrix(self, y_true: Any, y_pred: Any, labels: list[str]) -> None:
-        """Logged as its counts (Comet's per-row form keeps Python lists of every row: 35 MB more
-        for 200k test rows)."""
+        """Logged as its counts: Comet's per-row form keeps every row in Python lists."""
         from sklearn.metrics import confusion_matrix
 
         matrix = confusion_matrix(y_true, y_pred, labels=list(range(len(labels))))
         self._record("log_confusion_matrix", matrix=matrix.tolist(), labels=labels)
 
     def register_model(self, name: str, version: int, tags: list[str], description: str = "") -> None:
-        """Online: register the model logged under `name` in Comet's model registry as version
-        `<version>.0.0` (Comet wants semver), with tags. Offline archives cannot register: the local
-        registry holds the champion, and the archive's model asset can be registered after upload."""
+        """Online: register the model logged as `name` in Comet's registry as `<version>.0.0` (semver).
+
+        Offline archives cannot register: the local registry holds the champion.
+        """
         self._record("register_model", name, version=f"{version}.0.0", tags=list(tags), description=description)
 
     def end(self) -> None:
@@ -173,8 +172,7 @@ class CometTracker:
                     log.error("Comet experiment %s (%s) could not be written: %s", self.key, self.name,
                               _redact(str(exc)))
                     return
-                # Comet failed in the middle of an online experiment: everything goes to an offline
-                # archive instead (what reached Comet before the failure is in that archive too).
+                # Comet failed mid-experiment: write it all offline (what reached Comet is in there too).
                 self.fallback = _redact(f"{type(exc).__name__}: {str(exc).strip()[:300]}")
                 log.warning("Comet failed while writing %s online (%s); writing it offline to %s instead",
                             self.name, self.fallback, self.offline_dir)
@@ -239,9 +237,7 @@ class CometTracker:
             project_name=self.config.project, workspace=self.config.workspace,
             offline_directory=str(self.offline_dir), experiment_key=self.key, **_QUIET,
         )
-        # Comet's offline writer polls its queue once a second, and end() waits for that poll to
-        # notice it is done: 1 s per experiment, on every search's path. Polled every 50 ms, end()
-        # takes about 0.15 s and writes the same archive (tests/unit/test_tracking.py reads it back).
+        # end() waits for the offline writer's next queue poll, by default a second away: poll more often.
         streamer = getattr(experiment, "streamer", None)
         if streamer is not None and hasattr(streamer, "queue_timeout"):
             streamer.queue_timeout = OFFLINE_POLL_S

@@ -77,12 +77,9 @@ def load_builtin(name: str) -> pd.DataFrame:
 
 
 def read_parquet(path: str | Path) -> pd.DataFrame:
-    """A Parquet file as a DataFrame, one column at a time: memory for the frame and one column.
+    """A Parquet file as a DataFrame, read a column at a time so that the peak is the frame plus one column.
 
-    Reading the whole table first holds the file's pages and Arrow's buffers next to the frame
-    being built. Measured on 1M x 40 float32 (153 MB in memory): +195 MB peak, against +425 MB
-    for a whole-table read (memory-mapped, self_destruct) and more for pd.read_parquet. The
-    pandas index stored by `to_parquet(index=True)` is not restored: rows are numbered 0..n-1.
+    A stored pandas index is not restored: rows are numbered 0..n-1.
     """
     import pyarrow.parquet as pq
 
@@ -98,15 +95,15 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
     )
 
 
-# Below this, freed tables are not worth a full garbage collection: it takes 0.2-0.5 s with the GIL
-# held (every other family's thread waits), six times a run. On the demo table it cost 1-3 s a run.
+# Below this, freeing is not worth a full GC, which holds the GIL while every family's thread waits.
 RELEASE_ABOVE_BYTES = 16 * 2**20
 
 
 def release_memory(freed_bytes: int | None = None) -> None:
-    """Hand freed memory back to the OS once a large table is gone (the allocator keeps it otherwise):
-    pyarrow's pool, and with the system pool (config/runtime.py) malloc's free lists too. Does nothing
-    when `freed_bytes` (the size of what was dropped: a table, or its Parquet files) is small."""
+    """Return freed memory to the OS: pyarrow's pool, and malloc's with the system pool (config/runtime.py).
+
+    `freed_bytes`: the size of what was dropped; below RELEASE_ABOVE_BYTES nothing is done.
+    """
     if freed_bytes is not None and freed_bytes < RELEASE_ABOVE_BYTES:
         return
     import gc
@@ -124,10 +121,11 @@ def _first_line(exc: Exception) -> str:
 
 def table_columns(path: str | Path, *, what: str = "data file",
                   fix: str = "set data.path to an existing CSV or Parquet file") -> tuple[list[str], int | None]:
-    """A table file's column names (and, for Parquet, its row count from the footer), read without
-    its rows: a missing, empty, unreadable or oddly typed file, or repeated column names, end here
-    with a DataError naming the file, the problem and `fix`. CSV headers are read raw: pandas would
-    rename a second `a` to `a.1` and the repetition would go unnoticed."""
+    """A table file's column names and, for Parquet, its row count (from the footer), without reading rows.
+
+    Raises DataError naming the file, the problem and `fix` for a missing, empty, unreadable or
+    unsupported file, or repeated column names (CSV headers are read raw: pandas would rename them).
+    """
     file = Path(path)
     if not file.is_file():
         raise DataError(f"{what} not found: {path}; {fix}")
@@ -264,8 +262,7 @@ def validate_dataset(
         raise DataError(f"preprocessing.categorical.columns names columns not in the table: {unknown}")
     if target in categorical_columns:
         raise DataError(f"preprocessing.categorical.columns contains the target {target!r}; remove it")
-    # The split's keys decide where rows go; as features they would not generalise (a group id, or
-    # a time that is always later at predict time than anything seen in training).
+    # Split keys decide where rows go; as features they would not generalise (group ids, future times).
     for key_column in (group_column, time_column):
         if key_column is not None and key_column not in drop_columns:
             drop_columns = [*drop_columns, key_column]
@@ -414,8 +411,10 @@ def column_kind(series: pd.Series, name: str, forced_categorical: bool = False) 
 
 
 def sample_rows(frame: pd.DataFrame, target: str, n: int, seed: int, stratify: bool = True) -> pd.DataFrame:
-    """`n` rows of `frame` (all of them when it has no more), drawn with `seed`; stratified by the
-    target when asked (rows without a target are drawn like the others' classes' share); original order kept."""
+    """`n` rows drawn with `seed` (all when there are fewer), in their original order.
+
+    `stratify`: keep the target's class shares, rows without a target counting as one more class.
+    """
     if len(frame) <= n:
         return frame
     if stratify:
@@ -430,9 +429,10 @@ def sample_rows(frame: pd.DataFrame, target: str, n: int, seed: int, stratify: b
 
 
 def check_numbers_as_text(series: pd.Series, name: str, sample: int = 1000) -> None:
-    """A text column whose values are numbers but for a few is a numeric column with garbage in it
-    ("12.5", "13", "n/a!", ...): as a category it would be useless, so it is refused, naming the
-    cells. A sample is parsed first: real categories ("Private", "Self-emp") stop there."""
+    """Refuse a text column of numbers with a few non-numbers in it, naming those cells.
+
+    Such a column is useless as categories. A sample is parsed first, so real categories return early.
+    """
     if not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
         return
     values = series.dropna()
@@ -467,10 +467,10 @@ def _is_id_like(series: pd.Series, kind: str, n_rows: int) -> bool:
 def check_leakage(
     frame: pd.DataFrame, target: str, features: list[str], numeric: list[str], n_classes: int
 ) -> None:
-    """Refuse a feature from which the target follows exactly: a copy of it (one value per class),
-    a many-to-one map whose values repeat (every value always with the same class), or, for a
-    number, a threshold (every class one interval of its values). Rows without a target are left
-    out column by column (a filtered copy of the whole table would double its memory)."""
+    """Raise DataError for a feature the target follows from exactly: a copy, a many-to-one map, a threshold.
+
+    Rows without a target are left out column by column, not by copying the table.
+    """
     labelled = frame[target].notna().to_numpy()
     rows = None if labelled.all() else np.flatnonzero(labelled)
 
@@ -530,13 +530,11 @@ def split_positions(
     time_column: str | None = None,
     group_column: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """Train/valid/test as row positions of `frame`, in each part's row order. Rows with a missing
-    target go nowhere.
+    """Train/valid/test as row positions of `frame`; rows with a missing target go nowhere.
 
-    stratified/random: shuffled with `seed`. time: ordered by `time_column` (stable), the earliest
-    rows train, then valid, then the latest test. group: no value of `group_column` in two splits.
-    Only positions are computed: each part is taken (or written, `write_part`) on its own, so the
-    table is never copied whole.
+    stratified/random: shuffled with `seed`. time: ordered by `time_column` (stable), earliest in train,
+    latest in test. group: no value of `group_column` in two parts. Raises DataError when a part
+    lacks a class.
     """
     target = frame[info.target]
     kept = np.flatnonzero(target.notna().to_numpy()) if target.isna().any() else np.arange(len(frame))
@@ -591,13 +589,11 @@ WRITE_CHUNK_ROWS = 200_000
 
 
 def write_part(frame: pd.DataFrame, rows: np.ndarray, path: str | Path, chunk_rows: int = WRITE_CHUNK_ROWS) -> None:
-    """Write `frame`'s rows at `rows` as one Parquet file (every column, no index), a chunk of rows at
-    a time: memory for one chunk, not for the part. The schema is the whole table's, so a chunk
-    whose text column happens to be all missing is written with the same types as the others.
+    """Write `frame`'s rows at `rows` as one Parquet file (no index), a chunk at a time to bound memory.
 
-    Dictionary pages stop at 64 KB: a column with many distinct values (most floats) falls back to
-    plain encoding early instead of carrying a 1 MB dictionary page per row group (600k x 40 float32:
-    95 MB on disk instead of 140 MB, written 6x and read 3x faster)."""
+    The whole table's schema keeps a chunk's types when one of its text columns is all missing.
+    Dictionary pages are capped at 64 KB so that high-cardinality columns switch to plain encoding early.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -1,11 +1,8 @@
 """What the evaluation builds and measures around the champion (pure: no Prefect, no Comet).
 
-- `SoftVoteEnsemble`: the top-k candidates' probabilities averaged, one more candidate.
-- `DecisionModel`: the model that is gated *and* registered: the fitted pipeline (or ensemble),
-  an optional probability calibrator and an optional binary decision threshold, all fitted on the
-  validation split. `predict` applies the threshold, so a reloaded model predicts what was evaluated.
-- bootstrap confidence intervals, threshold tuning, permutation importance, tree SHAP values and
-  fairness metrics.
+`DecisionModel` is what is gated *and* registered: the pipeline (or `SoftVoteEnsemble`), an optional
+calibrator and binary threshold, all fitted on validation, so a reloaded model predicts what was evaluated.
+Also here: bootstrap intervals, threshold tuning, permutation importance, TreeSHAP and fairness metrics.
 """
 
 from __future__ import annotations
@@ -140,9 +137,7 @@ def permutation_importances(
 
     baseline = score(np.asarray(model.predict_proba(X)))
     n = len(X)
-    # Every shuffled copy, in the same order as one at a time; predicted in stacks of about
-    # PERMUTATION_BATCH_ROWS rows: one pipeline call per stack instead of one per copy (on the demo
-    # table, 150 calls of a few milliseconds of scikit-learn overhead each became one).
+    # Copies drawn as one at a time would, predicted in stacks of ~PERMUTATION_BATCH_ROWS rows: one call each.
     jobs = [(column, X[column].to_numpy()[rng.permutation(n)]) for column in X.columns for _ in range(n_repeats)]
     per_stack = max(1, PERMUTATION_BATCH_ROWS // max(n, 1))
     drops: dict[str, list[float]] = {column: [] for column in X.columns}
@@ -163,10 +158,11 @@ def permutation_importances(
 
 
 def tree_shap_values(pipeline: Any, X: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray] | None:
-    """Exact TreeSHAP contributions from LightGBM's / XGBoost's own implementation, per encoded
-    feature: (values [rows x features] for the positive class / |values| summed over classes,
-    feature names, the encoded feature values as numbers (category codes for native categories)).
-    None for models without a native TreeSHAP (logistic regression, random forest, ensembles)."""
+    """Exact TreeSHAP from LightGBM's or XGBoost's own implementation; None for other models.
+
+    Returns (values [rows x encoded features]: the positive class's, or |values| summed over classes;
+    the feature names; the encoded values as numbers, category codes for native categories).
+    """
     model = getattr(pipeline, "named_steps", {}).get("model") if hasattr(pipeline, "named_steps") else None
     if model is None:
         return None

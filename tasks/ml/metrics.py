@@ -21,9 +21,10 @@ def predict_labels(proba: np.ndarray, threshold: float | None = None) -> np.ndar
 
 
 def _label_metrics(y: np.ndarray, pred: np.ndarray, k: int, beta: float, average: str) -> dict[str, float]:
-    """Label metrics from the confusion matrix, as scikit-learn defines them (zero_division=0;
-    binary scores are for class 1), without its per-call validation: these run in the bootstrap,
-    permutation-importance and threshold loops thousands of times."""
+    """Label metrics as scikit-learn defines them (zero_division=0; binary: class 1), from the confusion matrix.
+
+    Skips scikit-learn's per-call checks: the bootstrap, permutation and threshold loops call it thousands of times.
+    """
     matrix = np.bincount(y * k + pred, minlength=k * k).reshape(k, k).astype(float)
     total = matrix.sum()
     tp = np.diag(matrix)
@@ -57,8 +58,7 @@ def _label_metrics(y: np.ndarray, pred: np.ndarray, k: int, beta: float, average
 
 
 def _binary_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """True and false positives at each distinct score, highest score first: scikit-learn's
-    `_binary_clf_curve` without its input checks."""
+    """True and false positives at each distinct score, highest first (scikit-learn's `_binary_clf_curve`)."""
     order = np.argsort(score, kind="mergesort")[::-1]
     score, y = score[order], y[order]
     ends = np.r_[np.flatnonzero(np.diff(score)), y.size - 1]  # the last row of each run of equal scores
@@ -67,9 +67,10 @@ def _binary_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def binary_roc_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC-AUC as scikit-learn's roc_auc_score computes it (trapezoids; ties count half); NaN when
-    `y` holds one class. Without the per-call validation that costs a millisecond: the bootstrap
-    calls it hundreds of times (tested equal to scikit-learn's)."""
+    """ROC-AUC as scikit-learn's roc_auc_score computes it (tested equal); NaN when `y` holds one class.
+
+    Skips scikit-learn's per-call checks, which the bootstrap would pay on every resample.
+    """
     tps, fps = _binary_curve(y, score)
     if tps[-1] == 0 or fps[-1] == 0:
         return float("nan")
@@ -77,8 +78,7 @@ def binary_roc_auc(y: np.ndarray, score: np.ndarray) -> float:
 
 
 def binary_average_precision(y: np.ndarray, score: np.ndarray) -> float:
-    """Average precision as scikit-learn's average_precision_score computes it: the sum over
-    thresholds of (recall step) x precision, without interpolation (tested equal to scikit-learn's)."""
+    """Average precision as scikit-learn's average_precision_score computes it (tested equal), without its checks."""
     tps, fps = _binary_curve(y, score)
     if tps[-1] == 0:
         return float(skm.average_precision_score(y, score))  # no positive: scikit-learn's warning and value

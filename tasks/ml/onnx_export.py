@@ -1,14 +1,9 @@
 """Optional ONNX export of a registered model (`registry.export_onnx: true`; extra `gauntlet[onnx]`).
 
-skl2onnx converts the scikit-learn pipeline, onnxmltools the LightGBM and XGBoost boosters. gauntlet's
-own preprocessing classes extend scikit-learn ones and keep their fitted attributes, so a copy of the
-pipeline with each swapped for the class it extends converts with skl2onnx's own converters; the
-infinite-to-missing step gets a two-node converter (IsInf, Where). What has no converter (category
-levels as text, date parts, calibrators) is not exported, and the reason is recorded.
-
-Every export is checked before it is kept: the ONNX model (onnxruntime) and the original predict
-the given rows; the export is kept only when every label agrees and no probability differs by more
-than `PARITY_TOLERANCE` (ONNX runs in float32). The figures go into the version's metadata.
+A copy of the pipeline with gauntlet's classes swapped for the scikit-learn ones they extend converts
+with skl2onnx (onnxmltools for the boosters); what has no converter is not exported, the reason recorded.
+An export is kept only when onnxruntime agrees with the original on every label and on every
+probability within `PARITY_TOLERANCE`; the figures go into the version's metadata.
 """
 
 from __future__ import annotations
@@ -19,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-PARITY_TOLERANCE = 2e-3  # LightGBM's float32 ONNX trees: up to 8e-4 measured on the demo table
+PARITY_TOLERANCE = 2e-3  # above the float32 drift of LightGBM's ONNX trees (up to 8e-4)
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
 

@@ -1,21 +1,8 @@
 """Scoring new rows with a registered model (pure: no Prefect, no HTTP).
 
-The batch flow (`flows/predict.py`) and the REST service (`tasks/serving.py`) both go through
-`InputSchema.prepare` and `score_frame`, so a row gets the same prediction whichever way it comes in,
-and the same as the evaluation gave it: the registered object is the fitted pipeline itself.
-
-The training schema is recorded with every registry version (`input_schema` in metadata.json): each
-feature's kind (numeric, categorical, datetime) and the dtype it had in training. New input is
-checked against it:
-
-- a missing feature column: refused, naming the column;
-- extra columns (an id, the target...): ignored, and the caller says so;
-- a numeric column that arrives as text: converted when every value parses as a number, refused
-  naming the column and an offending value otherwise; numbers are cast to the training dtype where
-  that loses nothing (float32 stays float32, so predictions match training bit for bit);
-- a datetime column: parsed, refused when a value is not a date;
-- a categorical column: taken as it is (levels are compared as text, unseen levels are handled by
-  the pipeline's encoder as in training).
+Batch prediction (`flows/predict.py`) and the REST service (`tasks/serving.py`) share
+`InputSchema.prepare` and `score_frame`, so a row gets the prediction the evaluation gave it.
+Input is checked against the training schema recorded with each version (`input_schema` in metadata.json).
 """
 
 from __future__ import annotations
@@ -91,8 +78,12 @@ class InputSchema:
         return [str(c) for c in names if str(c) not in wanted]
 
     def prepare(self, frame: pd.DataFrame, first_row: int = 0) -> pd.DataFrame:
-        """The feature columns, in training order, converted to what the model was trained on.
-        `first_row`: the position of the frame's first row in the whole input (for messages)."""
+        """The feature columns in training order, converted to the training schema.
+
+        Raises SchemaError for a missing column, a numeric value that does not parse or a date that is
+        not one. Numbers keep their training dtype where nothing is lost (so predictions match training);
+        categories pass as they are. `first_row`: the frame's first row in the whole input, for messages.
+        """
         self.check_columns(list(frame.columns))
         out = {}
         for column in self.columns:
