@@ -73,7 +73,7 @@ def main() -> int:
                                                           "xgboost"])
     args = parser.parse_args()
 
-    from config.runtime import configure_environment
+    from gauntlet.runtime import configure_environment
 
     configure_environment()  # the allocator settings a run uses (imports come before any stage)
     from tasks.ml import data as ml_data

@@ -79,7 +79,7 @@ def main() -> int:
     os.environ.update(PREFECT_API_URL=api, PREFECT_HOME=str(work), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     os.environ.pop("COMET_API_KEY", None)
     print(f"soak: {args.runs} smoke runs ({args.mode}) against {api}, artifacts in {artifacts}", flush=True)
-    from config.runtime import configure_environment
+    from gauntlet.runtime import configure_environment
 
     configure_environment()
     from gauntlet.cli import main as gauntlet_main

@@ -628,7 +628,7 @@ class TrainParameters(BaseModel):
 
     def to_config(self) -> TrainConfig:
         """The validated TrainConfig (ConfigError naming the problem otherwise)."""
-        from config.runtime import PROJECT_ROOT
+        from config.paths import PROJECT_ROOT
 
         path = Path(self.config_path)
         if not path.is_absolute() and not path.is_file() and (PROJECT_ROOT / path).is_file():

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from config.runtime import PROJECT_ROOT, configure_environment
+from config.paths import PROJECT_ROOT
+from gauntlet.runtime import configure_environment
 
 configure_environment()  # before Prefect is imported: its settings are read once
 

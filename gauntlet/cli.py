@@ -77,11 +77,11 @@ def parser() -> argparse.ArgumentParser:
 def run(argv: list[str] | None = None) -> None:
     """The console script: set the process up, then `main`."""
     argv = sys.argv[1:] if argv is None else argv
-    from config.runtime import configure_environment
+    from gauntlet.runtime import configure_environment
 
     configure_environment()
     if argv and argv[0] in SERVER_COMMANDS and not {"-h", "--help"} & set(argv):
-        from config import local_server
+        from gauntlet import local_server
 
         local_server.start_early()  # boots while the imports below run
     sys.exit(main(argv))
@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from config import local_server
     from config.schema import TrainParameters
+    from gauntlet import local_server
     from tasks.data import preflight
     from tasks.progress import Display
 
@@ -142,7 +142,7 @@ def _preload(config: Any) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from config import local_server
+    from gauntlet import local_server
     from tasks.runs import RunPaths, load_run_config
 
     paths = RunPaths(Path(args.run))
@@ -155,7 +155,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from config import local_server
+    from gauntlet import local_server
     from tasks.prediction import preflight
 
     preflight(args.input, args.output, args.registry, args.model, args.alias, args.version, args.keep)
@@ -180,8 +180,8 @@ def _worker(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace) -> int:
     import json
 
-    from config import local_server
     from config.errors import GauntletError
+    from gauntlet import local_server
     from tasks.ml.estimators import get_family
     from tasks.runs import RunPaths, load_run_config
 

@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from config.runtime import PROJECT_ROOT
+from config.paths import PROJECT_ROOT
 from config.schema import TrainConfig
 from tasks.ml.data import DatasetInfo
 from tasks.ml.results import Candidate, EvalReport

@@ -11,7 +11,7 @@ os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("COMET_API_KEY", None)  # tests are offline: Comet must never go online here
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="gauntlet-prefect-home-"))
 
-from config.runtime import configure_environment  # noqa: E402
+from gauntlet.runtime import configure_environment  # noqa: E402
 
 configure_environment()
 

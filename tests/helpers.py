@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from config.runtime import PROJECT_ROOT
+from config.paths import PROJECT_ROOT
 
 SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
 SMOKE_YAML = PROJECT_ROOT / "config" / "smoke.yaml"

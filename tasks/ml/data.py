@@ -100,7 +100,7 @@ RELEASE_ABOVE_BYTES = 16 * 2**20
 
 
 def release_memory(freed_bytes: int | None = None) -> None:
-    """Return freed memory to the OS: pyarrow's pool, and malloc's with the system pool (config/runtime.py).
+    """Return freed memory to the OS: pyarrow's pool, and malloc's with the system pool (gauntlet/runtime.py).
 
     `freed_bytes`: the size of what was dropped; below RELEASE_ABOVE_BYTES nothing is done.
     """

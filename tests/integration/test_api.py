@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from config.runtime import PROJECT_ROOT
+from config.paths import PROJECT_ROOT
 
 SMOKE = str(PROJECT_ROOT / "config" / "smoke.yaml")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from config.runtime import PROJECT_ROOT
+from config.paths import PROJECT_ROOT
 from tests.helpers import SHARED_DATASETS, smoke_params
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from config.runtime import PROJECT_ROOT
+from config.paths import PROJECT_ROOT
 from tasks import registry
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from config.runtime import PROJECT_ROOT
+from config.paths import PROJECT_ROOT
 from tasks import registry
 from tests.helpers import comet_archives, smoke_params
 

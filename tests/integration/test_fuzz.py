@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from config.runtime import PROJECT_ROOT
+from config.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -1,4 +1,4 @@
-"""The local Prefect server a command-line run starts before its imports (config/local_server.py)."""
+"""The local Prefect server a command-line run starts before its imports (gauntlet/local_server.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from config import local_server
+from gauntlet import local_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,8 +81,8 @@ def test_the_server_answers_and_dies_with_a_killed_run(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from config import local_server
-        from config.runtime import configure_environment
+        from gauntlet import local_server
+        from gauntlet.runtime import configure_environment
         configure_environment()
         url = local_server.start_early()
         local_server.wait_until_ready()

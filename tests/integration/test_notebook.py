@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from config.runtime import PROJECT_ROOT
+from config.paths import PROJECT_ROOT
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "explore_runs.ipynb"
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from config.runtime import PROJECT_ROOT
+from config.paths import PROJECT_ROOT
 from tasks.progress import BOARD, Display
 
 FAMILIES = ["logistic_regression", "random_forest", "lightgbm", "xgboost"]

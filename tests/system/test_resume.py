@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 
-from config.runtime import PROJECT_ROOT
+from config.paths import PROJECT_ROOT
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 RF_TRIALS = 16

@@ -18,7 +18,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from config.runtime import PROJECT_ROOT
+from config.paths import PROJECT_ROOT
 from tasks import registry
 from tests.helpers import SERVER_COMMAND, WORKER_COMMAND, free_port
 

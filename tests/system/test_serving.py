@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import schemathesis
 
-from config.runtime import PROJECT_ROOT
+from config.paths import PROJECT_ROOT
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from config.runtime import PROJECT_ROOT
+from config.paths import PROJECT_ROOT
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 BUDGET = 12

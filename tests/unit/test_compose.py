@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from config.runtime import PROJECT_ROOT
+from config.paths import PROJECT_ROOT
 from tests.helpers import SERVER_COMMAND, WORKER_COMMAND
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"

@@ -1,7 +1,7 @@
 import pytest
 
 from config.errors import ConfigError
-from config.runtime import PROJECT_ROOT
+from config.paths import PROJECT_ROOT
 from config.schema import TrainConfig, load_config, parse_override
 
 TRAIN = PROJECT_ROOT / "config" / "train.yaml"

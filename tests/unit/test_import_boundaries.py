@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from config.runtime import PROJECT_ROOT
+from config.paths import PROJECT_ROOT
 
 
 def test_tasks_ml_imports_neither_prefect_nor_comet():

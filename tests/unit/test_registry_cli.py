@@ -14,7 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from config.errors import RegistryError
-from config.runtime import PROJECT_ROOT
+from config.paths import PROJECT_ROOT
 from tasks import registry
 
 MODEL = "cancer"

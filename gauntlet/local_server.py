@@ -117,7 +117,7 @@ def start_early() -> str | None:
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).resolve().parents[1]),
-             "--factory", "config.local_server:create_app", "--host", "127.0.0.1", "--port", str(port),
+             "--factory", "gauntlet.local_server:create_app", "--host", "127.0.0.1", "--port", str(port),
              "--log-level", "error", "--lifespan", "on"],
             env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509 - no threads yet

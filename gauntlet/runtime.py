@@ -1,15 +1,15 @@
 """Process-wide defaults set before Prefect or Comet is imported.
 
-Every entry point (flows/*.py, tests) calls `configure_environment()` first. Values already in the
-environment win, so a user can point at a Prefect server or another PREFECT_HOME.
+The entry points (the `gauntlet` command, the Python API, the tests) call `configure_environment()`
+first. Values already in the environment win, so a user can point at a Prefect server or another
+PREFECT_HOME.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from config.paths import PROJECT_ROOT
 
 
 def configure_environment() -> None:
