@@ -25,7 +25,7 @@ from sklearn.pipeline import Pipeline
 from config.errors import ConfigError
 from config.schema import hide_password
 from tasks.ml.data import DatasetInfo, features_and_target
-from tasks.ml.estimators import FamilySpec, FitContext, release_matrices
+from tasks.ml.estimators import FamilySpec, FitContext, MatrixCache
 from tasks.ml.metrics import compute_metrics, is_better
 from tasks.ml.preprocessing import PreprocessOptions, build_preprocessor
 
@@ -302,8 +302,10 @@ class SearchSettings:
 def fit_estimator(
     spec: FamilySpec, data: PreparedData | Fold, params: dict[str, Any], settings: SearchSettings,
     trial: optuna.Trial | None = None, n_classes: int | None = None, rounds: int | None = None,
+    cache: MatrixCache | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Fit one estimator on `data`'s training rows, early-stopping on its valid rows when it has them."""
+    """Fit one estimator on `data`'s training rows, early-stopping on its valid rows when it has them;
+    `cache`: the search's, to reuse what earlier trials built from the same arrays."""
     params = dict(params)
     if settings.imbalance == "class_weight":
         params["class_weight"] = "balanced"
@@ -312,7 +314,7 @@ def fit_estimator(
     ctx = FitContext(
         X_valid=data.X_valid, y_valid=data.y_valid, n_classes=n_classes,
         early_stopping_rounds=settings.early_stopping_rounds, trial=trial,
-        class_weight=params.get("class_weight"), rounds=rounds,
+        class_weight=params.get("class_weight"), rounds=rounds, cache=cache,
     )
     info = spec.fit(estimator, data.X_train, data.y_train, ctx)
     return estimator, info
@@ -390,6 +392,7 @@ def run_study(
     )
     retry_dead_workers_trials(study)
     kept: list[BestModel] = []
+    cache = MatrixCache()  # this search's arrays, binned once for XGBoost
     spill = _nbytes(data.X_train) >= SPILL_ABOVE_BYTES
     weighted = settings.imbalance == "auto"
 
@@ -397,7 +400,7 @@ def run_study(
         """Mean metrics over the folds; the running mean is reported to the pruner after each fold."""
         fold_scores, rounds = [], []
         for k, fold in enumerate(data.folds):
-            estimator, info = fit_estimator(spec, fold, params, settings, n_classes=data.n_classes)
+            estimator, info = fit_estimator(spec, fold, params, settings, n_classes=data.n_classes, cache=cache)
             fold_scores.append(_score(estimator, fold.X_valid, fold.y_valid, data.n_classes, settings))
             rounds.append(info.get("best_iteration"))
             trial.report(float(np.mean([s[settings.metric] for s in fold_scores])), k)
@@ -417,7 +420,7 @@ def run_study(
             if data.folds:
                 scores, info = cross_validate(trial, params)
             else:
-                estimator, info = fit_estimator(spec, data, params, settings, trial)
+                estimator, info = fit_estimator(spec, data, params, settings, trial, cache=cache)
                 scores = _score(estimator, data.X_valid, data.y_valid, data.n_classes, settings)
         except optuna.TrialPruned:
             raise
@@ -445,7 +448,7 @@ def run_study(
     try:
         optimize_within_budget(study, objective, settings, callbacks)
     finally:
-        release_matrices()
+        cache.clear()
     if settings.storage is not None:
         wait_for_other_workers(study)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
