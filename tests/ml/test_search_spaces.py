@@ -178,16 +178,18 @@ def test_a_dead_workers_running_trial_is_failed_and_retried_and_the_budget_count
 
     from tasks.ml.search import make_storage, optimize_within_budget, retry_dead_workers_trials
 
-    study = optuna.create_study(study_name="s", storage=make_storage(f"journal:{tmp_path}/s.journal"),
-                                direction="maximize")
+    storage = make_storage(f"journal:{tmp_path}/s.journal")
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     dead = study.ask({"C": optuna.distributions.FloatDistribution(0.1, 1.0)})
     dead.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # no such pid
     alive = study.ask({"C": optuna.distributions.FloatDistribution(0.1, 1.0)})
     alive.set_user_attr("worker", f"{socket.gethostname()}:{os.getppid()}")  # a live process
-    assert retry_dead_workers_trials(study) == [dead.number]
-    states = {t.number: t.state for t in study.get_trials()}
-    assert states[dead.number] == optuna.trial.TrialState.FAIL
-    assert states[alive.number] == optuna.trial.TrialState.RUNNING
+    assert retry_dead_workers_trials(study, storage) == [dead.number]
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[dead.number].state == optuna.trial.TrialState.FAIL
+    assert trials[dead.number].user_attrs["error"] == "its worker died"
+    assert trials[alive.number].state == optuna.trial.TrialState.RUNNING
+    assert retry_dead_workers_trials(study, storage) == []  # failed once, retried once
 
     ran = []
 
