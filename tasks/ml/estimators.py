@@ -29,6 +29,7 @@ class FitContext:
     trial: optuna.Trial | None = None  # set to report boosting rounds to the pruner
     class_weight: str | None = None  # "balanced": XGBoost translates it (it has no class_weight)
     rounds: int | None = None  # boosting rounds when there is no early-stopping set
+    cache: MatrixCache | None = None  # the search's reusable XGBoost matrices; None: built for this fit
 
 
 @dataclass(frozen=True)
@@ -180,41 +181,57 @@ def _make_xgboost(params: dict[str, Any], seed: int, n_jobs: int, n_classes: int
 # (`max_cached_hist_node`): 80 MB, measured at about the same speed.
 XGB_MAX_CACHED_HIST_NODES = 256
 
-# XGBoost's scikit-learn wrapper turns the arrays into a QuantileDMatrix (the binned copy it trains
-# on) at every fit. Its trials all fit the same read-only arrays, so each thread keeps its last
-# training and validation matrices and reuses them while the arrays are the same objects: on 600k x
-# 40 rows, building one took 94 MB more memory for a moment (the 1M-row run's peak) and a second.
-_MATRICES = threading.local()
+
+class MatrixCache:
+    """A search's XGBoost training and validation matrices (QuantileDMatrix: the binned copy XGBoost
+    trains on), built by its first trial and reused by the next ones while they fit the very same
+    arrays: identity, not equality, and the cache holds the arrays, so they cannot become other ones.
+
+    The search owns it and clears it when it ends; other arrays (another CV fold) replace the pair
+    it holds. `builds` counts the pairs built.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: tuple = ()
+        self._settings = ""
+        self._matrices: tuple[Any, Any] | None = None
+        self._lock = threading.Lock()
+        self.builds = 0
+
+    def get(self, X: Any, y: Any, X_valid: Any, y_valid: Any, settings: tuple) -> tuple[Any, Any]:
+        arrays = (X, y, X_valid, y_valid)
+        with self._lock:
+            if (self._matrices is None or repr(settings) != self._settings  # repr: NaN == NaN
+                    or any(a is not b for a, b in zip(self._arrays, arrays, strict=True))):
+                self._arrays, self._matrices = (), None  # the old pair goes before the new one is built
+                self._matrices = build_matrices(*arrays, settings)
+                self._arrays, self._settings = arrays, repr(settings)
+                self.builds += 1
+            return self._matrices
+
+    def clear(self) -> None:
+        with self._lock:
+            self._arrays, self._matrices = (), None
 
 
-def _reusing_matrices(estimator: Any) -> Callable[..., Any]:
-    """A `_create_dmatrix` for `estimator` that returns this thread's matrix built from the very same
-    arrays and settings (identity, not equality: the entry holds the arrays, so they stay the same)."""
-    build = type(estimator)._create_dmatrix
-
-    def create(ref: Any, **kwargs: Any) -> Any:
-        if any(kwargs.get(k) is not None for k in ("weight", "base_margin", "group", "qid")):
-            return build(estimator, ref, **kwargs)
-        settings = (estimator.max_bin, estimator.n_jobs, str(kwargs.get("missing")), kwargs.get("enable_categorical"))
-        entries = _MATRICES.__dict__.setdefault("entries", [])
-        for data, label, base, built_with, matrix in entries:
-            if data is kwargs["data"] and label is kwargs["label"] and base is ref and built_with == settings:
-                return matrix
-        matrix = build(estimator, ref, **kwargs)
-        if ref is None:
-            entries.clear()  # a new training matrix: the old pair goes
-        entries.append((kwargs["data"], kwargs["label"], ref, settings, matrix))
-        return matrix
-
-    return create
+def matrix_settings(estimator: Any) -> tuple:
+    """What XGBoost's scikit-learn wrapper builds its QuantileDMatrix with."""
+    return estimator.max_bin, estimator.n_jobs, estimator.missing, estimator.enable_categorical
 
 
-def release_matrices() -> None:
-    """Drop this thread's reusable XGBoost matrices (at the end of a search)."""
-    _MATRICES.__dict__.pop("entries", None)
+def build_matrices(X: Any, y: Any, X_valid: Any, y_valid: Any, settings: tuple, weight: Any = None) -> tuple[Any, Any]:
+    """The training QuantileDMatrix and the validation one, binned with the training cuts (ref=)."""
+    import xgboost as xgb
+
+    max_bin, n_jobs, missing, categorical = settings
+    common = {"missing": missing, "enable_categorical": categorical, "nthread": n_jobs, "max_bin": max_bin}
+    train = xgb.QuantileDMatrix(X, y, weight=weight, **common)
+    return train, xgb.QuantileDMatrix(X_valid, y_valid, ref=train, **common)
 
 
 def _fit_xgboost(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) -> dict[str, Any]:
+    import xgboost as xgb
+
     if len(y) > RF_MAX_ROWS_PER_TREE:  # the same "large table" line as the random forests' cap
         estimator.set_params(max_cached_hist_node=XGB_MAX_CACHED_HIST_NODES)
     sample_weight = None
@@ -229,27 +246,41 @@ def _fit_xgboost(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) 
         estimator.set_params(n_estimators=ctx.rounds or 200, early_stopping_rounds=None, callbacks=None)
         estimator.fit(X, y, sample_weight=sample_weight, verbose=False)
         return {"best_iteration": int(estimator.n_estimators)}
+    # Early stopping: xgb.train with what the wrapper's fit would pass it, on matrices the search
+    # builds once (the wrapper's fit bins the same arrays again at every trial).
+    estimator.set_params(early_stopping_rounds=ctx.early_stopping_rounds)
+    params = estimator.get_xgb_params()
+    if ctx.n_classes > 2:
+        params.update(objective="multi:softprob", num_class=ctx.n_classes)
     metric = "logloss" if ctx.n_classes == 2 else "mlogloss"
-    callbacks = None
+    callbacks = []
     if ctx.trial is not None:
-        from xgboost.callback import TrainingCallback
-
         trial = ctx.trial
 
-        class Prune(TrainingCallback):
+        class Prune(xgb.callback.TrainingCallback):
             def after_iteration(self, model: Any, epoch: int, evals_log: dict) -> bool:
                 _report(trial, epoch, evals_log["validation_0"][metric][-1])
                 return False
 
-        callbacks = [Prune()]
-    estimator.set_params(early_stopping_rounds=ctx.early_stopping_rounds, callbacks=callbacks)
-    estimator._create_dmatrix = _reusing_matrices(estimator)  # this instance only, removed below
-    try:
-        estimator.fit(X, y, sample_weight=sample_weight, eval_set=[(ctx.X_valid, ctx.y_valid)], verbose=False)
-    finally:
-        # The pruning callback holds the trial, the hook the matrices: neither goes into a pickle.
-        estimator.set_params(callbacks=None)
-        del estimator._create_dmatrix
+        callbacks.append(Prune())
+    # nthread: XGBoost's global thread count, all cores by default, which loading a model also uses
+    # (waking them on a busy machine cost more than the load); the family's own count instead.
+    with xgb.config_context(verbosity=estimator.verbosity, nthread=estimator.n_jobs or 0):
+        settings = matrix_settings(estimator)
+        if sample_weight is None and ctx.cache is not None:
+            train, valid = ctx.cache.get(X, y, ctx.X_valid, ctx.y_valid, settings)
+        else:  # weights are part of the binning (weighted quantiles): this fit's own matrices
+            train, valid = build_matrices(X, y, ctx.X_valid, ctx.y_valid, settings, weight=sample_weight)
+        booster = xgb.train(
+            params, train, estimator.get_num_boosting_rounds(), evals=[(valid, "validation_0")],
+            early_stopping_rounds=ctx.early_stopping_rounds, verbose_eval=False, callbacks=callbacks,
+        )
+        # The wrapper takes the booster through its documented load_model, which also reads a few
+        # hyperparameters back from the model: the constructor's are put back, as fit leaves them.
+        constructed = {k: v for k, v in estimator.get_params().items()
+                       if k in ("booster", "base_score", "feature_types", "enable_categorical")}
+        estimator.load_model(bytearray(booster.save_raw(raw_format="ubj")))
+        estimator.set_params(**constructed)
     return {"best_iteration": int(estimator.best_iteration)}
 
 

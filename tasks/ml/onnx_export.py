@@ -1,8 +1,9 @@
 """Optional ONNX export of a registered model (`registry.export_onnx: true`; extra `gauntlet[onnx]`).
 
-A copy of the pipeline with gauntlet's classes swapped for the scikit-learn ones they extend converts
-with skl2onnx (onnxmltools for the boosters); what has no converter is not exported, the reason recorded.
-An export is kept only when onnxruntime agrees with the original on every label and on every
+skl2onnx converts the scikit-learn pipeline, onnxmltools the LightGBM and XGBoost boosters; gauntlet's
+own transformers (column groups, median imputer, infinite-to-missing) get converters of their own.
+What has no converter (category levels as text, date parts, calibrators) is not exported, the reason
+recorded. An export is kept only when onnxruntime agrees with the original on every label and on every
 probability within `PARITY_TOLERANCE`; the figures go into the version's metadata.
 """
 
@@ -39,17 +40,24 @@ def _register_converters() -> type:
     from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
     from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
     from skl2onnx import update_registered_converter
+    from skl2onnx.algebra.onnx_operator import OnnxSubEstimator
+    from skl2onnx.algebra.onnx_ops import OnnxConcat, OnnxIdentity
     from skl2onnx.common.data_types import FloatTensorType
     from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
     from skl2onnx.proto import onnx_proto
     from sklearn.base import BaseEstimator, TransformerMixin
     from xgboost import XGBClassifier
 
+    from tasks.ml.preprocessing import ColumnGroups, MedianImputer
+
     class InfToNan(TransformerMixin, BaseEstimator):
         """Stands for FunctionTransformer(inf_to_nan) in the copy that is converted."""
 
+        def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+            return np.asarray(self.feature_names_in_ if input_features is None else input_features, dtype=object)
+
     def shape(operator: Any) -> None:
-        operator.outputs[0].type = FloatTensorType([None, operator.inputs[0].type.shape[1]])
+        operator.outputs[0].type = FloatTensorType([None, operator.raw_operator.n_features_in_])
 
     def convert(scope: Any, operator: Any, container: Any) -> None:
         source, isinf, nan = operator.inputs[0].full_name, scope.get_unique_variable_name("isinf"), \
@@ -60,6 +68,42 @@ def _register_converters() -> type:
                            name=scope.get_unique_operator_name("Where"))
 
     update_registered_converter(InfToNan, "GauntletInfToNan", shape, convert)
+
+    def width(operator: Any) -> None:  # float outputs, one column per output feature name
+        operator.outputs[0].type = FloatTensorType([None, len(operator.raw_operator.get_feature_names_out())])
+
+    def convert_imputer(scope: Any, operator: Any, container: Any) -> None:
+        imputer, source, out = operator.raw_operator, operator.inputs[0].full_name, operator.outputs[0].full_name
+        imputed = out if imputer.indicator_ is None else scope.get_unique_variable_name("imputed")
+        container.add_node("Imputer", [source], [imputed], op_domain="ai.onnx.ml",
+                           name=scope.get_unique_operator_name("Imputer"),
+                           imputed_value_floats=imputer.statistics_.astype(np.float32).tolist(),
+                           replaced_value_float=float("nan"))
+        if imputer.indicator_ is not None:  # then 1.0/0.0 for missing, for the columns seen missing at fit
+            isnan, flags, columns, picked = map(scope.get_unique_variable_name, ("isnan", "flags", "cols", "ind"))
+            container.add_node("IsNaN", [source], [isnan], name=scope.get_unique_operator_name("IsNaN"))
+            container.add_node("Cast", [isnan], [flags], to=onnx_proto.TensorProto.FLOAT,
+                               name=scope.get_unique_operator_name("Cast"))
+            features = [int(j) for j in imputer.indicator_.features_]
+            container.add_initializer(columns, onnx_proto.TensorProto.INT64, [len(features)], features)
+            container.add_node("Gather", [flags, columns], [picked], axis=1,
+                               name=scope.get_unique_operator_name("Gather"))
+            container.add_node("Concat", [imputed, picked], [out], axis=1,
+                               name=scope.get_unique_operator_name("Concat"))
+
+    def convert_groups(scope: Any, operator: Any, container: Any) -> None:
+        # One input per column (a DataFrame's): each group takes its own columns, by name.
+        opv, inputs = container.target_opset, {v.raw_name: v for v in operator.inputs}
+        blocks = []
+        for _, transformer, columns in operator.raw_operator.transformers_:
+            selected = [inputs[c] for c in columns]
+            block_in = selected[0] if len(selected) == 1 else OnnxConcat(*selected, axis=1, op_version=opv)
+            blocks.append(OnnxSubEstimator(transformer, block_in, op_version=opv))
+        out = blocks[0] if len(blocks) == 1 else OnnxConcat(*blocks, axis=1, op_version=opv)
+        OnnxIdentity(out, op_version=opv, output_names=operator.outputs[:1]).add_to(scope, container)
+
+    update_registered_converter(MedianImputer, "GauntletMedianImputer", width, convert_imputer)
+    update_registered_converter(ColumnGroups, "GauntletColumnGroups", width, convert_groups)
     options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
     update_registered_converter(LGBMClassifier, "LightGbmLGBMClassifier", calculate_linear_classifier_output_shapes,
                                 convert_lightgbm, options=options)
@@ -70,15 +114,13 @@ def _register_converters() -> type:
 
 
 def _as_plain_sklearn(pipeline: Any, inf_marker: type) -> Any:
-    """A copy with gauntlet's subclasses swapped for the scikit-learn classes they extend."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
+    """A copy with gauntlet's scaler swapped for scikit-learn's, which it extends, and the
+    infinite-to-missing step for its marker."""
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
     from tasks.ml import preprocessing as pre
 
-    swaps = ((pre.Columns, ColumnTransformer), (pre.ColumnwiseImputer, SimpleImputer),
-             (pre.ColumnwiseScaler, StandardScaler))
+    swaps = ((pre.ColumnwiseScaler, StandardScaler),)
     pipeline = copy.deepcopy(pipeline)
 
     def walk(obj: Any) -> None:

@@ -1,4 +1,4 @@
-"""Feature preprocessing: one ColumnTransformer over named columns, fitted on training rows only.
+"""Feature preprocessing: transformers over named column groups, fitted on training rows only.
 
 numbers    inf -> missing, imputation (median by default), optional missing indicators, scaling
            for the families that need it
@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler, TargetEncoder
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 MISSING = "__missing__"
 INFREQUENT = "__infrequent__"
@@ -186,47 +186,74 @@ class DatetimeFeatures(TransformerMixin, BaseEstimator):
         )
 
 
-class ColumnwiseImputer(SimpleImputer):
-    """SimpleImputer whose median is taken one column at a time.
+FLOATS = (np.float64, np.float32)  # float32 stays float32; other numbers become float64
 
-    scikit-learn's median (np.ma.median over the whole masked array) sorts a masked copy of all
-    training rows at once: 325 MB more at the peak for 600k x 40 float32 rows (966 MB against 642 MB
-    for the mean). Column by column, the same medians cost one column's copy. Other strategies are
-    scikit-learn's own.
+
+def _names_in(estimator: Any, input_features: Any) -> np.ndarray:
+    """scikit-learn's input-name convention: the names given, those seen at fit, or x0, x1..."""
+    if input_features is not None:
+        return np.asarray(input_features, dtype=object)
+    if hasattr(estimator, "feature_names_in_"):
+        return np.asarray(estimator.feature_names_in_, dtype=object)
+    return np.asarray([f"x{i}" for i in range(estimator.n_features_in_)], dtype=object)
+
+
+class MedianImputer(TransformerMixin, BaseEstimator):
+    """Missing values -> the column's training median (0 for a column with none), taken a column at
+    a time: what SimpleImputer(strategy="median", keep_empty_features=True) gives, without sorting a
+    masked copy of every training row at once.
+
+    copy=False fills the array it is handed in place (a read-only view, such as a DataFrame's, is
+    copied first). Missing-value indicator columns, when asked for, follow the imputed ones.
     """
 
-    def _dense_fit(self, X, strategy, missing_values, fill_value):  # noqa: ANN001, ANN202
-        if strategy != "median":
-            return super()._dense_fit(X, strategy, missing_values, fill_value)
-        from sklearn.utils._mask import _get_mask
+    missing_values = np.nan  # what is imputed (for converters that read SimpleImputer's attributes)
 
-        missing = _get_mask(X, missing_values)
-        self._fit_indicator(missing)
-        medians = np.empty(X.shape[1], dtype=np.result_type(X.dtype, np.float32))
+    def __init__(self, add_indicator: bool = False, copy: bool = True) -> None:
+        self.add_indicator = add_indicator
+        self.copy = copy
+
+    def fit(self, X: Any, y: Any = None) -> MedianImputer:
+        X = validate_data(self, X, dtype=FLOATS, ensure_all_finite="allow-nan")
+        self.statistics_ = np.empty(X.shape[1], dtype=np.result_type(X.dtype, np.float32))
         for j in range(X.shape[1]):
-            present = X[~missing[:, j], j]
-            medians[j] = np.median(present) if present.size else (0 if self.keep_empty_features else np.nan)
-        return medians
+            present = X[:, j][~np.isnan(X[:, j])]
+            self.statistics_[j] = np.median(present) if present.size else 0
+        self.indicator_ = MissingIndicator(error_on_new=False).fit(X) if self.add_indicator else None
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=FLOATS, ensure_all_finite="allow-nan", copy=self.copy,
+                          force_writeable=True)
+        indicators = self.indicator_.transform(X) if self.indicator_ is not None else None
+        for j in range(X.shape[1]):
+            column = X[:, j]  # a view: filled in place
+            column[np.isnan(column)] = self.statistics_[j]
+        return X if indicators is None else np.hstack((X, indicators))
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self)
+        names = _names_in(self, input_features)
+        if self.indicator_ is None:
+            return names
+        return np.concatenate([names, self.indicator_.get_feature_names_out(names)])
 
 
 class ColumnwiseScaler(StandardScaler):
     """StandardScaler whose mean and variance are taken one column at a time, in float64.
 
-    scikit-learn's fit works on the whole array at once in float64 (X - mean, its square, a NaN
-    mask as floats): about 300 MB more at the peak for 600k x 40 float32 rows. Column by column it is
-    one column's copy. Same statistics (tested against StandardScaler); sparse input or sample
-    weights go to scikit-learn's own fit.
+    scikit-learn's fit works on the whole array at once in float64 (X - mean, its square, a NaN mask
+    as floats); column by column it is one column's copy. Same statistics (tested against
+    StandardScaler); sparse input or sample weights go to scikit-learn's own fit.
     """
 
     def fit(self, X, y=None, sample_weight=None):  # noqa: ANN001, ANN201
         from scipy import sparse
-        from sklearn.preprocessing._data import _handle_zeros_in_scale, _is_constant_feature
-        from sklearn.utils.validation import FLOAT_DTYPES, validate_data
 
         if sample_weight is not None or sparse.issparse(X):
             return super().fit(X, y, sample_weight)
-        self._reset()
-        X = validate_data(self, X, dtype=FLOAT_DTYPES, ensure_all_finite="allow-nan", copy=False, reset=True)
+        X = validate_data(self, X, dtype=FLOATS, ensure_all_finite="allow-nan", reset=True)
         counts = np.empty(X.shape[1], dtype=np.int64)
         means = np.empty(X.shape[1], dtype=np.float64)
         variances = np.empty(X.shape[1], dtype=np.float64)
@@ -238,36 +265,84 @@ class ColumnwiseScaler(StandardScaler):
         self.n_samples_seen_ = counts if (counts != X.shape[0]).any() else int(X.shape[0])
         self.mean_ = means if self.with_mean else None
         self.var_ = variances if self.with_std else None
+        self.scale_ = None
         if self.with_std:
-            constant = _is_constant_feature(variances, means, counts)
-            self.scale_ = _handle_zeros_in_scale(np.sqrt(variances), copy=False, constant_mask=constant)
-        else:
-            self.scale_ = None
+            # scikit-learn's test for a constant column (variance within float64 rounding): scale 1
+            eps = np.finfo(np.float64).eps
+            constant = variances <= counts * eps * variances + (counts * means * eps) ** 2
+            self.scale_ = np.where(constant, 1.0, np.sqrt(variances))
         return self
 
 
-class Columns(ColumnTransformer):
-    """ColumnTransformer that hands over a lone dense block as it is.
+class ColumnGroups(TransformerMixin, BaseEstimator):
+    """Named column groups, each through its own transformer, side by side: scikit-learn's
+    ColumnTransformer as gauntlet uses it (columns by name, the rest dropped, names not prefixed).
 
-    scikit-learn stacks the blocks with np.hstack, which copies even one block: a numeric-only
-    table's whole encoded array (96 MB for 600k x 40 float32) twice in memory at the peak. Every
-    block here is a fresh array (the numeric steps start with inf_to_nan's copy), so handing it
-    over shares nothing with the input. `_hstack` is the hook scikit-learn documents for subclasses.
+    A lone dense block is handed over as it is, where np.hstack would copy it: a numeric table's
+    whole encoded array twice in memory at the peak. Every block is a fresh array (the numeric steps
+    start with inf_to_nan's copy), so it shares nothing with the input.
     """
 
-    def _hstack(self, Xs, *, n_samples):  # noqa: ANN001, ANN202
-        if len(Xs) == 1 and isinstance(Xs[0], np.ndarray) and not self.sparse_output_:
-            return Xs[0]  # (pandas output, encoding native, hands over DataFrames: not this path)
-        return super()._hstack(Xs, n_samples=n_samples)
+    def __init__(self, transformers: list[tuple[str, Any, list[str]]]) -> None:
+        self.transformers = transformers
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> ColumnGroups:
+        self.fit_transform(X, y)
+        return self
+
+    def fit_transform(self, X: pd.DataFrame, y: Any = None) -> Any:
+        self._check_frame(X)
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        self.transformers_, blocks = [], []
+        for name, transformer, columns in self.transformers:
+            fitted = clone(transformer)
+            blocks.append(fitted.fit_transform(X[list(columns)], y))
+            self.transformers_.append((name, fitted, list(columns)))
+        return self._stack(blocks)
+
+    def transform(self, X: pd.DataFrame) -> Any:
+        check_is_fitted(self)
+        self._check_frame(X)
+        missing = {c for _, _, columns in self.transformers_ for c in columns} - set(X.columns)
+        if missing:
+            raise ValueError(f"columns are missing: {missing}")
+        return self._stack([transformer.transform(X[columns]) for _, transformer, columns in self.transformers_])
+
+    @staticmethod
+    def _check_frame(X: Any) -> None:
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(f"columns are taken by name: expected a pandas DataFrame, got {type(X).__name__}")
+
+    @staticmethod
+    def _stack(blocks: list[Any]) -> Any:
+        if len(blocks) == 1 and isinstance(blocks[0], np.ndarray):
+            return blocks[0]
+        if all(isinstance(block, pd.DataFrame) for block in blocks):
+            return pd.concat(blocks, axis=1)  # set_output(transform="pandas"): encoding native
+        return np.hstack(blocks)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self)
+        names = [t.get_feature_names_out(np.asarray(c, dtype=object)) for _, t, c in self.transformers_]
+        return np.concatenate(names) if names else np.empty(0, dtype=object)
+
+    def set_output(self, *, transform: str | None = None) -> ColumnGroups:
+        super().set_output(transform=transform)
+        for _, transformer, _ in [*self.transformers, *getattr(self, "transformers_", [])]:
+            transformer.set_output(transform=transform)
+        return self
 
 
-def _imputer(options: PreprocessOptions, indicators: bool) -> SimpleImputer:
+def _imputer(options: PreprocessOptions, indicators: bool) -> Any:
     # copy=False: the step before it (inf_to_nan, DatetimeFeatures) always hands over a fresh array.
+    if options.imputation == "median":
+        return MedianImputer(add_indicator=indicators, copy=False)
     if options.imputation == "zero":
         return SimpleImputer(strategy="constant", fill_value=0.0, add_indicator=indicators,
                              keep_empty_features=True, copy=False)
-    return ColumnwiseImputer(strategy=options.imputation, add_indicator=indicators, keep_empty_features=True,
-                             copy=False)
+    return SimpleImputer(strategy=options.imputation, add_indicator=indicators, keep_empty_features=True,
+                         copy=False)
 
 
 def _category_encoder(options: PreprocessOptions, native: bool) -> list[tuple[str, Any]]:
@@ -300,8 +375,8 @@ def build_preprocessor(
     datetime: list[str] | None = None,
     options: PreprocessOptions | None = None,
     native: bool = False,
-) -> ColumnTransformer:
-    """A ColumnTransformer over named columns, so column order in new data does not matter.
+) -> ColumnGroups:
+    """Transformers over named column groups, so column order in new data does not matter.
 
     `native`: the family takes pandas category columns itself (LightGBM, XGBoost) and the config
     asks for it; the output is then a DataFrame, otherwise a float array.
@@ -327,7 +402,7 @@ def build_preprocessor(
         if scale and options.encoding in ("ordinal", "target"):
             steps.append(("scale", StandardScaler()))
         transformers.append(("categorical", Pipeline(steps), categorical))
-    transformer = Columns(transformers, remainder="drop", verbose_feature_names_out=False)
+    transformer = ColumnGroups(transformers)
     if native:
         transformer.set_output(transform="pandas")
     return transformer

@@ -25,7 +25,7 @@ from sklearn.pipeline import Pipeline
 from config.errors import ConfigError
 from config.schema import hide_password
 from tasks.ml.data import DatasetInfo, features_and_target
-from tasks.ml.estimators import FamilySpec, FitContext, release_matrices
+from tasks.ml.estimators import FamilySpec, FitContext, MatrixCache
 from tasks.ml.metrics import compute_metrics, is_better
 from tasks.ml.preprocessing import PreprocessOptions, build_preprocessor
 
@@ -302,8 +302,10 @@ class SearchSettings:
 def fit_estimator(
     spec: FamilySpec, data: PreparedData | Fold, params: dict[str, Any], settings: SearchSettings,
     trial: optuna.Trial | None = None, n_classes: int | None = None, rounds: int | None = None,
+    cache: MatrixCache | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Fit one estimator on `data`'s training rows, early-stopping on its valid rows when it has them."""
+    """Fit one estimator on `data`'s training rows, early-stopping on its valid rows when it has them;
+    `cache`: the search's, to reuse what earlier trials built from the same arrays."""
     params = dict(params)
     if settings.imbalance == "class_weight":
         params["class_weight"] = "balanced"
@@ -312,7 +314,7 @@ def fit_estimator(
     ctx = FitContext(
         X_valid=data.X_valid, y_valid=data.y_valid, n_classes=n_classes,
         early_stopping_rounds=settings.early_stopping_rounds, trial=trial,
-        class_weight=params.get("class_weight"), rounds=rounds,
+        class_weight=params.get("class_weight"), rounds=rounds, cache=cache,
     )
     info = spec.fit_model(estimator, data.X_train, data.y_train, ctx)
     return estimator, info
@@ -380,16 +382,19 @@ def run_study(
     Returns the study and the best fitted estimator of this process's trials (None when no trial
     ran here, e.g. a resumed study that owed none).
     """
+    # The storage stays at hand: failing a dead worker's trial writes to it (retry_dead_workers_trials).
+    storage = make_storage(settings.storage, settings.study_name) or optuna.storages.InMemoryStorage()
     study = optuna.create_study(
         study_name=settings.study_name,
-        storage=make_storage(settings.storage, settings.study_name),
+        storage=storage,
         direction=settings.direction,
         sampler=optuna.samplers.TPESampler(seed=settings.seed),
         pruner=make_pruner(settings.pruner, min_resource=20 if not data.folds else 1),
         load_if_exists=True,
     )
-    retry_dead_workers_trials(study)
+    retry_dead_workers_trials(study, storage)
     kept: list[BestModel] = []
+    cache = MatrixCache()  # this search's arrays, binned once for XGBoost
     spill = _nbytes(data.X_train) >= SPILL_ABOVE_BYTES
     weighted = settings.imbalance == "auto"
 
@@ -397,7 +402,7 @@ def run_study(
         """Mean metrics over the folds; the running mean is reported to the pruner after each fold."""
         fold_scores, rounds = [], []
         for k, fold in enumerate(data.folds):
-            estimator, info = fit_estimator(spec, fold, params, settings, n_classes=data.n_classes)
+            estimator, info = fit_estimator(spec, fold, params, settings, n_classes=data.n_classes, cache=cache)
             fold_scores.append(_score(estimator, fold.X_valid, fold.y_valid, data.n_classes, settings))
             rounds.append(info.get("best_iteration"))
             trial.report(float(np.mean([s[settings.metric] for s in fold_scores])), k)
@@ -417,7 +422,7 @@ def run_study(
             if data.folds:
                 scores, info = cross_validate(trial, params)
             else:
-                estimator, info = fit_estimator(spec, data, params, settings, trial)
+                estimator, info = fit_estimator(spec, data, params, settings, trial, cache=cache)
                 scores = _score(estimator, data.X_valid, data.y_valid, data.n_classes, settings)
         except optuna.TrialPruned:
             raise
@@ -445,9 +450,9 @@ def run_study(
     try:
         optimize_within_budget(study, objective, settings, callbacks)
     finally:
-        release_matrices()
+        cache.clear()
     if settings.storage is not None:
-        wait_for_other_workers(study)
+        wait_for_other_workers(study, storage)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
@@ -484,9 +489,10 @@ def _alive(worker: str | None, started: Any) -> bool:
     return True
 
 
-def retry_dead_workers_trials(study: optuna.Study) -> list[int]:
+def retry_dead_workers_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
     """Fail the RUNNING trials left by a process of this machine that died (kill -9, power loss),
-    and enqueue their parameters again so that the resumed search retries them.
+    and enqueue their parameters again so that the resumed search retries them. `storage` is the
+    study's (the one it was created with).
 
     Database storages also do this through heartbeats, for workers on other machines.
     """
@@ -498,16 +504,19 @@ def retry_dead_workers_trials(study: optuna.Study) -> list[int]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         fail_stale_trials(study)  # database storages: heartbeats older than the grace period
     retried = []
-    storage = study._storage  # noqa: SLF001 - Optuna's own stale-trial helper works at this level too
+    study_id = None
     for trial in study.get_trials(deepcopy=False, states=RUNNING):
         if _alive(trial.user_attrs.get("worker"), trial.datetime_start):
             continue
         try:
-            storage.set_trial_user_attr(trial._trial_id, "error", "its worker died")  # noqa: SLF001
-            if not storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):  # noqa: SLF001
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker finished or failed it first
+            # Optuna has no study-level call to annotate a trial held by another process: the
+            # storage's own interface records why it failed, then tell() fails it.
+            study_id = storage.get_study_id_from_name(study.study_name) if study_id is None else study_id
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            storage.set_trial_user_attr(trial_id, "error", "its worker died")
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            continue  # another worker finished or failed it first (tell: "Cannot tell a ... trial")
         if trial.params:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         retried.append(trial.number)
@@ -541,12 +550,14 @@ def optimize_within_budget(
     return ran
 
 
-def wait_for_other_workers(study: optuna.Study, timeout_s: float = 600.0, poll_s: float = 1.0) -> None:
+def wait_for_other_workers(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, timeout_s: float = 600.0, poll_s: float = 1.0,
+) -> None:
     """Wait until no trial of the study is RUNNING (other workers finishing their last trial), so
     that every worker picks the same best trial."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        retry_dead_workers_trials(study)
+        retry_dead_workers_trials(study, storage)
         if not _count(study, RUNNING):
             return
         time.sleep(poll_s)

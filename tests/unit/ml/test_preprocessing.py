@@ -232,22 +232,31 @@ def test_class_weight_method_reweights_every_family(shop):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_columnwise_median_imputer_matches_scikit_learns(dtype):
-    """Same medians (empty columns included), same output, same dtype, with or without indicators."""
+def test_the_median_imputer_matches_scikit_learns(dtype):
+    """Same medians (empty columns included), same output, dtype and names, with or without indicators."""
     from sklearn.impute import SimpleImputer
 
-    from tasks.ml.preprocessing import ColumnwiseImputer
+    from tasks.ml.preprocessing import MedianImputer
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(1001, 6)).astype(dtype)
     X[rng.random(X.shape) < 0.2] = np.nan
     X[:, 3] = np.nan  # an empty column: keep_empty_features gives it 0
+    X[:, 5] = rng.normal(size=1001)  # nothing missing: no indicator column
+    frame = pd.DataFrame(X, columns=list("abcdef"))
     for indicators in (False, True):
-        ours = ColumnwiseImputer(strategy="median", keep_empty_features=True, add_indicator=indicators).fit(X)
-        sklearn = SimpleImputer(strategy="median", keep_empty_features=True, add_indicator=indicators).fit(X)
+        ours = MedianImputer(add_indicator=indicators).fit(frame)
+        sklearn = SimpleImputer(strategy="median", keep_empty_features=True, add_indicator=indicators).fit(frame)
         assert ours.statistics_.dtype == sklearn.statistics_.dtype
         np.testing.assert_array_equal(ours.statistics_, sklearn.statistics_)
-        np.testing.assert_array_equal(ours.transform(X), sklearn.transform(X))
+        out = ours.transform(frame)
+        np.testing.assert_array_equal(out, sklearn.transform(frame))
+        assert out.dtype == sklearn.transform(frame).dtype
+        assert list(ours.get_feature_names_out()) == list(sklearn.get_feature_names_out())
+    assert np.isnan(X).any()  # copy=True (the default) leaves its input alone
+    filled = MedianImputer(copy=False).fit(X)
+    out = filled.transform(X)
+    assert np.shares_memory(out, X) and not np.isnan(X).any()  # copy=False fills a writeable array in place
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

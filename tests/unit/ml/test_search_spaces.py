@@ -3,6 +3,7 @@ import socket
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 
 from tasks.ml.data import split_dataset, validate_dataset
@@ -177,16 +178,18 @@ def test_a_dead_workers_running_trial_is_failed_and_retried_and_the_budget_count
 
     from tasks.ml.search import make_storage, optimize_within_budget, retry_dead_workers_trials
 
-    study = optuna.create_study(study_name="s", storage=make_storage(f"journal:{tmp_path}/s.journal"),
-                                direction="maximize")
+    storage = make_storage(f"journal:{tmp_path}/s.journal")
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     dead = study.ask({"C": optuna.distributions.FloatDistribution(0.1, 1.0)})
     dead.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # no such pid
     alive = study.ask({"C": optuna.distributions.FloatDistribution(0.1, 1.0)})
     alive.set_user_attr("worker", f"{socket.gethostname()}:{os.getppid()}")  # a live process
-    assert retry_dead_workers_trials(study) == [dead.number]
-    states = {t.number: t.state for t in study.get_trials()}
-    assert states[dead.number] == optuna.trial.TrialState.FAIL
-    assert states[alive.number] == optuna.trial.TrialState.RUNNING
+    assert retry_dead_workers_trials(study, storage) == [dead.number]
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[dead.number].state == optuna.trial.TrialState.FAIL
+    assert trials[dead.number].user_attrs["error"] == "its worker died"
+    assert trials[alive.number].state == optuna.trial.TrialState.RUNNING
+    assert retry_dead_workers_trials(study, storage) == []  # failed once, retried once
 
     ran = []
 
@@ -281,8 +284,8 @@ def test_timeout_s_ends_a_search_before_its_trial_budget(tmp_path):
 
 
 def test_xgboost_trials_reuse_the_binned_matrices_of_the_same_arrays(monkeypatch):
-    """Trials on the same arrays build XGBoost's QuantileDMatrix once (train and valid); other arrays
-    build anew; the models neither keep the hook nor differ from models fitted without reuse."""
+    """Fits sharing a search's cache build XGBoost's QuantileDMatrix once for the same arrays (train,
+    and valid binned with its cuts); other arrays build anew, and clear() drops the pair."""
     import pickle
 
     import xgboost
@@ -290,35 +293,73 @@ def test_xgboost_trials_reuse_the_binned_matrices_of_the_same_arrays(monkeypatch
     from tasks.ml import estimators
 
     built = []
-    original = xgboost.XGBClassifier._create_dmatrix
+    original = xgboost.QuantileDMatrix
 
-    def counting(self, ref, **kwargs):
-        built.append(kwargs["data"].shape[0])
-        return original(self, ref, **kwargs)
+    def counting(data, *args, **kwargs):
+        built.append((data.shape[0], kwargs.get("ref") is not None))
+        return original(data, *args, **kwargs)
 
-    monkeypatch.setattr(xgboost.XGBClassifier, "_create_dmatrix", counting)
+    monkeypatch.setattr(xgboost, "QuantileDMatrix", counting)
     rng = np.random.default_rng(0)
     X, Xv = rng.normal(size=(300, 4)).astype(np.float32), rng.normal(size=(100, 4)).astype(np.float32)
     y, yv = (X[:, 0] > 0).astype(int), (Xv[:, 0] > 0).astype(int)
     spec = get_family("xgboost")
     params = {"max_depth": 3, "learning_rate": 0.3}
-    estimators.release_matrices()
+    cache = estimators.MatrixCache()
     models = []
     for _ in range(3):
         model = spec.make(params, 0, 1, 2)
-        spec.fit(model, X, y, estimators.FitContext(Xv, yv, 2, early_stopping_rounds=5))
+        spec.fit(model, X, y, estimators.FitContext(Xv, yv, 2, early_stopping_rounds=5, cache=cache))
         models.append(model)
-    assert built == [300, 100]  # one training and one validation matrix for three fits
-    assert "_create_dmatrix" not in vars(models[0])
-    pickle.loads(pickle.dumps(models[0]))
+    assert built == [(300, False), (100, True)] and cache.builds == 1  # one pair for three fits
+    restored = pickle.loads(pickle.dumps(models[0]))
+    np.testing.assert_array_equal(restored.predict_proba(Xv), models[2].predict_proba(Xv))
     X2 = X.copy()
+    spec.fit(spec.make(params, 0, 1, 2), X2, y, estimators.FitContext(Xv, yv, 2, early_stopping_rounds=5, cache=cache))
+    assert cache.builds == 2 and len(built) == 4  # other arrays (equal values, another object): built again
+    cache.clear()
+    spec.fit(spec.make(params, 0, 1, 2), X2, y, estimators.FitContext(Xv, yv, 2, early_stopping_rounds=5, cache=cache))
+    assert cache.builds == 3 and len(built) == 6
     spec.fit(spec.make(params, 0, 1, 2), X2, y, estimators.FitContext(Xv, yv, 2, early_stopping_rounds=5))
-    assert built == [300, 100, 300, 100]  # other arrays (equal values, another object): built again
-    estimators.release_matrices()
-    spec.fit(spec.make(params, 0, 1, 2), X2, y, estimators.FitContext(Xv, yv, 2, early_stopping_rounds=5))
-    assert built == [300, 100, 300, 100, 300, 100]
-    fresh = spec.make(params, 0, 1, 2)
-    monkeypatch.setattr(estimators, "_reusing_matrices", lambda est: (lambda ref, **kw: original(est, ref, **kw)))
-    spec.fit(fresh, X, y, estimators.FitContext(Xv, yv, 2, early_stopping_rounds=5))
-    np.testing.assert_array_equal(fresh.predict_proba(Xv), models[2].predict_proba(Xv))
-    estimators.release_matrices()
+    assert cache.builds == 3 and len(built) == 8  # no cache: this fit's own pair
+
+
+@pytest.mark.parametrize("case", ["binary", "multiclass_weighted", "native_categories"])
+def test_early_stopped_xgboost_is_the_model_xgboosts_own_fit_gives(case):
+    """xgb.train on the search's matrices, then the scikit-learn wrapper: the same parameters, booster
+    configuration, best iteration and probabilities as XGBClassifier.fit with early stopping."""
+    import json
+    import pickle
+
+    from sklearn.utils.class_weight import compute_sample_weight
+    from xgboost import XGBClassifier
+
+    from tasks.ml import estimators
+
+    rng = np.random.default_rng(1)
+    n_classes = 3 if case == "multiclass_weighted" else 2
+    X = pd.DataFrame(rng.normal(size=(600, 4)).astype(np.float32), columns=list("abcd"))
+    if case == "native_categories":
+        X["c"] = pd.Categorical(rng.choice(["u", "v", "w"], size=600), categories=["u", "v", "w", "z"])
+    y = np.minimum((X["a"].to_numpy() > 0).astype(int) + (X["b"].to_numpy() > 0.5), n_classes - 1)
+    if case == "native_categories":
+        y = ((X["c"] == "u").to_numpy() ^ (X["a"].to_numpy() > 1)).astype(int)
+    else:
+        X = X.to_numpy()
+    X_train, y_train, X_valid, y_valid = X[:400], y[:400], X[400:], y[400:]
+    spec = get_family("xgboost")
+    weight = "balanced" if case == "multiclass_weighted" else None
+    ours = spec.make({"max_depth": 3, "learning_rate": 0.3, "subsample": 0.8}, 0, 1, n_classes)
+    info = spec.fit(ours, X_train, y_train, estimators.FitContext(
+        X_valid, y_valid, n_classes, early_stopping_rounds=5, class_weight=weight, cache=estimators.MatrixCache()))
+    assert len(np.unique(y_train)) == n_classes
+    reference = XGBClassifier(**ours.get_params())
+    reference.fit(X_train, y_train, eval_set=[(X_valid, y_valid)], verbose=False,
+                  sample_weight=compute_sample_weight("balanced", y_train) if weight else None)
+    assert info["best_iteration"] == ours.best_iteration == reference.best_iteration
+    assert ours.best_iteration < 1999  # it did stop early
+    assert repr(ours.get_params()) == repr(reference.get_params())
+    assert json.loads(ours.get_booster().save_config()) == json.loads(reference.get_booster().save_config())
+    restored = pickle.loads(pickle.dumps(ours))
+    np.testing.assert_array_equal(restored.predict_proba(X_valid), reference.predict_proba(X_valid))
+    assert restored.n_classes_ == n_classes and restored.n_features_in_ == reference.n_features_in_
