@@ -7,6 +7,7 @@ on the validation split and report boosting rounds to Optuna's pruner.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -277,9 +278,13 @@ def _fit_xgboost(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) 
         )
         # The wrapper takes the booster through its documented load_model, which also reads a few
         # hyperparameters back from the model: the constructor's are put back, as fit leaves them.
+        # Through a file: save_raw held the model twice more (XGBoost's buffer, Python's copy) at once.
         constructed = {k: v for k, v in estimator.get_params().items()
                        if k in ("booster", "base_score", "feature_types", "enable_categorical")}
-        estimator.load_model(bytearray(booster.save_raw(raw_format="ubj")))
+        with tempfile.NamedTemporaryFile(prefix="gauntlet-xgboost-", suffix=".ubj") as model:
+            booster.save_model(model.name)
+            del booster  # freed before its copy is loaded: the two are never held at once
+            estimator.load_model(model.name)
         estimator.set_params(**constructed)
     return {"best_iteration": int(estimator.best_iteration)}
 
