@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.compose import ColumnTransformer
 from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -406,3 +407,13 @@ def build_preprocessor(
     if native:
         transformer.set_output(transform="pandas")
     return transformer
+
+
+# The names models registered before MedianImputer and ColumnGroups were pickled with: those models
+# still load and predict (only their fit-time memory savings are gone, and they are never refitted).
+class ColumnwiseImputer(SimpleImputer):
+    """Unpickling name of imputers in models registered before MedianImputer."""
+
+
+class Columns(ColumnTransformer):
+    """Unpickling name of column transformers in models registered before ColumnGroups."""
