@@ -129,6 +129,7 @@ def _train(args: argparse.Namespace) -> int:
     local_server.wait_until_ready()
     from flows.train import train
 
+    gc.freeze()  # the imported libraries' objects live as long as the process: no collection walks them
     if args.serve:  # the simplest deployment: this process runs what the server schedules
         train.serve(name="served", cron=args.cron, parameters={"params": params.model_dump(mode="json")},
                     tags=["gauntlet", "served"])
