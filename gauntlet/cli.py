@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 SERVER_COMMANDS = ("train", "evaluate", "predict", "tune")  # those that run flows
+_OWN_PROCESS = False  # set by `run`: the process ends with the command (not a test or a notebook calling main)
 DEFAULT_REGISTRY = "artifacts/registry"
 
 
@@ -79,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
 def run(argv: list[str] | None = None) -> None:
     """The console script: set the process up, then `main`."""
     argv = sys.argv[1:] if argv is None else argv
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
     atexit.register(_skip_final_collections)  # registered first: runs after every other exit handler
     from gauntlet.runtime import configure_environment
 
@@ -129,7 +132,8 @@ def _train(args: argparse.Namespace) -> int:
     local_server.wait_until_ready()
     from flows.train import train
 
-    gc.freeze()  # the imported libraries' objects live as long as the process: no collection walks them
+    if _OWN_PROCESS:  # the imported libraries' objects live as long as the process: no collection walks them
+        gc.freeze()
     if args.serve:  # the simplest deployment: this process runs what the server schedules
         train.serve(name="served", cron=args.cron, parameters={"params": params.model_dump(mode="json")},
                     tags=["gauntlet", "served"])
