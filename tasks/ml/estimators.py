@@ -286,6 +286,10 @@ def _fit_xgboost(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) 
             del booster  # freed before its copy is loaded: the two are never held at once
             estimator.load_model(model.name)
         estimator.set_params(**constructed)
+    if len(y) > RF_MAX_ROWS_PER_TREE:  # large models: the (de)serialising buffers' memory goes back to the OS
+        from tasks.ml.data import release_memory
+
+        release_memory()
     return {"best_iteration": int(estimator.best_iteration)}
 
 
