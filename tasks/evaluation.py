@@ -113,6 +113,7 @@ class Registration:
     version: int | None
     stages: dict[str, dict[str, Any]]
     card_text: str
+    card_path: str
 
 
 @task(name="read_run", cache_policy=NO_CACHE)
@@ -464,8 +465,7 @@ def register_champion(run: EvaluationInputs, champion: Champion, decision: Decis
         logger.warning("not registered: %s; 'champion' stays at %s", gate.decision.reason, gate.previous)
     card_text = files.card.replace("{version}", str(version) if version else "(not registered)")
     (paths.reports / "model_card.md").write_text(card_text)
-    files.reports["model_card"] = str(paths.reports / "model_card.md")
-    return Registration(version, stages, card_text)
+    return Registration(version, stages, card_text, str(paths.reports / "model_card.md"))
 
 
 @task(name="log_to_tracker", cache_policy=NO_CACHE)
@@ -505,8 +505,9 @@ def log_to_tracker(run: EvaluationInputs, champion: Champion, decision: Decision
         for stage_name, figures in {**run.manifest.get("stages", {}), **registration.stages}.items():
             tracker.log_metrics({f"stage_{stage_name.replace(' ', '_')}_{k}": v for k, v in figures.items()
                                  if isinstance(v, int | float)})
-        for key in ("performance_metrics", "confusion_matrix_summary", "model_card"):
-            tracker.log_artifact(files.reports[key])
+        for path in (files.reports["performance_metrics"], files.reports["confusion_matrix_summary"],
+                     registration.card_path):
+            tracker.log_artifact(path)
     finally:
         tracker.end()
         get_run_logger().info(tracker.describe())
@@ -527,7 +528,8 @@ def publish_report(run: EvaluationInputs, champion: Champion, decision: Decision
         champion_valid=cand.valid_metrics[run.metric], test_metrics=scores.metrics, confusion=scores.confusion,
         gate=gate.decision, registered=registration.version is not None, registry_version=registration.version,
         previous_champion_version=gate.previous, candidates=champion.candidates, tracking_key=tracking[0],
-        tracking=tracking[1], stages=registration.stages, reports=files.reports, intervals=intervals,
+        tracking=tracking[1], stages=registration.stages, intervals=intervals,
+        reports={**files.reports, "model_card": registration.card_path},
         calibration=ev.calibration, decision_threshold=decision.threshold, fairness=fairness.summaries,
     )
     rep.write_report_json(run.paths, report)
