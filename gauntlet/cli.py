@@ -157,15 +157,17 @@ def _preload(config: Any) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from config.schema import reevaluation_overrides
     from gauntlet import local_server
     from tasks.runs import RunPaths, load_run_config
 
     paths = RunPaths(Path(args.run))
-    config = load_run_config(paths, args.overrides)
+    changes = reevaluation_overrides(overrides=args.overrides)
+    load_run_config(paths, changes)  # a missing run or a bad value fails here, before the server is awaited
     local_server.wait_until_ready()
     from flows.evaluate import evaluate
 
-    print_summary(evaluate(run_dir=str(paths.root), config=config))
+    print_summary(evaluate(run_dir=str(paths.root), overrides=changes))
     return 0
 
 
@@ -234,6 +236,9 @@ def print_summary(report: Any) -> None:
 
     print()
     print(f"Run {report.run_id}: {report.run_dir}")
+    if getattr(report, "evaluation", None):
+        print(f"Re-evaluation {report.evaluation}: {report.run_dir}/evaluations/{report.evaluation}/report.json "
+              "(the run's own report.json is unchanged)")
     print(reporting.format_leaderboard(report))
     if report.stages:
         print()

@@ -133,7 +133,7 @@ class ModelHolder:
     def __init__(self, root: str | Path, model_name: str | None = None, alias: str | None = "champion",
                  version: int | None = None, reload_every_s: float | None = 2.0) -> None:
         self.root = Path(root)
-        self.name = registry.resolve_model_name(self.root, model_name)
+        self.name = registry.resolve_model_name(self.root, model_name, latest=True)
         self.alias = None if version is not None else (alias or "champion")
         found = registry.resolve_version(self.root, self.name, self.alias, version)
         self.current = Served.load(self.root, self.name, found)

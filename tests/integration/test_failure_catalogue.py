@@ -87,7 +87,7 @@ CASES = [
     ("ragged csv row", lambda d: write(d / "ragged.csv", text="x1,x2,y\n1,2,a\n3,4,5,b\n"), [],
      "Expected 3 columns, got 4: 3,4,5,b; every row needs the header's 3 fields"),
     ("target missing", lambda d: write(d / "t.csv", table()), ["data.target=label"],
-     "target column 'label' not found in {d}/t.csv; set data.target to one of: x1, x2, y"),
+     "target column 'label' not found in {d}/t.csv; set data.target: columns: x1, x2, y"),
     ("one class", lambda d: write(d / "t.parquet", table(y=["same"] * 60)), [],
      "target 'y' has a single class ('same'); a classifier needs at least 2 classes"),
     ("target all missing", lambda d: write(d / "t.parquet", table(y=[None] * 60)), [],

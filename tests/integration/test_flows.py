@@ -12,7 +12,7 @@ import pytest
 
 from tasks import registry
 from tasks.modeling import file_sha256
-from tests.helpers import comet_archives, smoke_config, smoke_params
+from tests.helpers import comet_archives, smoke_params
 
 MODEL = "breast_cancer-diagnosis"  # the default registry name: <data>-<target>
 FAMILIES = ["logistic_regression", "random_forest", "lightgbm", "xgboost"]
@@ -127,9 +127,7 @@ def test_champion_below_threshold_is_not_registered_and_alias_stays(smoke_run):
     report, artifacts = smoke_run
     root = artifacts / "registry"
     before = registry.list_versions(root, MODEL)
-    strict = smoke_config(artifacts, **{"evaluation.comparison_metric": "log_loss",
-                                        "evaluation.deployment_threshold": 0.0})
-    again = evaluate(run_dir=report.run_dir, config=strict)
+    again = evaluate(run_dir=report.run_dir, comparison_metric="log_loss", deployment_threshold=0.0)
     assert again.gate.direction == "minimize" and not again.gate.passed
     assert not again.registered and again.registry_version is None
     assert again.previous_champion_version == 1
@@ -193,6 +191,12 @@ def test_leaderboard_and_gate_are_prefect_artifacts(smoke_run):
     assert any({row["family"] for row in table} == set(FAMILIES) for table in tables), tables
     assert any("Gate PASSED" in text and "registered as version 1" in text for text in gates), gates
     assert any("## Test metrics (untouched test split, bootstrap 95% interval)" in text for text in gates)  # the card
+    # The parent train run's page holds them too, and the leaderboard's numbers are numbers.
+    with get_client(sync_client=True) as client:
+        parents = {a.flow_run_id: client.read_flow_run(a.flow_run_id).name for a in mine if a.flow_run_id}
+    assert {"leaderboard", "gate-decision"} <= {a.key for a in mine if parents.get(a.flow_run_id, "").startswith(
+        "train-")}, parents
+    assert all(isinstance(row["valid_fbeta"], float) and isinstance(row["trials"], int) for row in tables[0])
 
     # One progress artifact per family search, at 100% once its trials are done.
     keys = [f"search-progress-{f.replace('_', '-')}" for f in FAMILIES]
