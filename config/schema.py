@@ -333,7 +333,12 @@ class TrackingConfig(_Section):
     project: str = Field("gauntlet", min_length=1, description="Comet project.")
     workspace: str | None = Field(None, description="Comet workspace. Default: the API key's default workspace.")
     offline_dir: str | None = Field(
-        None, description="Where offline archives go. Default: <artifacts_dir>/comet."
+        None, description="Where offline archives go, one folder per run. Default: <artifacts_dir>/comet."
+    )
+    keep_offline_archives: int | None = Field(
+        None, ge=1,
+        description="Keep the offline archives of the newest N runs and remove older ones (none: keep all). "
+        "`gauntlet tracking upload` sends them to Comet.",
     )
 
 
@@ -456,7 +461,7 @@ class TrainConfig(_Section):
     models: ModelsConfig = Field(
         default_factory=ModelsConfig,
         description="One entry per model family, each searched by its own Optuna study; at least one "
-        "must be enabled. config/train.yaml sets each family's trials and timeout.",
+        "must be enabled. Each family runs exactly n_trials unless timeout_s caps it (search.time_budget_s caps them all).",
     )
     search: SearchConfig = Field(default_factory=SearchConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

@@ -78,8 +78,9 @@ def evaluate(
     files = write_reports(run, champion, decision, scores, intervals, fairness, gate, explanations)
 
     passed, registry = gate.decision.passed, run.config.registry
-    onnx = export_onnx(decision, scores) if passed and registry.export_onnx else None
     production = refit_champion(run, champion, decision) if passed and registry.refit_on_full_data else None
+    registered = production.model if production else decision  # ONNX is the model that gets registered
+    onnx = export_onnx(registered, scores) if passed and registry.export_onnx else None
     registration = register_champion(run, champion, decision, scores, intervals, fairness, gate, files,
                                      production, onnx)
     tracking = log_to_tracker(run, champion, decision, scores, intervals, fairness, gate, files, registration)

@@ -32,7 +32,7 @@ from tasks.ml.scoring import schema_metadata
 from tasks.ml.search import refit_on_rows
 from tasks.modeling import load_pipeline, save_pipeline
 from tasks.runs import RunPaths, dataset_info, load_run_config, read_candidates, read_json
-from tasks.tracking import start_tracker
+from tasks.tracking import prune_offline_archives, start_tracker
 
 
 @dataclass(frozen=True)
@@ -485,11 +485,11 @@ def _register_unless_identical(*args: Any, **kwargs: Any) -> int | registry.Iden
 @task(name="log_to_tracker", cache_policy=NO_CACHE)
 def log_to_tracker(run: EvaluationInputs, champion: Champion, decision: DecisionModel, scores: TestScores,
                    intervals: dict, fairness: Fairness, gate: GateResult, files: ReportFiles,
-                   registration: Registration) -> tuple[str | None, str]:
+                   registration: Registration) -> tuple[str | None, str, str | None]:
     """The evaluation's experiment (Comet, or its offline archive): metrics, plots, tables, the registry
-    version. Returns (experiment key, where it went)."""
+    version. Returns (experiment key, where it went, its offline archive)."""
     paths, config, cand, version = run.paths, run.config, champion.candidate, registration.version
-    tracker = start_tracker(config.tracking, config.comet_dir, name=f"{paths.run_id}-evaluation",
+    tracker = start_tracker(config.tracking, config.comet_dir / paths.run_id, name=f"{paths.run_id}-evaluation",
                             tags=["gauntlet", "evaluation", cand.family])
     try:
         tracker.log_params({"run_id": paths.run_id, "champion_family": cand.family, "metric": run.metric,
@@ -528,13 +528,14 @@ def log_to_tracker(run: EvaluationInputs, champion: Champion, decision: Decision
         import matplotlib.pyplot as plt
 
         plt.close("all")
-    return tracker.key, tracker.describe()
+    prune_offline_archives(config.comet_dir, config.tracking.keep_offline_archives)
+    return tracker.key, tracker.describe(), str(tracker.archive) if tracker.archive else None
 
 
 @task(name="publish_report", cache_policy=NO_CACHE)
 def publish_report(run: EvaluationInputs, champion: Champion, decision: DecisionModel, scores: TestScores,
                    intervals: dict, fairness: Fairness, gate: GateResult, files: ReportFiles,
-                   registration: Registration, tracking: tuple[str | None, str]) -> EvalReport:
+                   registration: Registration, tracking: tuple[str | None, str, str | None]) -> EvalReport:
     """report.json and the Prefect artifacts (leaderboard, gate decision with the model card, tables)."""
     cand, ev = champion.candidate, run.config.evaluation
     report = EvalReport(
@@ -545,6 +546,8 @@ def publish_report(run: EvaluationInputs, champion: Champion, decision: Decision
         previous_champion_version=gate.previous, candidates=champion.candidates, tracking_key=tracking[0],
         tracking=tracking[1], stages=registration.stages, intervals=intervals, registry_note=registration.note,
         reports={**files.reports, "model_card": registration.card_path},
+        tracking_archives=[c.tracking_archive for c in champion.candidates if c.tracking_archive]
+        + ([tracking[2]] if tracking[2] else []),
         calibration=ev.calibration, decision_threshold=decision.threshold, fairness=fairness.summaries,
     )
     rep.write_report_json(run.paths, report)

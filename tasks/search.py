@@ -187,7 +187,7 @@ def prepare_family_data(job: FamilySearch) -> PreparedData:
 def search_hyperparameters(job: FamilySearch, data: PreparedData) -> Candidate:
     """The family's Optuna study, its best pipeline saved, one tracker experiment; the candidate."""
     logger, family, settings, paths = get_run_logger(), job.family, job.settings, job.paths
-    tracker = start_tracker(job.config.tracking, job.config.comet_dir, name=f"{paths.run_id}-{family}",
+    tracker = start_tracker(job.config.tracking, job.config.comet_dir / paths.run_id, name=f"{paths.run_id}-{family}",
                             tags=["gauntlet", "search", family])
     try:
         tracker.log_params(
@@ -210,7 +210,9 @@ def search_hyperparameters(job: FamilySearch, data: PreparedData) -> Candidate:
         resources = monitoring.stop(job.usage)
         tracker.log_metrics({f"stage_{k}": v for k, v in resources.items() if isinstance(v, int | float)})
         tracker.end()
-        result = candidate.candidate.model_copy(update={"tracking": tracker.describe(), "resources": resources})
+        result = candidate.candidate.model_copy(update={
+            "tracking": tracker.describe(), "resources": resources,
+            "tracking_archive": str(tracker.archive) if tracker.archive else None})
         write_candidate(paths, result)
         BOARD.family_ended(family, result.stopped or "done")
         return result

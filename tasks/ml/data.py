@@ -220,7 +220,8 @@ def suggest(names: list[str], columns: list[str], shown: int = 30) -> str:
     close = []
     for name in names:
         exact = lowered.get(str(name).lower())
-        found = [exact] if exact else [lowered[m] for m in difflib.get_close_matches(str(name).lower(), lowered, 3, 0.6)]
+        matches = difflib.get_close_matches(str(name).lower(), lowered, 3, 0.6)
+        found = [exact] if exact else [lowered[m] for m in matches]
         close += [c for c in found if c not in close]
     listed = ", ".join(columns[:shown]) + (f", ... ({len(columns) - shown} more)" if len(columns) > shown else "")
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""

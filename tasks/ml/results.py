@@ -30,6 +30,7 @@ class Candidate(BaseModel):
     study_name: str | None = None
     tracking_key: str | None = None
     tracking: str | None = None  # where the family's experiment went (online, or an archive and why)
+    tracking_archive: str | None = None  # its offline archive, when it went offline
     resources: dict[str, Any] = Field(default_factory=dict)  # the search's wall/CPU seconds, peak RSS (monitoring)
     selection: str = "the valid split"  # what valid_metrics were measured on
     train_rows: int | None = None  # training rows of the final model, before resampling
@@ -76,6 +77,7 @@ class EvalReport(BaseModel):
     candidates: list[Candidate]
     tracking_key: str | None = None
     tracking: str | None = None  # where the evaluation's experiment went (online, or an archive and why)
+    tracking_archives: list[str] = Field(default_factory=list)  # every offline archive of the run
     stages: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per stage: wall/CPU seconds, peak RSS
     reports: dict[str, str] = Field(default_factory=dict)
     intervals: dict[str, tuple[float, float]] = Field(default_factory=dict)  # bootstrap 95% on test
