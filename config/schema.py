@@ -461,7 +461,8 @@ class TrainConfig(_Section):
     models: ModelsConfig = Field(
         default_factory=ModelsConfig,
         description="One entry per model family, each searched by its own Optuna study; at least one "
-        "must be enabled. Each family runs exactly n_trials unless timeout_s caps it (search.time_budget_s caps them all).",
+        "must be enabled. Each family runs exactly n_trials unless timeout_s caps it "
+        "(search.time_budget_s caps them all).",
     )
     search: SearchConfig = Field(default_factory=SearchConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
