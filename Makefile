@@ -18,7 +18,9 @@ GAUNTLET_NIGHTLY_CRON ?= 0 3 * * *
 GAUNTLET_TIMEZONE     ?= UTC
 PREFECT_PORT          ?= 4200
 PORT                  ?= 8000
-SERVER_API            ?= http://127.0.0.1:$(PREFECT_PORT)/api
+# deploy and worker talk to PREFECT_API_URL when it is set, else to `make server` on this machine.
+SERVER_API            ?= $(or $(PREFECT_API_URL),http://127.0.0.1:$(PREFECT_PORT)/api)
+MODEL                 ?=
 export GAUNTLET_NIGHTLY_CRON GAUNTLET_TIMEZONE
 
 .PHONY: help setup train test test-fast lint docs evaluate predict serve server deploy worker clean
@@ -30,8 +32,8 @@ help:
 	@echo "make lint    ruff over the project"
 	@echo "make docs    regenerate docs/configuration.md from the config schema's field descriptions"
 	@echo "make evaluate RUN=artifacts/runs/<run_id>   re-evaluate a finished run"
-	@echo "make predict INPUT=rows.parquet OUTPUT=predictions.parquet   score a file with the champion (ARGS='--version 3')"
-	@echo "make serve   REST predictions of the champion on http://127.0.0.1:$(PORT) (POST /predict, /docs)"
+	@echo "make predict INPUT=rows.parquet OUTPUT=predictions.parquet [MODEL=name]   score a file with the champion (ARGS='--version 3')"
+	@echo "make serve   [MODEL=name]   REST predictions of the champion on http://127.0.0.1:$(PORT) (POST /predict, /docs)"
 	@echo "make server  Prefect server + UI on http://127.0.0.1:$(PREFECT_PORT)"
 	@echo "make deploy  register train/nightly, train/manual, evaluate/manual, predict/manual, contribute_trials/worker on that server"
 	@echo "make worker  run the deployments' flow runs, trial workers included (process work pool gauntlet-process); run it N times to scale out"
@@ -63,10 +65,10 @@ evaluate: setup
 	$(BIN)/gauntlet evaluate --run $(RUN) $(ARGS)
 
 serve: setup
-	$(BIN)/gauntlet serve --port $(PORT) $(ARGS)
+	$(BIN)/gauntlet serve --port $(PORT) $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
 predict: setup
-	$(BIN)/gauntlet predict --input $(INPUT) --output $(OUTPUT) $(ARGS)
+	$(BIN)/gauntlet predict --input $(INPUT) --output $(OUTPUT) $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -77,9 +79,14 @@ test-fast: setup
 server: setup
 	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
+# Prefect's deploy output (about 150 lines) goes to .prefect/deploy.log; shown only when it fails.
 deploy: setup
-	PREFECT_API_URL=$(SERVER_API) $(BIN)/prefect work-pool create gauntlet-process --type process --overwrite
-	PREFECT_API_URL=$(SERVER_API) $(BIN)/prefect --no-prompt deploy --all
+	@PREFECT_API_URL=$(SERVER_API) $(BIN)/prefect work-pool create gauntlet-process --type process --overwrite \
+		> $(PREFECT_HOME)/deploy.log 2>&1 && \
+	PREFECT_API_URL=$(SERVER_API) $(BIN)/prefect --no-prompt deploy --all >> $(PREFECT_HOME)/deploy.log 2>&1 || \
+		{ tail -40 $(PREFECT_HOME)/deploy.log; echo "error: deploying to $(SERVER_API) failed (full log: .prefect/deploy.log)"; exit 1; }
+	@echo "deployed to $(SERVER_API), work pool gauntlet-process: $$(grep -o "Deployment '[^']*'" $(PREFECT_HOME)/deploy.log | cut -d"'" -f2 | sort -u | paste -sd, - | sed 's/,/, /g')"
+	@echo "start a worker with: make worker   (details: .prefect/deploy.log)"
 
 worker: setup
 	PREFECT_API_URL=$(SERVER_API) $(BIN)/gauntlet worker --pool gauntlet-process

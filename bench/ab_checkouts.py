@@ -6,8 +6,8 @@
 Make the old checkout with `git worktree add --detach ../before <commit>` and link its `.venv` to
 this one's; it runs with PYTHONPATH set to its own folder, so its code wins over the editable
 install. Each checkout gets its own new PREFECT_HOME (a Prefect database grows with every run, and an
-older, larger one slows the server down), warmed by one untimed run. Every family gets `--trials` trials with no time limit. Prints each run, both medians and
-the ratio after/before.
+older, larger one slows the server down), warmed by one untimed run. Every family gets `--trials`
+trials with no time limit. Prints each run, both medians and the ratio after/before.
 """
 
 from __future__ import annotations

@@ -187,7 +187,8 @@ class ModelConfig(_Section):
     enabled: bool = Field(True, description="Search this family (false: leave it out of the run).")
     n_trials: int = Field(20, ge=1, le=100_000, description="Optuna trials for this family.")
     timeout_s: float | None = Field(
-        None, gt=0, description="Stop this family's search after this many seconds."
+        None, gt=0, description="Optional cap: this family starts no trial after this many seconds "
+        "(the leaderboard then says `stopped: timeout_s, k/n trials`). Default: none, all n_trials run.",
     )
 
 
@@ -248,6 +249,13 @@ class SearchConfig(_Section):
         "threads",
         description="How concurrent family searches run: threads (default; the model libraries "
         "release the GIL) or processes (one Python process per family).",
+    )
+    time_budget_s: float | None = Field(
+        None, gt=0,
+        description="Optional wall-clock budget of the whole search, shared among the families by their "
+        "expected cost (trial cost x n_trials); a family that ends early hands its unused time to the "
+        "others. A family it stops is marked `stopped: time budget` (each runs at least one trial). "
+        "Default: none, every family runs its n_trials.",
     )
     trial_workers: int = Field(
         1, ge=1, le=64,
@@ -325,7 +333,12 @@ class TrackingConfig(_Section):
     project: str = Field("gauntlet", min_length=1, description="Comet project.")
     workspace: str | None = Field(None, description="Comet workspace. Default: the API key's default workspace.")
     offline_dir: str | None = Field(
-        None, description="Where offline archives go. Default: <artifacts_dir>/comet."
+        None, description="Where offline archives go, one folder per run. Default: <artifacts_dir>/comet."
+    )
+    keep_offline_archives: int | None = Field(
+        None, ge=1,
+        description="Keep the offline archives of the newest N runs and remove older ones (none: keep all). "
+        "`gauntlet tracking upload` sends them to Comet.",
     )
 
 
@@ -357,11 +370,12 @@ class EvaluationConfig(_Section):
     )
     compare_with_champion: bool = Field(
         True,
-        description="Register only if not worse than the registered champion, scored on this run's "
-        "test split.",
+        description="Register only a challenger that beats the registered champion, both scored on this "
+        "run's test split (by more than min_improvement; a tie keeps the champion).",
     )
-    champion_margin: float = Field(
-        0.0, ge=0, description="How much worse than the registered champion a challenger may score and still win."
+    min_improvement: float = Field(
+        0.001, ge=0,
+        description="How much better than the registered champion a challenger must score to replace it.",
     )
     calibration: Literal["none", "sigmoid", "isotonic"] = Field(
         "none", description="Probability calibration of the champion, fitted on the validation split."
@@ -389,6 +403,14 @@ class EvaluationConfig(_Section):
         if value not in METRIC_DIRECTIONS:
             raise ValueError(f"unknown metric {value!r}; choose one of {', '.join(METRIC_DIRECTIONS)}")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_margin(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "champion_margin" in data:
+            raise ValueError("champion_margin was replaced by min_improvement: a challenger must now beat the "
+                             "champion by more than it; rename the key")
+        return data
 
     @model_validator(mode="after")
     def _threshold_in_range(self) -> EvaluationConfig:
@@ -439,7 +461,8 @@ class TrainConfig(_Section):
     models: ModelsConfig = Field(
         default_factory=ModelsConfig,
         description="One entry per model family, each searched by its own Optuna study; at least one "
-        "must be enabled. config/train.yaml sets each family's trials and timeout.",
+        "must be enabled. Each family runs exactly n_trials unless timeout_s caps it "
+        "(search.time_budget_s caps them all).",
     )
     search: SearchConfig = Field(default_factory=SearchConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -485,7 +508,11 @@ class TrainConfig(_Section):
         return slug[:100] or "gauntlet-model"
 
     def config_hash(self) -> str:
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """What defines the experiment, not where its outputs go: the same experiment in another
+        folder hashes the same."""
+        defining = self.model_dump(mode="json", exclude={"artifacts_dir": True, "registry": {"path"},
+                                                         "tracking": {"offline_dir"}})
+        payload = json.dumps(defining, sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()
 
 
@@ -585,6 +612,31 @@ def config_from_dict(
 
 # --------------------------------------------------------------------------------------------
 # Flow parameters: what a person sets in the Prefect UI form or a deployment
+
+MetricName = Literal[tuple(METRIC_DIRECTIONS)]  # type: ignore[valid-type]
+# What a re-evaluation may change: how the run is judged, never what was trained or where it registers.
+REEVALUATION_KEYS = ("evaluation.", "tracking.", "registry.export_onnx", "registry.refit_on_full_data")
+
+
+def reevaluation_overrides(
+    deployment_threshold: float | None = None, comparison_metric: str | None = None,
+    min_improvement: float | None = None, explain: bool | None = None, fairness_column: str | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+) -> dict[str, Any]:
+    """Dotted overrides of a finished run's recorded config, for its re-evaluation; ConfigError for a
+    key that would change what the run trained on or which model it registers as."""
+    if isinstance(overrides, list):
+        overrides = {".".join(key): value for key, value in map(parse_override, overrides)}
+    values: dict[str, Any] = dict(overrides or {})
+    bad = [key for key in values if not key.startswith(REEVALUATION_KEYS)]
+    if bad:
+        raise ConfigError(f"a re-evaluation cannot change {bad[0]} (it would no longer judge the same run); "
+                          f"it changes only {', '.join(k.rstrip('.') for k in REEVALUATION_KEYS)}")
+    typed = {"evaluation.deployment_threshold": deployment_threshold, "evaluation.comparison_metric": comparison_metric,
+             "evaluation.min_improvement": min_improvement, "evaluation.explain": explain,
+             "evaluation.sensitive_columns": [fairness_column] if fairness_column else None}
+    values.update({key: value for key, value in typed.items() if value is not None})
+    return values
 
 
 class TrainParameters(BaseModel):

@@ -40,5 +40,5 @@ def train(params: TrainParameters = TrainParameters()) -> EvalReport:  # noqa: B
         make_splits(config, paths, stages)
         search_all_families(config, paths, stages, subflow=tune_model)
         with stage("evaluate", stages):
-            report = evaluate(run_dir=str(paths.root), config=config)
+            report = evaluate(run_dir=str(paths.root))  # the config the run recorded
         return finish_run(paths, report, stages)

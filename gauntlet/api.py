@@ -97,5 +97,5 @@ def load_model(name: str | None = None, *, alias: str = "champion", version: int
     root = Path(registry) if registry is not None else Path("artifacts/registry")
     if registry is None and not root.is_dir():  # outside the project folder: the project's registry
         root = PROJECT_ROOT / "artifacts" / "registry"
-    model_name = reg.resolve_model_name(root, name)
+    model_name = reg.resolve_model_name(root, name, latest=True)
     return reg.load_model(root, model_name, alias=None if version is not None else alias, version=version)

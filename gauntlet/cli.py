@@ -1,4 +1,4 @@
-"""The `gauntlet` command: train | evaluate | predict | serve | worker | registry (| tune).
+"""The `gauntlet` command: train | evaluate | predict | serve | worker | registry | tracking (| tune).
 
 The process is set up here, once: Prefect's settings, the local Prefect server started before the
 heavy imports (it boots while they run), one readable line and exit code 2 for any bad input.
@@ -65,6 +65,13 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--pool", default="gauntlet-process", help="work pool (default gauntlet-process)")
     commands.add_parser("registry", help="list | show | promote | rollback | verify the model registry",
                         add_help=False)
+
+    tracking = commands.add_parser("tracking", help="list | upload the Comet offline archives",
+                                   description="The Comet offline archives: list them, or upload them to Comet.")
+    tracking.add_argument("action", choices=["list", "upload"])
+    tracking.add_argument("--dir", default=None, help="the archives' folder (default: the config's, artifacts/comet)")
+    tracking.add_argument("--run", default=None, metavar="RUN_ID", help="only this run's archives")
+    tracking.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="config whose tracking.offline_dir to use")
 
     tune = commands.add_parser("tune", help="one family's search on a prepared run (or a trial worker's share)",
                                description="Run one family's search on a prepared run.")
@@ -157,15 +164,17 @@ def _preload(config: Any) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from config.schema import reevaluation_overrides
     from gauntlet import local_server
     from tasks.runs import RunPaths, load_run_config
 
     paths = RunPaths(Path(args.run))
-    config = load_run_config(paths, args.overrides)
+    changes = reevaluation_overrides(overrides=args.overrides)
+    load_run_config(paths, changes)  # a missing run or a bad value fails here, before the server is awaited
     local_server.wait_until_ready()
     from flows.evaluate import evaluate
 
-    print_summary(evaluate(run_dir=str(paths.root), config=config))
+    print_summary(evaluate(run_dir=str(paths.root), overrides=changes))
     return 0
 
 
@@ -218,7 +227,27 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "worker": _worker, "tune": _tune}
+def _tracking(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from config.schema import load_config
+    from tasks.tracking import UPLOADED_SUFFIX, offline_archives, upload_offline_archives
+
+    root = Path(args.dir) if args.dir else load_config(args.config).comet_dir
+    if args.action == "list":
+        archives = offline_archives(root, args.run)
+        for archive in archives:
+            sent = "uploaded" if archive.with_suffix(UPLOADED_SUFFIX).exists() else "not uploaded"
+            print(f"{archive}  {archive.stat().st_size / 1024:,.0f} KB  {sent}")
+        print(f"{len(archives)} offline archive(s) under {root}")
+        return 0
+    uploaded, failed = upload_offline_archives(root, args.run)
+    print(f"{len(uploaded)} uploaded, {len(failed)} failed (under {root})")
+    return 1 if failed else 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "worker": _worker, "tune": _tune,
+            "tracking": _tracking}
 
 
 def fail(message: object) -> int:
@@ -234,6 +263,9 @@ def print_summary(report: Any) -> None:
 
     print()
     print(f"Run {report.run_id}: {report.run_dir}")
+    if getattr(report, "evaluation", None):
+        print(f"Re-evaluation {report.evaluation}: {report.run_dir}/evaluations/{report.evaluation}/report.json "
+              "(the run's own report.json is unchanged)")
     print(reporting.format_leaderboard(report))
     if report.stages:
         print()

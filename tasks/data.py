@@ -66,7 +66,7 @@ def check_table(config: TrainConfig) -> None:
                        ("preprocessing.categorical.columns", config.preprocessing.categorical.columns)):
         missing = [c for c in names if c not in columns]
         if missing:
-            raise DataError(f"{key} names columns not in {path}: {missing}; choose among {', '.join(columns[:12])}")
+            raise DataError(f"{key} names columns not in {path}: {missing}; {ml_data.suggest(missing, columns)}")
 
 
 @task(name="load_dataset", cache_policy=NO_CACHE)
@@ -165,6 +165,7 @@ def split_dataset(frame: pd.DataFrame, info: DatasetInfo, config: TrainConfig, r
         "duplicates_of_train_rows": duplicates,
         "warnings": list(info.warnings),
         "config_hash": config.config_hash(),
+        "model_name": config.model_name,  # the registry model this run registers as
         "seeds": {"split": config.split.seed, "search": config.search.seed},
         "packages": package_versions(),
         "git_commit": git_commit(),

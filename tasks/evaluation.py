@@ -32,7 +32,7 @@ from tasks.ml.scoring import schema_metadata
 from tasks.ml.search import refit_on_rows
 from tasks.modeling import load_pipeline, save_pipeline
 from tasks.runs import RunPaths, dataset_info, load_run_config, read_candidates, read_json
-from tasks.tracking import start_tracker
+from tasks.tracking import prune_offline_archives, start_tracker
 
 
 @dataclass(frozen=True)
@@ -114,14 +114,15 @@ class Registration:
     stages: dict[str, dict[str, Any]]
     card_text: str
     card_path: str
+    note: str | None = None  # why a passing champion added no version (identical to one registered)
 
 
 @task(name="read_run", cache_policy=NO_CACHE)
-def read_run(run_dir: str, config: TrainConfig | None) -> EvaluationInputs:
+def read_run(run_dir: str, overrides: dict[str, Any] | None = None) -> EvaluationInputs:
     """The run's config, dataset description, candidates and validation split; fails before any work
     when nothing can win or a split or sensitive column is missing."""
-    paths = RunPaths(run_dir)
-    config = config or load_run_config(paths)
+    paths = RunPaths(run_dir).for_new_evaluation()
+    config = load_run_config(paths, overrides)
     manifest = read_json(paths.manifest)
     info = dataset_info(manifest)
     candidates = read_candidates(paths)
@@ -272,11 +273,13 @@ def apply_gate(run: EvaluationInputs, scores: TestScores, fairness: Fairness) ->
     incumbent_value = incumbent_problem = None
     if previous is not None and ev.compare_with_champion:
         incumbent_value, incumbent_problem = _score_incumbent(run, previous, scores.test)
+    registered_as = registry.find_versions(root, name, run_id=run.paths.run_id)
     gate = decide_gate(
         run.metric, run.direction, ev.deployment_threshold, scores.metrics[run.metric],
         incumbent_version=previous if ev.compare_with_champion else None,
         incumbent_value=incumbent_value, incumbent_problem=incumbent_problem,
-        margin=ev.champion_margin, fairness_problem=fairness.problem,
+        min_improvement=ev.min_improvement, fairness_problem=fairness.problem,
+        registered_as=registered_as[-1] if registered_as else None,
     )
     get_run_logger().info("gate: %s", gate.reason)
     return GateResult(gate, previous)
@@ -437,16 +440,16 @@ def register_champion(run: EvaluationInputs, champion: Champion, decision: Decis
     """A new registry version when the gate passed ('champion' moves to it), and the model card."""
     logger, paths, info, manifest = get_run_logger(), run.paths, run.info, run.manifest
     root, name, cand, ev = run.config.registry_dir, run.config.model_name, champion.candidate, run.config.evaluation
-    version, stages = None, dict(production.stages) if production else {}
+    version, stages, note = None, dict(production.stages) if production else {}, None
     if gate.decision.passed:
         extra_files = {"model.onnx": onnx[0]} if onnx and onnx[0] is not None else {}
         refit = production.refit if production else None
         if refit and refit.get("refitted"):
             extra_files["gated_model.pkl"] = pickle.dumps(decision, protocol=pickle.HIGHEST_PROTOCOL)
         with monitoring.measure("register") as usage:
-            version = registry.register_model(
+            version = _register_unless_identical(
                 root, name, production.model if production else decision, model_card=files.card,
-                extra_files=extra_files, metadata={
+                extra_files=extra_files, refuse_identical=True, metadata={
                     "family": cand.family, "run_id": paths.run_id, "run_dir": str(paths.root),
                     "metric": run.metric, "direction": run.direction, "valid_metrics": cand.valid_metrics,
                     "test_metrics": scores.metrics, "test_intervals": intervals, "params": cand.best_params,
@@ -459,23 +462,34 @@ def register_champion(run: EvaluationInputs, champion: Champion, decision: Decis
                     **({"onnx": onnx[1]} if onnx is not None else {}), **({"refit": refit} if refit else {}),
                 })
         stages["register"] = usage.record
-        logger.info("registered %s version %d; 'champion' moved from %s", name, version,
-                    f"version {gate.previous}" if gate.previous else "nowhere (first champion)")
+        if isinstance(version, registry.IdenticalModel):
+            note, version = str(version), None
+            logger.warning("not registered: %s; 'champion' stays at %s", note, gate.previous)
+        else:
+            logger.info("registered %s version %d; 'champion' moved from %s", name, version,
+                        f"version {gate.previous}" if gate.previous else "nowhere (first champion)")
     else:
         logger.warning("not registered: %s; 'champion' stays at %s", gate.decision.reason, gate.previous)
     card_text = files.card.replace("{version}", str(version) if version else "(not registered)")
     (paths.reports / "model_card.md").write_text(card_text)
-    return Registration(version, stages, card_text, str(paths.reports / "model_card.md"))
+    return Registration(version, stages, card_text, str(paths.reports / "model_card.md"), note)
+
+
+def _register_unless_identical(*args: Any, **kwargs: Any) -> int | registry.IdenticalModel:
+    try:
+        return registry.register_model(*args, **kwargs)
+    except registry.IdenticalModel as same:
+        return same
 
 
 @task(name="log_to_tracker", cache_policy=NO_CACHE)
 def log_to_tracker(run: EvaluationInputs, champion: Champion, decision: DecisionModel, scores: TestScores,
                    intervals: dict, fairness: Fairness, gate: GateResult, files: ReportFiles,
-                   registration: Registration) -> tuple[str | None, str]:
+                   registration: Registration) -> tuple[str | None, str, str | None]:
     """The evaluation's experiment (Comet, or its offline archive): metrics, plots, tables, the registry
-    version. Returns (experiment key, where it went)."""
+    version. Returns (experiment key, where it went, its offline archive)."""
     paths, config, cand, version = run.paths, run.config, champion.candidate, registration.version
-    tracker = start_tracker(config.tracking, config.comet_dir, name=f"{paths.run_id}-evaluation",
+    tracker = start_tracker(config.tracking, config.comet_dir / paths.run_id, name=f"{paths.run_id}-evaluation",
                             tags=["gauntlet", "evaluation", cand.family])
     try:
         tracker.log_params({"run_id": paths.run_id, "champion_family": cand.family, "metric": run.metric,
@@ -514,22 +528,26 @@ def log_to_tracker(run: EvaluationInputs, champion: Champion, decision: Decision
         import matplotlib.pyplot as plt
 
         plt.close("all")
-    return tracker.key, tracker.describe()
+    prune_offline_archives(config.comet_dir, config.tracking.keep_offline_archives)
+    return tracker.key, tracker.describe(), str(tracker.archive) if tracker.archive else None
 
 
 @task(name="publish_report", cache_policy=NO_CACHE)
 def publish_report(run: EvaluationInputs, champion: Champion, decision: DecisionModel, scores: TestScores,
                    intervals: dict, fairness: Fairness, gate: GateResult, files: ReportFiles,
-                   registration: Registration, tracking: tuple[str | None, str]) -> EvalReport:
+                   registration: Registration, tracking: tuple[str | None, str, str | None]) -> EvalReport:
     """report.json and the Prefect artifacts (leaderboard, gate decision with the model card, tables)."""
     cand, ev = champion.candidate, run.config.evaluation
     report = EvalReport(
-        run_id=run.paths.run_id, run_dir=str(run.paths.root), champion=cand.family, metric=run.metric,
+        run_id=run.paths.run_id, run_dir=str(run.paths.root), evaluation=run.paths.evaluation,
+        champion=cand.family, metric=run.metric,
         champion_valid=cand.valid_metrics[run.metric], test_metrics=scores.metrics, confusion=scores.confusion,
         gate=gate.decision, registered=registration.version is not None, registry_version=registration.version,
         previous_champion_version=gate.previous, candidates=champion.candidates, tracking_key=tracking[0],
-        tracking=tracking[1], stages=registration.stages, intervals=intervals,
+        tracking=tracking[1], stages=registration.stages, intervals=intervals, registry_note=registration.note,
         reports={**files.reports, "model_card": registration.card_path},
+        tracking_archives=[c.tracking_archive for c in champion.candidates if c.tracking_archive]
+        + ([tracking[2]] if tracking[2] else []),
         calibration=ev.calibration, decision_threshold=decision.threshold, fairness=fairness.summaries,
     )
     rep.write_report_json(run.paths, report)

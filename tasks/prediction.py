@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from config.errors import DataError
 from tasks import registry
+from tasks.ml.data import suggest
 from tasks.ml.scoring import (
     InputSchema,
     PredictionWriter,
@@ -50,14 +51,14 @@ def preflight(input_path: str, output_path: str, registry_dir: str, model_name: 
     table_format(output_path)  # a wrong output suffix fails now, not after the scoring
     if Path(output_path).resolve() == Path(input_path).resolve():
         raise DataError(f"--output {output_path} is the input file; choose another output path")
-    name = registry.resolve_model_name(registry_dir, model_name)
+    name = registry.resolve_model_name(registry_dir, model_name, latest=True)
     found = registry.resolve_version(registry_dir, name, alias, version)
     schema = InputSchema.from_metadata(registry.read_metadata(registry_dir, name, found))
     columns, rows = input_columns(input_path)
     extra = schema.check_columns(columns)
     unknown = [c for c in keep_columns if c not in columns]
     if unknown:
-        raise DataError(f"--keep names column(s) not in the input: {unknown}; choose among {columns[:12]}")
+        raise DataError(f"--keep names column(s) not in the input: {unknown}; {suggest(unknown, columns)}")
     clash = [c for c in keep_columns if c in ("prediction", "model_version") or c.startswith("proba_")]
     if clash:
         raise DataError(f"--keep column(s) {clash} would collide with the output's own columns; rename them")

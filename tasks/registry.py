@@ -12,6 +12,7 @@ import argparse
 import getpass
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -30,6 +31,8 @@ from filelock import FileLock
 from config.errors import GauntletError, RegistryError
 from tasks.modeling import load_pipeline, save_pipeline
 from tasks.runs import read_json, write_json
+
+log = logging.getLogger("gauntlet.registry")
 
 ALIASES = "aliases.json"
 HISTORY = "alias_history.jsonl"
@@ -62,8 +65,9 @@ def list_models(root: str | Path) -> list[str]:
                   and list_versions(root, p.name))
 
 
-def resolve_model_name(root: str | Path, model_name: str | None) -> str:
-    """`model_name`, checked; or the registry's only model when none is named."""
+def resolve_model_name(root: str | Path, model_name: str | None, latest: bool = False) -> str:
+    """`model_name`, checked; or, when none is named, the registry's only model. `latest`: with several
+    models, the one whose 'champion' moved most recently (logged), instead of an error."""
     names = list_models(root)
     if model_name:
         if model_name not in names:
@@ -73,10 +77,28 @@ def resolve_model_name(root: str | Path, model_name: str | None) -> str:
     if not names:
         raise RegistryError(f"the registry {root} holds no model; run `make train` first, or point to "
                             "another registry")
-    if len(names) > 1:
+    if len(names) == 1:
+        return names[0]
+    if not latest:
         raise RegistryError(f"the registry {root} holds {len(names)} models ({', '.join(names)}); "
                             "name one with --model")
-    return names[0]
+    moved = {name: _champion_moved_at(root, name) for name in names}
+    chosen = max(names, key=lambda name: moved[name])
+    others = ", ".join(n for n in names if n != chosen)
+    log.info("model %s: its 'champion' moved most recently (%s) of the registry's %d models (also %s); "
+             "name another with --model / MODEL=", chosen, moved[chosen] or "unknown", len(names), others)
+    return chosen
+
+
+def _champion_moved_at(root: str | Path, model_name: str) -> str:
+    """When the model's 'champion' alias last moved (ISO time; '' when it never did)."""
+    moves = alias_history(root, model_name, CHAMPION)
+    if moves:
+        return max(m.time for m in moves)
+    path = _model_dir(root, model_name) / ALIASES  # a registry older than the alias history
+    if path.is_file():
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
+    return ""
 
 
 def get_aliases(root: str | Path, model_name: str) -> dict[str, int]:
@@ -93,6 +115,27 @@ def read_metadata(root: str | Path, model_name: str, version: int) -> dict[str, 
     if not path.is_file():
         raise RegistryError(f"model {model_name!r} has no version {version} in {root}")
     return read_json(path)
+
+
+class IdenticalModel(RegistryError):
+    """The model to register is byte for byte a version the registry holds already."""
+
+    def __init__(self, model_name: str, version: int) -> None:
+        super().__init__(f"the model is identical to {model_name} version {version}; no new version")
+        self.version = version
+
+
+def find_versions(root: str | Path, model_name: str, **fields: Any) -> list[int]:
+    """The versions whose metadata holds all of `fields` (e.g. run_id=..., model_sha256=...)."""
+    found = []
+    for version in list_versions(root, model_name):
+        try:
+            meta = read_metadata(root, model_name, version)
+        except (RegistryError, OSError, ValueError):
+            continue  # verify reports a broken version; it matches nothing here
+        if all(meta.get(k) == v for k, v in fields.items()):
+            found.append(version)
+    return found
 
 
 def set_alias(root: str | Path, model_name: str, alias: str, version: int) -> None:
@@ -116,8 +159,10 @@ def register_model(
     model_card: str = "",
     alias: str | None = "champion",
     extra_files: dict[str, bytes] | None = None,
+    refuse_identical: bool = False,
 ) -> int:
     """Add a version, complete before it becomes visible, and move `alias` to it; returns the version.
+    `refuse_identical`: raise IdenticalModel, adding nothing, when a version holds the same model bytes.
 
     `extra_files` (e.g. model.onnx) go into the version, their sha256 recorded. The alias history gets
     the gate's reason (`metadata["gate"]["reason"]`) when there is one.
@@ -136,6 +181,9 @@ def register_model(
                 os.fsync(fh.fileno())
             files[file_name] = hashlib.sha256(data).hexdigest()
         with _lock(model_dir):
+            same = find_versions(root, model_name, model_sha256=sha) if refuse_identical else []
+            if same:
+                raise IdenticalModel(model_name, same[-1])
             versions = list_versions(root, model_name)
             version = (versions[-1] if versions else 0) + 1
             full = {

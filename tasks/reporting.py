@@ -188,6 +188,37 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _cell(value: Any) -> Any:
+    """A table artifact's cell: numbers stay numbers (sortable in the UI), floats to 4 decimals."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 4)
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)
+
+
+def leaderboard_artifact(report: EvalReport) -> None:
+    """The leaderboard as a table artifact of the current flow run (train's page, evaluate's page)."""
+    from prefect.artifacts import create_table_artifact
+
+    rows = [{k: _cell(v) for k, v in row.items()} for row in report.leaderboard()]
+    create_table_artifact(key="leaderboard", table=rows, description=f"Run {report.run_id}: validation {report.metric}")
+
+
+def gate_artifact(report: EvalReport, model_card_markdown: str = "") -> None:
+    """The gate decision, the champion's test metrics (and its model card) as a markdown artifact."""
+    from prefect.artifacts import create_markdown_artifact
+
+    metrics = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in report.test_metrics.items())
+    tracking = format_tracking(report)
+    markdown = (
+        f"# Gate decision\n\n{format_gate(report)}\n\n" + (f"{tracking}\n\n" if tracking else "")
+        + f"## Champion: {report.champion} (test split)\n\n| metric | value |\n|---|---|\n{metrics}\n\n"
+        f"Run directory: `{report.run_dir}`\n" + (f"\n---\n\n{model_card_markdown}" if model_card_markdown else "")
+    )
+    create_markdown_artifact(key="gate-decision", markdown=markdown, description=f"Run {report.run_id}")
+
+
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
@@ -205,8 +236,8 @@ def format_leaderboard(report: EvalReport) -> str:
         row["cpu_s"] = f"{row['cpu_s']:.1f}" if row["cpu_s"] is not None else "-"
         row["peak_mb"] = f"{row['peak_mb']:,.0f}" if row["peak_mb"] is not None else "-"
         if row["status"] != "ok" and row["error"]:
-            row["status"] = f"failed: {row['error'][:70]}"
-    cols = ["family", f"valid_{report.metric}", "trials", "pruned", "seconds", "cpu_s", "peak_mb", "champion", "status"]
+            row["state"] = f"failed: {row['error'][:70]}"
+    cols = ["family", f"valid_{report.metric}", "trials", "pruned", "seconds", "cpu_s", "peak_mb", "champion", "state"]
     return format_table(rows, cols)
 
 
@@ -218,7 +249,7 @@ def format_gate(report: EvalReport) -> str:
         line += f" -> registered as version {report.registry_version}, alias 'champion' moved"
     else:
         prev = report.previous_champion_version
-        line += " -> not registered; 'champion' " + (
+        line += f" -> not registered{': ' + report.registry_note if report.registry_note else ''}; 'champion' " + (
             f"stays at version {prev}" if prev is not None else "is still unset"
         )
     return line
@@ -240,20 +271,12 @@ def publish_prefect_artifacts(
 ) -> None:
     """A leaderboard table, the gate decision with the champion's model card, and the evaluation's
     tables (classification report, importances, fairness) on the run's page."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.artifacts import create_table_artifact
 
-    rows = [{k: _fmt(v) for k, v in row.items()} for row in report.leaderboard()]
-    create_table_artifact(key="leaderboard", table=rows, description=f"Run {report.run_id}: validation {report.metric}")
-    metrics = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in report.test_metrics.items())
-    markdown = (
-        f"# Gate decision\n\n{format_gate(report)}\n\n"
-        + (f"{format_tracking(report)}\n\n" if format_tracking(report) else "") +
-        f"## Champion: {report.champion} (test split)\n\n| metric | value |\n|---|---|\n{metrics}\n\n"
-        f"Run directory: `{report.run_dir}`\n\n---\n\n{model_card_markdown}"
-    )
-    create_markdown_artifact(key="gate-decision", markdown=markdown, description=f"Run {report.run_id}")
+    leaderboard_artifact(report)
+    gate_artifact(report, model_card_markdown)
     for key, table in (tables or {}).items():
-        rows = [{k: _fmt(v) for k, v in row.items()} for row in table.head(30).to_dict(orient="records")]
+        rows = [{k: _cell(v) for k, v in row.items()} for row in table.head(30).to_dict(orient="records")]
         slug = re.sub(r"[^a-z0-9-]+", "-", key.lower()).strip("-")  # Prefect keys: lowercase, digits, dashes
         create_table_artifact(key=slug, table=rows, description=f"Run {report.run_id}: {key}")
 

@@ -30,19 +30,33 @@ def new_run_id(label: str = "") -> str:
 
 
 class RunPaths:
-    def __init__(self, root: str | Path) -> None:
+    """`evaluation`: a later evaluation of the run, whose report.json and reports/ go under
+    evaluations/<evaluation>/ so that the run's first evaluation (what it registered) stays as it was."""
+
+    def __init__(self, root: str | Path, evaluation: str | None = None) -> None:
         self.root = Path(root)
+        self.evaluation = evaluation
 
     @property
     def run_id(self) -> str:
         return self.root.name
 
+    @property
+    def evaluation_root(self) -> Path:
+        return self.root / "evaluations" / self.evaluation if self.evaluation else self.root
+
     splits = property(lambda self: self.root / "splits")
     candidates = property(lambda self: self.root / "candidates")
-    reports = property(lambda self: self.root / "reports")
+    reports = property(lambda self: self.evaluation_root / "reports")
     manifest = property(lambda self: self.root / "manifest.json")
     config = property(lambda self: self.root / "config.json")
-    report = property(lambda self: self.root / "report.json")
+    report = property(lambda self: self.evaluation_root / "report.json")
+
+    def for_new_evaluation(self) -> RunPaths:
+        """These paths, or a new evaluation record's when the run was evaluated already."""
+        if not (self.root / "report.json").is_file():
+            return self
+        return RunPaths(self.root, evaluation=datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2))
 
     def split(self, name: str) -> Path:
         return self.splits / f"{name}.parquet"
@@ -172,7 +186,6 @@ def finish_run(paths: RunPaths, report: EvalReport, stages: dict[str, dict]) -> 
     """The evaluation's own stages merged in, the manifest and report.json written, the outcome logged."""
     from prefect import get_run_logger
 
-    from tasks import monitoring
     from tasks import reporting as rep
     from tasks.stages import record_stages
 
@@ -180,8 +193,8 @@ def finish_run(paths: RunPaths, report: EvalReport, stages: dict[str, dict]) -> 
     report = report.model_copy(update={"stages": stages})
     record_stages(paths, stages)
     rep.write_report_json(paths, report)
-    logger = get_run_logger()
-    logger.info("leaderboard\n%s", rep.format_leaderboard(report))
-    logger.info("stages\n%s", monitoring.format_stages(stages))
-    logger.info(rep.format_gate(report))
+    # The tables are printed by the command (once) and shown on this run's page.
+    rep.leaderboard_artifact(report)
+    rep.gate_artifact(report)
+    get_run_logger().info(rep.format_gate(report))
     return report

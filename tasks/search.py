@@ -26,12 +26,14 @@ from threadpoolctl import threadpool_limits
 from config.errors import GauntletError
 from config.schema import TrainConfig
 from tasks import monitoring
+from tasks.ml.budget import SearchBudget, TimeLimits, raise_hint, stop_note
 from tasks.ml.data import DatasetInfo, read_parquet, release_memory
 from tasks.ml.estimators import FamilySpec, get_family
 from tasks.ml.planning import SearchPlan, encoding_group
 from tasks.ml.preprocessing import PreprocessOptions
 from tasks.ml.results import Candidate
 from tasks.ml.search import (
+    FINISHED,
     DataSettings,
     PreparedData,
     SearchSettings,
@@ -106,6 +108,8 @@ def search_settings(config: TrainConfig, family: str, manifest: dict, n_jobs: in
 PREPARE_LOCK = threading.Lock()
 # Families that encode alike share one read-only encoded copy while any of them searches.
 _SHARED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+# run_dir -> the whole-search time budget its families share (search.time_budget_s), while they search.
+_BUDGETS: dict[str, SearchBudget] = {}
 
 
 def shared_family_data(spec: FamilySpec, info: DatasetInfo, paths: RunPaths, data_settings: DataSettings
@@ -183,7 +187,7 @@ def prepare_family_data(job: FamilySearch) -> PreparedData:
 def search_hyperparameters(job: FamilySearch, data: PreparedData) -> Candidate:
     """The family's Optuna study, its best pipeline saved, one tracker experiment; the candidate."""
     logger, family, settings, paths = get_run_logger(), job.family, job.settings, job.paths
-    tracker = start_tracker(job.config.tracking, job.config.comet_dir, name=f"{paths.run_id}-{family}",
+    tracker = start_tracker(job.config.tracking, job.config.comet_dir / paths.run_id, name=f"{paths.run_id}-{family}",
                             tags=["gauntlet", "search", family])
     try:
         tracker.log_params(
@@ -193,20 +197,24 @@ def search_hyperparameters(job: FamilySearch, data: PreparedData) -> Candidate:
              "encoding": job.config.preprocessing.categorical.encoding, "imbalance": settings.imbalance,
              "cv_folds": job.config.search.cv_folds})
         progress = TrialProgress(family, settings.metric, settings.n_trials, tracker, logger)
+        limits = TimeLimits(family, settings.timeout_s, _budget_for(job))
         try:
-            study, kept = run_study(job.spec, data, settings, callbacks=[progress])
+            study, kept = run_study(job.spec, data, settings, callbacks=[progress], limits=limits)
         finally:
             progress.close()
-        candidate = _save_best(job, data, study, kept, tracker)
+            limits.close()
+        candidate = _save_best(job, data, study, kept, tracker, _stopped(job, study, limits))
         logger.info("[%s] best %s=%.4f (trial %d, %s in %.2fs)", family, settings.metric, study.best_value,
                     study.best_trial.number, "refitted" if candidate.refitted else "model kept from the trial",
                     candidate.fit_seconds)
         resources = monitoring.stop(job.usage)
         tracker.log_metrics({f"stage_{k}": v for k, v in resources.items() if isinstance(v, int | float)})
         tracker.end()
-        result = candidate.candidate.model_copy(update={"tracking": tracker.describe(), "resources": resources})
+        result = candidate.candidate.model_copy(update={
+            "tracking": tracker.describe(), "resources": resources,
+            "tracking_archive": str(tracker.archive) if tracker.archive else None})
         write_candidate(paths, result)
-        BOARD.family_ended(family, "done")
+        BOARD.family_ended(family, result.stopped or "done")
         return result
     except Exception as exc:
         BOARD.family_ended(family, "failed")
@@ -226,7 +234,31 @@ class _Best:
     fit_seconds: float
 
 
-def _save_best(job: FamilySearch, data: PreparedData, study: optuna.Study, kept: Any, tracker: Tracker) -> _Best:
+def _budget_for(job: FamilySearch) -> SearchBudget | None:
+    """The run's shared budget; in another process (search.executor processes) this family's own
+    share of it, without the time other families leave over."""
+    total = job.config.search.time_budget_s
+    if total is None:
+        return None
+    budget = _BUDGETS.get(str(job.paths.root))
+    if budget is None:
+        budget = SearchBudget(total, {job.family: 1.0})
+    return budget
+
+
+def _stopped(job: FamilySearch, study: optuna.Study, limits: TimeLimits) -> str | None:
+    """The leaderboard's note when a time limit ended the search short of n_trials, with a warning."""
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    if limits.stopped_by is None or done >= job.settings.n_trials:
+        return None
+    get_run_logger().warning("[%s] %s ran %d of its %d trials: raise %s (or remove it) to run them all",
+                             job.family, limits.stopped_by, done, job.settings.n_trials,
+                             raise_hint(limits.stopped_by, job.family))
+    return stop_note(limits.stopped_by, done, job.settings.n_trials)
+
+
+def _save_best(job: FamilySearch, data: PreparedData, study: optuna.Study, kept: Any, tracker: Tracker,
+               stopped: str | None = None) -> _Best:
     """The best trial's pipeline and the trials table saved in the run, and logged to the tracker."""
     family, settings, paths = job.family, job.settings, job.paths
     best = study.best_trial
@@ -243,7 +275,7 @@ def _save_best(job: FamilySearch, data: PreparedData, study: optuna.Study, kept:
         best_iteration=fit_info.get("best_iteration"), fit_seconds=round(fit_seconds, 3),
         search_seconds=round(time.perf_counter() - job.started, 3), pipeline_path=str(model_path),
         pipeline_sha256=sha, study_name=settings.study_name, tracking_key=tracker.key, selection=data.description,
-        train_rows=data.n_train_rows, train_rows_fitted=int(len(data.y_train)),
+        train_rows=data.n_train_rows, train_rows_fitted=int(len(data.y_train)), stopped=stopped,
     )
     tracker.log_params({f"best_{k}": v for k, v in best.params.items()})
     tracker.log_metrics({f"best_valid_{k}": v for k, v in valid_metrics.items()})
@@ -338,8 +370,9 @@ class TrialProgress:
             value = f"pruned at step {trial.last_step}" if trial.last_step is not None else "pruned"
         else:
             value = f"{trial.value:.4f}" if trial.value is not None else state
-        self.logger.info("[%s] trial %d/%d: %s=%s (best %s), %.2fs", self.family, trial.number + 1, self.n_trials,
-                         self.metric, value, best, seconds)
+        # Optuna's trial number, as in trials.csv and the best-trial line; then how many of the budget ran.
+        self.logger.info("[%s] trial %d (%d/%d): %s=%s (best %s), %.2fs", self.family, trial.number, self.done,
+                         self.n_trials, self.metric, value, best, seconds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +398,7 @@ def _search_cache_key(context: Any, parameters: dict) -> str | None:
     manifest = read_json(RunPaths(parameters["run_dir"]).manifest)
     model_cfg = config.models.get(family)
     key = [study_name(config, family, manifest["data"]["sha256"]), model_cfg.n_trials, model_cfg.timeout_s,
-           config.study_storage, config.tracking.backend]
+           config.search.time_budget_s, config.study_storage, config.tracking.backend]
     return "search-" + hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:24]
 
 
@@ -444,6 +477,11 @@ def run_family_searches(config: TrainConfig, paths: RunPaths, plan: SearchPlan, 
     logger.info("searching %s, %d at a time in %s, %d thread(s) each", ", ".join(plan.order), plan.parallel,
                 config.search.executor, plan.threads)
     helpers = start_trial_workers(config, paths, plan.order)
+    if config.search.time_budget_s:
+        weights = {f: get_family(f).cost * config.models.get(f).n_trials for f in plan.order}
+        _BUDGETS[str(paths.root)] = budget = SearchBudget(config.search.time_budget_s, weights, plan.parallel)
+        logger.info("time budget %.0f s, shared by expected cost: %s", config.search.time_budget_s,
+                    ", ".join(f"{f} {s:.0f} s" for f, s in budget.allotted.items()))
 
     def inputs(family: str) -> dict:
         return {"family": family, "run_dir": str(paths.root), "config": config, "n_jobs": plan.threads,
@@ -458,10 +496,16 @@ def run_family_searches(config: TrainConfig, paths: RunPaths, plan: SearchPlan, 
         outcomes = run_all(plan.order, refresh=False)
         adopted = {f: _adopt(o, paths) for f, o in outcomes.items() if isinstance(o, Candidate)}
         gone = [f for f, candidate in adopted.items() if candidate is None]
+        # A cached search that a time limit cut short resumes its study instead of being reused.
+        unfinished = [f for f, c in adopted.items() if c is not None and c.reused_from and c.stopped]
         outcomes.update(adopted)
         if gone:
             logger.warning("[%s] the cached search's model file is gone or changed; searching again", ", ".join(gone))
-            outcomes.update(run_all(gone, refresh=True))
+        if unfinished:
+            logger.info("[%s] the earlier search was %s; resuming its study", ", ".join(unfinished),
+                        "; ".join(str(outcomes[f].stopped) for f in unfinished))
+        if gone or unfinished:
+            outcomes.update(run_all(gone + unfinished, refresh=True))
         # Prefect's client retries a connection it has used, not a fresh one's first request.
         for pause in API_RETRY_PAUSES_S:
             lost = [f for f, outcome in outcomes.items() if _api_unreachable(outcome)]
@@ -471,6 +515,7 @@ def run_family_searches(config: TrainConfig, paths: RunPaths, plan: SearchPlan, 
                            outcomes[lost[0]], pause)
             time.sleep(pause)
             outcomes.update(run_all(lost, refresh=True))
+    _BUDGETS.pop(str(paths.root), None)
     if helpers:
         logger.info("trial workers: %s", "; ".join(f"{name} {state}" for name, state in _run_states(helpers)))
     return [_as_candidate(family, outcomes[family], config, paths) for family in config.models.enabled()]

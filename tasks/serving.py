@@ -22,7 +22,7 @@ import pandas as pd
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
-from config.errors import GauntletError
+from config.errors import GauntletError, RegistryError
 from tasks import registry
 from tasks.ml.scoring import InputSchema, SchemaError, score_frame
 
@@ -128,16 +128,27 @@ class Served:
 
 
 class ModelHolder:
-    """The version being served; follows `alias` in the registry when `reload_every_s` is set."""
+    """The version being served; follows `alias` in the registry when `reload_every_s` is set.
+    `wait`: an empty registry (before the first training) is not an error: `current` stays None and
+    the reload thread loads the first champion as soon as there is one."""
 
     def __init__(self, root: str | Path, model_name: str | None = None, alias: str | None = "champion",
-                 version: int | None = None, reload_every_s: float | None = 2.0) -> None:
+                 version: int | None = None, reload_every_s: float | None = 2.0, wait: bool = False) -> None:
         self.root = Path(root)
-        self.name = registry.resolve_model_name(self.root, model_name)
+        self.wanted = model_name
         self.alias = None if version is not None else (alias or "champion")
-        found = registry.resolve_version(self.root, self.name, self.alias, version)
-        self.current = Served.load(self.root, self.name, found)
+        self.name: str | None = None
+        self.current: Served | None = None
         self.reload_error: str | None = None
+        try:
+            self.name = registry.resolve_model_name(self.root, model_name, latest=True)
+            found = registry.resolve_version(self.root, self.name, self.alias, version)
+            self.current = Served.load(self.root, self.name, found)
+        except RegistryError:
+            if not (wait and self.alias and reload_every_s):
+                raise
+            self.name = None
+            log.info("no model in %s yet: waiting for a champion (/health answers 503 until then)", self.root)
         self._stop = threading.Event()
         self._thread = None
         if self.alias and reload_every_s:
@@ -146,11 +157,17 @@ class ModelHolder:
             self._thread.start()
 
     @property
-    def version(self) -> int:
-        return self.current.model.version
+    def version(self) -> int | None:
+        return self.current.model.version if self.current is not None else None
 
     def check(self) -> bool:
-        """Load the version the alias points to now, if it moved. True when a new version is served."""
+        """Load the version the alias points to now, if it moved (or the first one, while waiting).
+        True when a new version is served."""
+        if self.name is None:
+            try:
+                self.name = registry.resolve_model_name(self.root, self.wanted, latest=True)
+            except RegistryError:
+                return False
         target = registry.get_alias(self.root, self.name, self.alias)
         if target is None or target == self.version:
             return False
@@ -159,11 +176,12 @@ class ModelHolder:
         except (GauntletError, OSError, ValueError) as exc:
             message = f"alias {self.alias!r} moved to version {target}, which failed to load: {exc}"
             if message != self.reload_error:
-                log.error("%s; still serving version %d", message, self.version)
+                log.error("%s; still serving version %s", message, self.version)
             self.reload_error = message
             return False
         previous, self.current, self.reload_error = self.version, served, None  # one reference swap
-        log.info("alias %r moved: now serving %s version %d (was %d)", self.alias, self.name, target, previous)
+        log.info("alias %r moved: now serving %s version %d (was %s)", self.alias, self.name, target,
+                 previous if previous is not None else "no model")
         return True
 
     def _follow(self, every_s: float) -> None:
@@ -195,21 +213,30 @@ def create_app(holder: ModelHolder, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     from fastapi.openapi.utils import get_openapi
     from fastapi.responses import JSONResponse
 
+    shown = holder.name or holder.wanted or "(the first champion)"
     app = FastAPI(title="gauntlet model service", version="1",
-                  description=f"Predictions of the registered model {holder.name!r}"
+                  description=f"Predictions of the registered model {shown!r}"
                               f"{f' (alias {holder.alias!r})' if holder.alias else ''}.")
     app.state.holder = holder
 
     def error(status: int, detail: Any) -> JSONResponse:
         return JSONResponse({"detail": detail}, status_code=status)
 
-    @app.get("/health", response_model=Health)
-    def health() -> Health:
+    def no_model_yet() -> JSONResponse:
+        return JSONResponse({"status": "no model yet", "detail": f"no champion in {holder.root} yet: train one "
+                             "(make train); it is served as soon as it is registered"}, status_code=503)
+
+    @app.get("/health", response_model=Health, responses={503: {"description": "no model registered yet"}})
+    def health():
+        if holder.current is None:
+            return no_model_yet()
         return Health(status="degraded" if holder.reload_error else "ok", model_name=holder.name,
                       model_version=holder.version, alias=holder.alias, reload_error=holder.reload_error)
 
-    @app.get("/model", response_model=ModelInfo)
-    def model_info() -> ModelInfo:
+    @app.get("/model", response_model=ModelInfo, responses={503: {"description": "no model registered yet"}})
+    def model_info():
+        if holder.current is None:
+            return no_model_yet()
         meta = holder.current.model.metadata
         return ModelInfo(
             model_name=holder.name, model_version=holder.version, family=meta.get("family"), task=meta.get("task"),
@@ -246,6 +273,8 @@ def create_app(holder: ModelHolder, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
         except (ValueError, UnicodeDecodeError) as exc:
             return error(400, f"the body is not valid JSON ({exc}); send a JSON list of row objects")
         served = holder.current  # this request's version, whatever the reload thread does meanwhile
+        if served is None:
+            return no_model_yet()
         if isinstance(payload, list) and len(payload) > max_rows:
             return error(413, f"{len(payload):,} rows in one request; the limit is {max_rows:,}")
         if isinstance(payload, list) and not payload:
@@ -277,7 +306,8 @@ def create_app(holder: ModelHolder, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None or app.state.spec_version != holder.version:
             spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            spec.setdefault("components", {}).setdefault("schemas", {})["Row"] = holder.current.row_schema
+            row = holder.current.row_schema if holder.current is not None else {"type": "object"}
+            spec.setdefault("components", {}).setdefault("schemas", {})["Row"] = row
             app.openapi_schema, app.state.spec_version = spec, holder.version
         return app.openapi_schema
 
@@ -301,20 +331,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--reload-every", type=float, default=2.0, metavar="SECONDS",
                         help="how often to look for a moved alias (default 2; 0: never)")
+    parser.add_argument("--wait-for-model", action="store_true",
+                        help="start with an empty registry: /health answers 503 until a champion is registered")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        holder = ModelHolder(args.registry, args.model, args.alias, args.version, args.reload_every or None)
+        holder = ModelHolder(args.registry, args.model, args.alias, args.version, args.reload_every or None,
+                             wait=args.wait_for_model)
     except GauntletError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     import uvicorn
 
     app = create_app(holder, args.max_body_bytes, args.max_rows)
-    log.info("serving %s version %d on http://%s:%d (OpenAPI: /docs)", holder.name, holder.version, args.host,
-             args.port)
+    log.info("serving %s version %s on http://%s:%d (OpenAPI: /docs)", holder.name or "(waiting for a model)",
+             holder.version, args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     holder.close()
     return 0

@@ -1,7 +1,8 @@
 """Experiment tracking behind a small `Tracker` protocol: Comet (online or offline) or nothing.
 
-Without COMET_API_KEY (mode auto) Comet runs offline, writing `<offline_dir>/<key>.zip`; an online
-experiment that cannot reach Comet falls back to offline, so no run is lost to the network.
+Without COMET_API_KEY (mode auto) Comet runs offline, writing `<offline_dir>/<name>-<key[:8]>.zip`
+(callers pass `<comet_dir>/<run_id>` and a name that starts with the run id); an online experiment
+that cannot reach Comet falls back to offline, so no run is lost to the network.
 Two live Comet experiments in one process corrupt each other's archives and the searches run on
 threads, so a `CometTracker` records its calls and replays them at `end()`, one at a time under a lock.
 """
@@ -184,8 +185,9 @@ class CometTracker:
                               _redact(str(again)))
                     return
         if self.mode == "offline":
-            archive = self.offline_dir / f"{self.key}.zip"
-            self.archive = archive if archive.is_file() else None
+            written = self.offline_dir / f"{self.key}.zip"
+            if written.is_file():  # named for people: the run and the family (comet upload reads the key inside)
+                self.archive = written.rename(self.offline_dir / f"{_slug(self.name)}-{self.key[:8]}.zip")
 
     def _write(self, experiment: Any) -> None:
         for method, args, kwargs in self._calls:
@@ -245,8 +247,13 @@ class CometTracker:
 
     def _named(self, experiment: Any) -> Any:
         experiment.set_name(self.name)
-        experiment.add_tags(self.tags)
+        if self.tags:  # Comet logs an error for an empty list
+            experiment.add_tags(self.tags)
         return experiment
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:120] or "experiment"
 
 
 def _redact(text: str) -> str:
@@ -272,3 +279,58 @@ def start_tracker(
     if config.backend == "none":
         return NullTracker()
     return CometTracker(config, Path(offline_dir), name, list(tags or []))
+
+
+def prune_offline_archives(comet_dir: Path, keep_runs: int | None) -> list[Path]:
+    """Keep the offline archives of the newest `keep_runs` runs (one folder each under `comet_dir`,
+    named by run id, so by time); remove the older folders. Returns what was removed."""
+    import shutil
+
+    if keep_runs is None or not Path(comet_dir).is_dir():
+        return []
+    runs = sorted((p for p in Path(comet_dir).iterdir() if p.is_dir() and any(p.glob("*.zip"))),
+                  key=lambda p: (p.stat().st_mtime, p.name))
+    removed = runs[: max(0, len(runs) - keep_runs)]
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    if removed:
+        log.info("tracking.keep_offline_archives %d: removed the offline archives of %d older run(s)", keep_runs,
+                 len(removed))
+    return removed
+
+
+def offline_archives(comet_dir: Path, run_id: str | None = None) -> list[Path]:
+    """The offline archives under `comet_dir` (of one run when `run_id` is given), oldest first."""
+    root = Path(comet_dir) / run_id if run_id else Path(comet_dir)
+    return sorted(root.rglob("*.zip"), key=lambda p: (p.stat().st_mtime, p.name)) if root.is_dir() else []
+
+
+UPLOADED_SUFFIX = ".uploaded"  # a marker next to an archive `comet upload` accepted
+
+
+def upload_offline_archives(comet_dir: Path, run_id: str | None = None,
+                            log_line: Any = print) -> tuple[list[Path], list[Path]]:
+    """Send the offline archives not sent yet through Comet's own `comet upload` (one call each, so
+    one failure does not hide the rest); returns (uploaded, failed). Needs COMET_API_KEY."""
+    import subprocess
+    import sys
+
+    from config.errors import GauntletError
+
+    if not os.environ.get("COMET_API_KEY"):
+        raise GauntletError("uploading needs COMET_API_KEY (and network): set it, or run `comet upload FILE.zip` "
+                            "where both are available; the archives stay where they are")
+    pending = [p for p in offline_archives(comet_dir, run_id) if not p.with_suffix(UPLOADED_SUFFIX).exists()]
+    uploaded, failed = [], []
+    for archive in pending:
+        out = subprocess.run([sys.executable, "-m", "comet_ml.scripts.comet_upload", str(archive)],
+                             capture_output=True, text=True)
+        if out.returncode == 0:
+            archive.with_suffix(UPLOADED_SUFFIX).touch()
+            uploaded.append(archive)
+            log_line(f"uploaded {archive}")
+        else:
+            failed.append(archive)
+            said = (out.stderr or out.stdout).strip().splitlines()
+            log_line(f"failed {archive}: {_redact(said[-1] if said else 'comet upload failed')}")
+    return uploaded, failed

@@ -66,7 +66,7 @@ def last_line(text: str) -> str:
 def comet_archives(directory: Path) -> dict[str, dict]:
     """Open every offline archive: experiment name -> params, metrics (name -> [(step, value)]), others."""
     found = {}
-    for archive in sorted(directory.glob("*.zip")):
+    for archive in sorted(directory.rglob("*.zip")):
         with zipfile.ZipFile(archive) as zf:
             messages = [json.loads(line) for line in zf.read("messages.json").decode().splitlines() if line]
         params, metrics, others, uploads = {}, defaultdict(list), {}, []
@@ -89,6 +89,39 @@ def comet_archives(directory: Path) -> dict[str, dict]:
         found[name] = {"params": params, "metrics": metrics, "others": others, "uploads": uploads,
                        "file": archive}
     return found
+
+
+def comet_cloud_stand_in(directory: Path, alive: bool = True, fail_after: int | None = None):
+    """comet_ml.Experiment as far as this machine can have one (Comet's cloud cannot exist here): the
+    real OfflineExperiment, which shares the online class's logging methods and signatures, so a wrong
+    method name or argument fails the test. It writes to `directory`, records each call's name, and
+    with `fail_after` raises ConnectionError after that many calls, as a dropped connection would.
+    Returns (a class to put in place of comet_ml.Experiment, the list of experiments it made)."""
+    import comet_ml
+
+    made: list = []
+
+    class CloudStandIn(comet_ml.OfflineExperiment):
+        def __init__(self, api_key: str | None = None, **kwargs) -> None:
+            super().__init__(api_key=api_key, offline_directory=str(directory), **kwargs)
+            self.alive, self.api_key_given, self.calls = alive, api_key, []
+            made.append(self)
+
+        def __getattribute__(self, name: str):
+            attr = super().__getattribute__(name)
+            calls = object.__getattribute__(self, "__dict__").get("calls")
+            if calls is None or not callable(attr) or not name.startswith(("log_", "register_", "set_", "add_")):
+                return attr
+
+            def recorded(*args, **kwargs):
+                calls.append((name, args, kwargs))
+                if fail_after is not None and len(calls) > fail_after:
+                    raise ConnectionError("Connection reset by peer (comet.com)")
+                return attr(*args, **kwargs)
+
+            return recorded
+
+    return CloudStandIn, made
 
 
 POSTGRES_MISSING = "PostgreSQL server binaries are absent (no initdb); install postgresql to run this test"

@@ -211,14 +211,31 @@ def min_rows_per_class(test_size: float, valid_size: float) -> int:
     return max(3, math.ceil(1 / min(test_size, valid_size, 1 - test_size - valid_size)))
 
 
+def suggest(names: list[str], columns: list[str], shown: int = 30) -> str:
+    """What to choose instead of the unknown `names`: the closest columns first ("did you mean
+    'income'?"), then the columns (all of them up to `shown`)."""
+    import difflib
+
+    lowered = {c.lower(): c for c in columns}
+    close = []
+    for name in names:
+        exact = lowered.get(str(name).lower())
+        matches = difflib.get_close_matches(str(name).lower(), lowered, 3, 0.6)
+        found = [exact] if exact else [lowered[m] for m in matches]
+        close += [c for c in found if c not in close]
+    listed = ", ".join(columns[:shown]) + (f", ... ({len(columns) - shown} more)" if len(columns) > shown else "")
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return f"{hint}columns: {listed}"
+
+
 def check_columns(columns: list[str], target: str, drop_columns: list[str], where: str = "") -> None:
     """The target and every column to drop exist; the target is not among the dropped columns."""
     if target not in columns:
-        shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
-        raise DataError(f"target column {target!r} not found{where}; set data.target to one of: {shown}")
+        raise DataError(f"target column {target!r} not found{where}; set data.target: {suggest([target], columns)}")
     missing = [c for c in drop_columns if c not in columns]
     if missing:
-        raise DataError(f"data.drop_columns names columns not in the table{where}: {missing}")
+        raise DataError(f"data.drop_columns names columns not in the table{where}: {missing}; "
+                        f"{suggest(missing, columns)}")
     if target in drop_columns:
         raise DataError(f"data.drop_columns contains the target {target!r}; remove it from that list")
 
@@ -254,12 +271,13 @@ def validate_dataset(
     check_columns(columns, target, drop_columns)
     for key, col in (("split.time_column", time_column), ("split.group_column", group_column)):
         if col is not None and col not in frame.columns:
-            raise DataError(f"{key} {col!r} is not a column of the table; set it to one of: {', '.join(columns[:12])}")
+            raise DataError(f"{key} {col!r} is not a column of the table; {suggest([col], columns)}")
         if col is not None and frame[col].isna().any():
             raise DataError(f"{key} {col!r} has {int(frame[col].isna().sum())} missing values; fill or drop those rows")
     unknown = [c for c in categorical_columns if c not in frame.columns]
     if unknown:
-        raise DataError(f"preprocessing.categorical.columns names columns not in the table: {unknown}")
+        raise DataError(f"preprocessing.categorical.columns names columns not in the table: {unknown}; "
+                        f"{suggest(unknown, columns)}")
     if target in categorical_columns:
         raise DataError(f"preprocessing.categorical.columns contains the target {target!r}; remove it")
     # Split keys decide where rows go; as features they would not generalise (group ids, future times).

@@ -30,11 +30,13 @@ class Candidate(BaseModel):
     study_name: str | None = None
     tracking_key: str | None = None
     tracking: str | None = None  # where the family's experiment went (online, or an archive and why)
+    tracking_archive: str | None = None  # its offline archive, when it went offline
     resources: dict[str, Any] = Field(default_factory=dict)  # the search's wall/CPU seconds, peak RSS (monitoring)
     selection: str = "the valid split"  # what valid_metrics were measured on
     train_rows: int | None = None  # training rows of the final model, before resampling
     reused_from: str | None = None  # the earlier run whose identical finished search this reuses
     train_rows_fitted: int | None = None  # after resampling (more with smote/random_over, fewer with random_under)
+    stopped: str | None = None  # a time limit ended the search early: "stopped: time budget, 10/50 trials"
 
     @classmethod
     def failed(cls, family: str, error: str, **extra: Any) -> Candidate:
@@ -52,7 +54,8 @@ class GateDecision(BaseModel):
     reason: str
     incumbent_version: int | None = None  # the registered champion it was compared with
     incumbent_value: float | None = None  # that champion's metric on this run's test split
-    margin: float = 0.0  # how much worse than the incumbent the challenger may be
+    min_improvement: float = 0.0  # how much better than the incumbent the challenger must be
+    improvement: float | None = None  # the challenger's lead over the incumbent (positive: better)
 
 
 class EvalReport(BaseModel):
@@ -60,6 +63,7 @@ class EvalReport(BaseModel):
 
     run_id: str
     run_dir: str
+    evaluation: str | None = None  # a re-evaluation's record under run_dir/evaluations/ (None: the run's own)
     champion: str
     metric: str
     champion_valid: float
@@ -69,9 +73,11 @@ class EvalReport(BaseModel):
     registered: bool
     registry_version: int | None = None
     previous_champion_version: int | None = None
+    registry_note: str | None = None  # why a champion that passed added no version
     candidates: list[Candidate]
     tracking_key: str | None = None
     tracking: str | None = None  # where the evaluation's experiment went (online, or an archive and why)
+    tracking_archives: list[str] = Field(default_factory=list)  # every offline archive of the run
     stages: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per stage: wall/CPU seconds, peak RSS
     reports: dict[str, str] = Field(default_factory=dict)
     intervals: dict[str, tuple[float, float]] = Field(default_factory=dict)  # bootstrap 95% on test
@@ -91,6 +97,7 @@ class EvalReport(BaseModel):
                 {
                     "family": cand.family,
                     "status": cand.status,
+                    "state": cand.stopped or ("done" if cand.status == "ok" else "failed"),
                     f"valid_{self.metric}": cand.valid_metrics.get(self.metric),
                     "trials": cand.n_trials,
                     "pruned": cand.n_pruned,

@@ -24,6 +24,7 @@ from sklearn.pipeline import Pipeline
 
 from config.errors import ConfigError
 from config.schema import hide_password
+from tasks.ml.budget import TimeLimits
 from tasks.ml.data import DatasetInfo, features_and_target
 from tasks.ml.estimators import FamilySpec, FitContext, MatrixCache
 from tasks.ml.metrics import compute_metrics, is_better
@@ -376,8 +377,10 @@ def run_study(
     data: PreparedData,
     settings: SearchSettings,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+    limits: TimeLimits | None = None,
 ) -> tuple[optuna.Study, BestModel | None]:
-    """Create (or resume) the family's study and run the trials it still owes.
+    """Create (or resume) the family's study and run the trials it still owes (`limits`: see
+    optimize_within_budget).
 
     Returns the study and the best fitted estimator of this process's trials (None when no trial
     ran here, e.g. a resumed study that owed none).
@@ -448,7 +451,7 @@ def run_study(
         log.info("study %s resumed with %d finished trials; %d to go", settings.study_name, done,
                  max(settings.n_trials - done, 0))
     try:
-        optimize_within_budget(study, objective, settings, callbacks)
+        optimize_within_budget(study, objective, settings, callbacks, limits)
     finally:
         cache.clear()
     if settings.storage is not None:
@@ -529,18 +532,22 @@ def retry_dead_workers_trials(study: optuna.Study, storage: optuna.storages.Base
 def optimize_within_budget(
     study: optuna.Study, objective: Callable[[optuna.Trial], float], settings: SearchSettings,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+    limits: TimeLimits | None = None,
 ) -> int:
     """Run trials until the study holds `n_trials` finished ones, counting the trials other workers
-    are running on the same storage, so that many workers share one budget without overshooting it;
-    `timeout_s` bounds this worker's time. Returns the number of trials this worker ran."""
-    deadline = time.monotonic() + settings.timeout_s if settings.timeout_s else None
+    are running on the same storage, so that many workers share one budget without overshooting it.
+    `limits` (default: `settings.timeout_s`) stop it sooner, though never before a trial completed;
+    `limits.stopped_by` then says which. Returns the number of trials this worker ran."""
+    limits = limits or TimeLimits("", timeout_s=settings.timeout_s)
     ran = 0
     failed_before = _count(study, (optuna.trial.TrialState.FAIL,))
     while True:
         trials = study.get_trials(deepcopy=False)
         states = [t.state for t in trials]
         owed = settings.n_trials - sum(s in FINISHED for s in states) - states.count(optuna.trial.TrialState.RUNNING)
-        if owed <= 0 or (deadline is not None and time.monotonic() >= deadline):
+        if owed <= 0:
+            break
+        if optuna.trial.TrialState.COMPLETE in states and limits.reached():
             break
         failed = states.count(optuna.trial.TrialState.FAIL) - failed_before
         if optuna.trial.TrialState.COMPLETE not in states and failed >= settings.max_failures_before_stop:

@@ -38,7 +38,7 @@ def test_missing_target_column_is_named_before_training(tmp_path):
                   "--set", f"data.path={tmp_path / 't.csv'}", "--set", "data.target=label")
     assert out.returncode == 2
     assert "target column 'label' not found" in last_line(out.stderr)
-    assert "set data.target to one of: a, b" in last_line(out.stderr)
+    assert "set data.target: columns: a, b" in last_line(out.stderr)
 
 
 def test_single_class_target_fails_in_validation_with_one_line(tmp_path):
@@ -62,6 +62,12 @@ def test_evaluate_cli_refuses_a_folder_that_is_not_a_run(tmp_path):
     assert "is not a gauntlet run (no config.json)" in last_line(out.stderr)
 
 
+def test_evaluate_cli_refuses_to_change_what_the_run_trained_on(tmp_path):
+    out = run_cli("--run", str(tmp_path), "--set", "registry.model_name=other", script="flows/evaluate.py")
+    assert out.returncode == 2
+    assert "a re-evaluation cannot change registry.model_name" in last_line(out.stderr)
+
+
 def test_evaluate_cli_on_a_run_without_candidates(tmp_path):
     run = tmp_path / "20260101-000000-abcdef-x"
     run.mkdir()
@@ -80,7 +86,7 @@ def test_unknown_sensitive_or_categorical_columns_are_named_before_training(tmp_
     out = run_cli(*base, "--set", "evaluation.sensitive_columns=[gender]")
     assert out.returncode == 2
     assert "evaluation.sensitive_columns names columns not in" in last_line(out.stderr)
-    assert "['gender']; choose among a, sex, y" in last_line(out.stderr)
+    assert "['gender']; columns: a, sex, y" in last_line(out.stderr)
     out = run_cli(*base, "--set", "preprocessing.categorical.columns=[store]")
     assert out.returncode == 2 and "preprocessing.categorical.columns names columns not in" in last_line(out.stderr)
     assert not (tmp_path / "runs").exists()

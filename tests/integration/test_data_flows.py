@@ -40,7 +40,7 @@ def test_same_data_config_and_seed_give_identical_splits_and_best_params(tmp_pat
     for name in SPLITS:
         assert (first_dir / "splits" / f"{name}.parquet").read_bytes() == (
             second_dir / "splits" / f"{name}.parquet").read_bytes()
-    assert first_manifest["config_hash"] != ""  # same config apart from artifacts_dir
+    assert first_manifest["config_hash"] == second_manifest["config_hash"]  # only artifacts_dir differs
     for a, b in zip(first.candidates, second.candidates, strict=True):
         assert a.family == b.family and a.status == b.status == "ok"
         assert a.best_params == b.best_params and a.best_params  # identical, and not empty

@@ -18,7 +18,7 @@ import pytest
 
 from config.paths import PROJECT_ROOT
 from tasks import registry
-from tests.helpers import comet_archives, smoke_params
+from tests.helpers import comet_archives, comet_cloud_stand_in, smoke_params
 
 KILLED_REGISTRATION = textwrap.dedent("""
     import sys, time
@@ -104,23 +104,6 @@ def test_two_processes_registering_at_once_get_distinct_complete_versions(tmp_pa
     assert champion.version == 12 and champion.pipeline == {k: champion.metadata[k] for k in ("who", "i")}
 
 
-class FailingCloudExperiment:
-    """Comet's cloud (the one part that cannot exist here) accepting a few calls, then failing the way
-    a dropped connection does: the run must go on and keep everything in an offline archive."""
-
-    calls_before_failure = 4
-
-    def __init__(self, **kwargs):
-        self.alive, self.calls = True, 0
-
-    def __getattr__(self, name):
-        def call(*args, **kwargs):
-            self.calls += 1
-            if self.calls > self.calls_before_failure:
-                raise ConnectionError("Connection reset by peer (comet.com)")
-        return call
-
-
 @pytest.mark.usefixtures("prefect_harness")
 def test_comet_failing_mid_run_keeps_every_experiment_offline_and_says_so(tmp_path, monkeypatch, capsys):
     import comet_ml
@@ -130,10 +113,12 @@ def test_comet_failing_mid_run_keeps_every_experiment_offline_and_says_so(tmp_pa
     from tasks import reporting
 
     monkeypatch.setenv("COMET_API_KEY", "test-key-not-real")
-    monkeypatch.setattr(comet_ml, "Experiment", lambda **kw: FailingCloudExperiment(**kw))
+    # Comet's cloud accepting a few calls, then failing as a dropped connection does.
+    cloud, made = comet_cloud_stand_in(tmp_path / "cloud", fail_after=4)
+    monkeypatch.setattr(comet_ml, "Experiment", cloud)
     report = train(params=smoke_params(tmp_path, **{"models.random_forest.enabled": False,
                                                     "models.xgboost.enabled": False}))
-    assert report.registered  # tracking failing did not fail the run
+    assert report.registered and len(made) == 3  # tracking failing did not fail the run
     archives = comet_archives(tmp_path / "comet")
     assert len(archives) == 3  # two family searches and the evaluation
     for family in ("logistic_regression", "lightgbm"):

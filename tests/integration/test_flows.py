@@ -12,7 +12,7 @@ import pytest
 
 from tasks import registry
 from tasks.modeling import file_sha256
-from tests.helpers import comet_archives, smoke_config, smoke_params
+from tests.helpers import comet_archives, smoke_params
 
 MODEL = "breast_cancer-diagnosis"  # the default registry name: <data>-<target>
 FAMILIES = ["logistic_regression", "random_forest", "lightgbm", "xgboost"]
@@ -92,7 +92,8 @@ def test_comet_offline_archives_hold_what_was_logged(smoke_run):
     assert len(archives) == 5  # one experiment per family search, one for the evaluation
     for cand in report.candidates:
         exp = next(a for a in archives.values() if a["params"].get("family") == cand.family)
-        assert exp["file"].stem == cand.tracking_key
+        assert exp["file"] == Path(cand.tracking_archive) and exp["file"].stem.endswith(cand.tracking_key[:8])
+        assert exp["file"].name.startswith(f"{report.run_id}-{cand.family}-")
         steps = [step for step, _ in exp["metrics"]["valid_fbeta"]]
         assert steps == [0, 1]  # one point per trial, step = trial number
         for name, value in cand.best_params.items():
@@ -103,6 +104,10 @@ def test_comet_offline_archives_hold_what_was_logged(smoke_run):
         assert ("model-element", f"{cand.family}.pkl") in exp["uploads"]
     evaluation = next(a for a in archives.values() if "champion_family" in a["others"])
     assert evaluation["others"]["champion_family"] == report.champion
+    # report.json lists every archive of the run, in the run's own folder.
+    saved = json.loads((Path(report.run_dir) / "report.json").read_text())
+    assert sorted(saved["tracking_archives"]) == sorted(str(a["file"]) for a in archives.values())
+    assert all(Path(p).parent.name == report.run_id for p in saved["tracking_archives"])
     assert evaluation["metrics"]["test_fbeta"][0][1] == pytest.approx(report.test_metrics["fbeta"])
     assert str(evaluation["others"]["gate_passed"]).lower() == "true"
     assert "confusion-matrix" in [kind for kind, _ in evaluation["uploads"]]
@@ -127,9 +132,7 @@ def test_champion_below_threshold_is_not_registered_and_alias_stays(smoke_run):
     report, artifacts = smoke_run
     root = artifacts / "registry"
     before = registry.list_versions(root, MODEL)
-    strict = smoke_config(artifacts, **{"evaluation.comparison_metric": "log_loss",
-                                        "evaluation.deployment_threshold": 0.0})
-    again = evaluate(run_dir=report.run_dir, config=strict)
+    again = evaluate(run_dir=report.run_dir, comparison_metric="log_loss", deployment_threshold=0.0)
     assert again.gate.direction == "minimize" and not again.gate.passed
     assert not again.registered and again.registry_version is None
     assert again.previous_champion_version == 1
@@ -193,6 +196,12 @@ def test_leaderboard_and_gate_are_prefect_artifacts(smoke_run):
     assert any({row["family"] for row in table} == set(FAMILIES) for table in tables), tables
     assert any("Gate PASSED" in text and "registered as version 1" in text for text in gates), gates
     assert any("## Test metrics (untouched test split, bootstrap 95% interval)" in text for text in gates)  # the card
+    # The parent train run's page holds them too, and the leaderboard's numbers are numbers.
+    with get_client(sync_client=True) as client:
+        parents = {a.flow_run_id: client.read_flow_run(a.flow_run_id).name for a in mine if a.flow_run_id}
+    assert {"leaderboard", "gate-decision"} <= {a.key for a in mine if parents.get(a.flow_run_id, "").startswith(
+        "train-")}, parents
+    assert all(isinstance(row["valid_fbeta"], float) and isinstance(row["trials"], int) for row in tables[0])
 
     # One progress artifact per family search, at 100% once its trials are done.
     keys = [f"search-progress-{f.replace('_', '-')}" for f in FAMILIES]
@@ -239,10 +248,35 @@ def test_a_weaker_scheduled_rerun_does_not_replace_the_champion(smoke_run):
     assert not weak.gate.passed and not weak.registered
     assert weak.gate.incumbent_version == before
     assert weak.gate.incumbent_value > weak.gate.test_value
-    assert f"the current champion (version {before}) scores" in weak.gate.reason
+    assert weak.gate.reason.startswith(f"champion stays at v{before}: challenger -")
     assert registry.get_alias(root, MODEL) == before
     saved = json.loads((Path(weak.run_dir) / "report.json").read_text())
-    assert "better than this challenger" in saved["gate"]["reason"]  # the report says why
+    assert "champion stays at" in saved["gate"]["reason"]  # the report says why
+
+
+def test_a_time_limit_that_ends_a_search_early_is_named_in_the_summary(tmp_path, capsys):
+    """No hidden limit: n_trials run unless a limit is set; one that ends a search says so."""
+    from flows.train import train
+    from gauntlet.cli import print_summary
+
+    only = {"models.lightgbm.enabled": False, "models.xgboost.enabled": False, "tracking.backend": "none"}
+    report = train(params=smoke_params(tmp_path, **only, **{
+        "models.random_forest.timeout_s": 1, "models.random_forest.n_trials": 50,
+        "models.logistic_regression.n_trials": 6}))
+    by_family = {c.family: c for c in report.candidates}
+    assert by_family["logistic_regression"].n_trials == 6 and by_family["logistic_regression"].stopped is None
+    forest = by_family["random_forest"]
+    assert forest.status == "ok" and 1 <= forest.n_trials < 50
+    assert forest.stopped == f"stopped: timeout_s, {forest.n_trials}/50 trials"
+    print_summary(report)
+    out = capsys.readouterr().out
+    assert f"stopped: timeout_s, {forest.n_trials}/50 trials" in out and "done" in out
+
+    # A whole-search budget: both families stop early, each with at least one trial.
+    budget = train(params=smoke_params(tmp_path / "budget", **only, **{
+        "search.time_budget_s": 2, "models.random_forest.n_trials": 200, "models.logistic_regression.n_trials": 2000}))
+    for cand in budget.candidates:
+        assert cand.status == "ok" and cand.stopped and cand.stopped.startswith("stopped: time budget, "), cand
 
 
 def test_a_registry_name_reused_for_another_target_is_refused(smoke_run):

@@ -76,3 +76,24 @@ def test_what_onnx_cannot_express_is_recorded_not_fatal(exported_run):
     assert "calibrated" in record["reason"]
     data, record = export(DecisionModel(pipeline), test.assign(**{"mean radius": test["mean radius"].astype(str)}))
     assert data is None and "only numeric inputs" in record["reason"] and "'mean radius'" in record["reason"]
+
+
+def test_with_a_refit_the_onnx_file_is_the_registered_refitted_model(tmp_path):
+    from flows.train import train
+    from tasks import registry
+    from tasks.runs import RunPaths
+
+    report = train(params=smoke_params(tmp_path, **{
+        "registry.export_onnx": True, "registry.refit_on_full_data": True, "tracking.backend": "none",
+        "models.logistic_regression.enabled": False, "models.random_forest.enabled": False,
+        "models.xgboost.enabled": False}))
+    root, name = tmp_path / "registry", "breast_cancer-diagnosis"
+    meta = registry.read_metadata(root, name, report.registry_version)
+    assert meta["refit"]["refitted"] and meta["onnx"]["exported"]
+    test = pd.read_parquet(RunPaths(report.run_dir).split("test"))
+    session = onnxruntime.InferenceSession(str(root / name / str(report.registry_version) / "model.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    _, proba = session.run(None, {meta["onnx"]["inputs"][c]: test[[c]].to_numpy(np.float32) for c in meta["features"]})
+    refitted = registry.load_model(root, name).predict_proba(test).to_numpy()
+    gated = registry.load_model(root, name, gated=True).predict_proba(test).to_numpy()
+    assert np.abs(proba - refitted).max() <= meta["onnx"]["tolerance"] < np.abs(proba - gated).max()

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from config.errors import DataError, RegistryError
+from tasks import registry
 from tasks.ml.scoring import SchemaError
 from tests.helpers import last_line, run_cli
 
@@ -142,8 +143,11 @@ def test_choosing_the_model(trained, tmp_path):
     two = tmp_path / "two"
     shutil.copytree(reg, two)
     shutil.copytree(two / name, two / "second")
+    history = two / "second" / "alias_history.jsonl"
+    history.write_text(history.read_text().replace('"time": "20', '"time": "21'))  # its champion moved last
+    assert preflight(source, out, str(two), None, "champion", None, [])[0] == "second"
     with pytest.raises(RegistryError, match=r"holds 2 models \(.*\); name one with --model"):
-        preflight(source, out, str(two), None, "champion", None, [])
+        registry.resolve_model_name(str(two), None)  # operations that move aliases still need a name
     with pytest.raises(DataError, match="unsupported file type"):
         preflight(source, str(tmp_path / "out.xlsx"), reg, None, "champion", None, [])
     with pytest.raises(DataError, match="input file not found"):

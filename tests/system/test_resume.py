@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 
 from config.paths import PROJECT_ROOT
+from tests.helpers import comet_archives
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 RF_TRIALS = 16
@@ -22,7 +23,7 @@ RF_TRIALS = 16
 
 def _command(artifacts: Path) -> list[str]:
     sets = {
-        "artifacts_dir": artifacts, "search.storage": "auto", "tracking.backend": "none",
+        "artifacts_dir": artifacts, "search.storage": "auto", "tracking.backend": "comet",
         "models.lightgbm.enabled": "false", "models.xgboost.enabled": "false",
         "models.logistic_regression.n_trials": 3, "models.random_forest.n_trials": RF_TRIALS,
         "search.parallelism": 2, "search.pruner": "none", "evaluation.bootstrap_resamples": 20,
@@ -82,6 +83,11 @@ def test_a_killed_run_resumes_its_study_and_reuses_finished_families(tmp_path):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert 3 <= before < RF_TRIALS
+    # The family that finished before the kill left its tracking data on disk, named for the run.
+    (killed_run,) = (artifacts / "runs").iterdir()
+    kept = list((artifacts / "comet" / killed_run.name).glob(f"{killed_run.name}-logistic_regression-*.zip"))
+    assert len(kept) == 1 and comet_archives(artifacts / "comet" / killed_run.name)[
+        f"{killed_run.name}-logistic_regression"]["metrics"]["best_valid_fbeta"]
     first_numbers = {t.number for t in _study(artifacts, "random_forest").get_trials()}
 
     out = subprocess.run(_command(artifacts), cwd=PROJECT_ROOT, env=_env(), capture_output=True, text=True,

@@ -91,7 +91,7 @@ def secret_run(database, tmp_path_factory):
 
 def test_the_comet_key_appears_in_no_output_log_parameter_or_artifact(secret_run, capsys, caplog):
     report, artifacts = secret_run
-    assert report.registered and list((artifacts / "comet").glob("*.zip"))  # the run went on, offline
+    assert report.registered and list((artifacts / "comet").rglob("*.zip"))  # the run went on, offline
     texts = {**every_text(artifacts), **prefect_texts(), "console": "".join(capsys.readouterr()),
              "log records": caplog.text}
     assert any("401 Unauthorized" in text for text in texts.values())  # the leaky error was logged...

@@ -196,6 +196,21 @@ def test_manual_deployment_runs_on_a_worker_and_registers_a_champion(deployed, t
     scored, seen = pd.read_csv(output), pd.read_csv(run_dir / "reports" / "test_predictions.csv")
     assert scored["prediction"].tolist() == seen["predicted"].tolist() and (scored["model_version"] == 1).all()
 
+    # evaluate/manual with only a threshold: a typed form, amending the run's recorded config.
+    schema = deployment(api, "evaluate/manual")["parameter_openapi_schema"]
+    assert "deployment_threshold" in schema["properties"] and "TrainConfig" not in json.dumps(schema)
+    response = trigger(api, "evaluate/manual", {"run_dir": str(run_dir), "deployment_threshold": 0.5})
+    assert response.status_code == 201, response.text
+    run = wait_final(api, response.json()["id"], timeout=180)
+    assert run["state"]["type"] == "COMPLETED", run["state"]["message"] + (logs / "worker.log").read_text()[-3000:]
+    (record,) = (run_dir / "evaluations").glob("*/report.json")
+    redo = json.loads(record.read_text())
+    assert redo["gate"]["threshold"] == 0.5
+    assert "already registered as version 1" in redo["gate"]["reason"]  # same registry model
+    assert redo["test_metrics"] == report["test_metrics"] and redo["champion"] == report["champion"]  # same data
+    assert json.loads((run_dir / "report.json").read_text()) == report  # the run's own record is kept
+    assert registry.list_versions(tmp_path / "registry", "breast_cancer-diagnosis") == [1]
+
 
 def test_nightly_schedule_reads_back_with_the_configured_cron(deployed):
     api, _, _, _ = deployed

@@ -197,3 +197,34 @@ def test_alias_move_is_followed_without_dropping_requests(registry_copy, tmp_pat
     assert versions[0] == first and versions[-1] == second and sorted(set(versions)) == [first, second]
     assert health["model_version"] == second and "fails its checksum" in health["reload_error"]
     assert "failed to load" in running.log.read_text()
+
+
+def test_started_before_the_first_training_it_waits_for_a_champion(registry_copy, tmp_path):
+    """docker compose starts `serve` before any model exists: it answers 503 'no model yet' instead
+    of exiting, and serves the first champion once it is registered."""
+    _, trained = registry_copy
+    empty = tmp_path / "registry"
+    port = free_port()
+    log = tmp_path / "serve.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tasks.serving", "--registry", str(empty), "--port", str(port), "--wait-for-model",
+         "--reload-every", "0.2"], cwd=PROJECT_ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline, health = time.monotonic() + 60, None
+        while health is None and time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()
+            try:
+                health = httpx.get(f"{url}/health", timeout=1)
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert health is not None and health.status_code == 503 and health.json()["status"] == "no model yet"
+        assert httpx.post(f"{url}/predict", json=[{"a": 1}], timeout=5).status_code == 503
+        shutil.copytree(trained, empty)  # the first training registers its champion
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/health", timeout=1).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/health", timeout=1).json()["model_version"] == 1, log.read_text()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -45,7 +45,7 @@ def compose() -> dict:
 def test_compose_file_is_valid_against_the_compose_schema(compose):
     schema = json.loads(SCHEMA.read_text())
     jsonschema.Draft201909Validator(schema).validate(compose)
-    assert set(compose["services"]) == {"postgres", "prefect-server", "worker", "serve"}
+    assert set(compose["services"]) == {"postgres", "prefect-server", "worker", "deploy", "serve"}
 
 
 def test_a_broken_compose_file_is_caught_by_the_same_check(compose):
@@ -120,3 +120,21 @@ def test_the_auth_override_turns_basic_auth_on_for_server_and_workers(compose):
     assert merged["services"]["worker"]["environment"]["PREFECT_API_AUTH_STRING"] == "ops:s3cret"
     assert "/api/health" in " ".join(merged["services"]["prefect-server"]["healthcheck"]["test"])  # needs no auth
     assert "PREFECT_AUTH_STRING" not in COMPOSE.read_text()  # off unless asked for
+
+
+def test_the_stack_would_start_deploy_uses_the_image_s_python_and_serve_waits(compose):
+    """What a first `docker compose up` needs: deployments registered with the image's interpreter
+    (no .venv, no pip, no dev extras), no variable nothing reads, and a `serve` that waits for the
+    first champion instead of exiting (and restarting in a loop)."""
+    services = compose["services"]
+    command = " ".join(services["deploy"]["command"])
+    assert "prefect --no-prompt deploy --all" in command and "work-pool create gauntlet-process" in command
+    assert not {"make", ".venv", "pip", "[dev]"} & set(re.split(r"[\s/]+", command))
+    assert services["deploy"]["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    assert services["deploy"]["depends_on"]["prefect-server"]["condition"] == "service_healthy"
+    assert "--wait-for-model" in services["serve"]["command"]
+    product = "\n".join(p.read_text() for folder in ("tasks", "flows", "gauntlet", "config")
+                        for p in (PROJECT_ROOT / folder).rglob("*.py"))
+    for name in set(re.findall(r"\b(GAUNTLET_[A-Z_]+):", COMPOSE.read_text())):
+        assert name in product, f"{name} is set in docker-compose.yml but nothing reads it"
+    assert "GAUNTLET_OPTUNA_STORAGE" not in COMPOSE.read_text()

@@ -70,6 +70,10 @@ def test_lower_is_better_metric_resolves_its_direction():
 def test_config_hash_changes_with_content():
     assert load_config(SMOKE).config_hash() == load_config(SMOKE).config_hash()
     assert load_config(SMOKE).config_hash() != load_config(SMOKE, ["split.seed=1"]).config_hash()
+    # Where the outputs go is not part of the experiment.
+    elsewhere = load_config(SMOKE, ["artifacts_dir=/elsewhere", "registry.path=/elsewhere/reg",
+                                    "tracking.offline_dir=/elsewhere/comet"])
+    assert elsewhere.config_hash() == load_config(SMOKE).config_hash()
 
 
 def test_registry_name_defaults_to_data_and_target():

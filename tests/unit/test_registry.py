@@ -48,6 +48,27 @@ def test_versions_increase_and_alias_moves_only_when_asked(tmp_path, fitted):
         registry.set_alias(tmp_path, "m", "champion", 9)
 
 
+def test_an_identical_model_adds_no_version_when_refused(tmp_path, fitted):
+    pipeline, X = fitted
+    registry.register_model(tmp_path, "m", pipeline, {**meta(X), "run_id": "r1"})
+    with pytest.raises(registry.IdenticalModel, match="identical to m version 1") as same:
+        registry.register_model(tmp_path, "m", pipeline, meta(X), refuse_identical=True)
+    assert same.value.version == 1 and registry.list_versions(tmp_path, "m") == [1]
+    assert registry.find_versions(tmp_path, "m", run_id="r1") == [1]
+    assert registry.find_versions(tmp_path, "m", run_id="r2") == []
+
+
+def test_with_several_models_the_latest_champion_move_picks_one(tmp_path, fitted):
+    pipeline, X = fitted
+    registry.register_model(tmp_path, "a", pipeline, meta(X))
+    registry.register_model(tmp_path, "b", pipeline, meta(X))
+    history = tmp_path / "a" / "alias_history.jsonl"
+    history.write_text(history.read_text().replace('"time": "20', '"time": "21'))  # a moved last
+    assert registry.resolve_model_name(tmp_path, None, latest=True) == "a"
+    with pytest.raises(RegistryError, match="holds 2 models"):
+        registry.resolve_model_name(tmp_path, None)
+
+
 def test_a_tampered_model_file_is_refused_before_unpickling(tmp_path, fitted):
     pipeline, X = fitted
     registry.register_model(tmp_path, "m", pipeline, meta(X))

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,7 +39,8 @@ def test_zero_one_labels_make_one_positive_and_positive_class_can_be_chosen():
 @pytest.mark.parametrize(
     "frame, target, message",
     [
-        (table(), "label", "target column 'label' not found; set data.target to one of: x1, color, y"),
+        (table(), "label", "target column 'label' not found; set data.target: columns: x1, color, y"),
+        (table(), "Y", "target column 'Y' not found; set data.target: did you mean 'y'? columns: x1, color, y"),
         (table().assign(y="only"), "y", "has a single class ('only')"),
         (table().assign(y=None), "y", "is empty (all values missing)"),
         (table().assign(y=["rare"] * 2 + ["common"] * 58), "y", "have fewer than 5 rows"),
@@ -47,7 +50,7 @@ def test_zero_one_labels_make_one_positive_and_positive_class_can_be_chosen():
     ],
 )
 def test_bad_tables_are_refused_with_a_named_problem(frame, target, message):
-    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(DataError, match=re.escape(message)):
         validate_dataset(frame, target)
 
 
@@ -314,3 +317,13 @@ def test_a_row_sample_is_seeded_stratified_and_keeps_the_order():
     assert sample_rows(frame, "y", 5000, seed=3) is frame  # fewer rows than asked: all of them
     plain = sample_rows(frame, "y", 200, seed=3, stratify=False)
     assert len(plain) == 200 and plain["x"].is_monotonic_increasing
+
+
+def test_a_misspelt_column_gets_the_closest_names_and_the_list_never_hides_them():
+    from tasks.ml.data import suggest
+
+    columns = [f"feature_{i:02d}" for i in range(40)] + ["income"]
+    message = suggest(["Income"], columns)
+    assert message.startswith("did you mean 'income'? columns: feature_00") and "(11 more)" in message
+    assert suggest(["incme"], columns).startswith("did you mean 'income'?")
+    assert "did you mean" not in suggest(["zzz"], ["a", "b"])
