@@ -201,7 +201,9 @@ def test_leaderboard_and_gate_are_prefect_artifacts(smoke_run):
         parents = {a.flow_run_id: client.read_flow_run(a.flow_run_id).name for a in mine if a.flow_run_id}
     assert {"leaderboard", "gate-decision"} <= {a.key for a in mine if parents.get(a.flow_run_id, "").startswith(
         "train-")}, parents
-    assert all(isinstance(row["valid_fbeta"], float) and isinstance(row["trials"], int) for row in tables[0])
+    for row in (row for table in tables for row in table):  # a re-evaluation may rank on another metric
+        metric = next(value for key, value in row.items() if key.startswith("valid_"))
+        assert (isinstance(metric, float) or row["status"] != "ok") and isinstance(row["trials"], int), row
 
     # One progress artifact per family search, at 100% once its trials are done.
     keys = [f"search-progress-{f.replace('_', '-')}" for f in FAMILIES]
