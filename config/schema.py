@@ -55,7 +55,9 @@ class DataConfig(_Section):
     )
     target: str = Field("diagnosis", min_length=1, description="Column to predict.")
     task: Literal["auto", "binary", "multiclass"] = Field(
-        "auto", description="auto: binary for 2 classes, multiclass for more."
+        "auto", description="auto: binary for 2 classes, multiclass for more. A numeric target that looks "
+        "like a quantity (fractional numbers, or more than 20 distinct whole numbers that are more than 5% of "
+        "the rows) is refused with one line: gauntlet classifies only so far."
     )
     drop_columns: list[str] = Field(
         default_factory=list, description="Columns never used as features (ids, leaks)."

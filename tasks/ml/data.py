@@ -228,6 +228,27 @@ def suggest(names: list[str], columns: list[str], shown: int = 30) -> str:
     return f"{hint}columns: {listed}"
 
 
+# A numeric target looks continuous (a quantity to regress) when it is float-valued, or an integer
+# with more than this many distinct values that are more than this share of the rows.
+REGRESSION_MIN_DISTINCT = 20
+REGRESSION_MIN_DISTINCT_SHARE = 0.05
+
+
+def looks_continuous(y: pd.Series) -> tuple[bool, str]:
+    """Whether a target (missing values dropped) looks like a quantity rather than classes, and why."""
+    if pd.api.types.is_bool_dtype(y) or not pd.api.types.is_numeric_dtype(y):
+        return False, "its values are not numbers"
+    distinct = int(y.nunique())
+    values = y.to_numpy(dtype="float64")
+    integral = bool(np.all(np.isfinite(values)) and np.all(values == np.round(values)))
+    if not integral and distinct > 2:
+        return True, f"it holds fractional numbers ({distinct:,} distinct values)"
+    many = distinct > REGRESSION_MIN_DISTINCT and distinct > REGRESSION_MIN_DISTINCT_SHARE * len(y)
+    if many:
+        return True, f"it holds {distinct:,} distinct whole numbers ({distinct / len(y):.0%} of the rows)"
+    return False, f"it holds {distinct} distinct whole numbers"
+
+
 def check_columns(columns: list[str], target: str, drop_columns: list[str], where: str = "") -> None:
     """The target and every column to drop exist; the target is not among the dropped columns."""
     if target not in columns:
@@ -292,6 +313,14 @@ def validate_dataset(
     if n_missing_target == len(frame):
         raise DataError(f"target column {target!r} is empty (all values missing); choose another data.target")
     y = y.dropna()
+    continuous, why = looks_continuous(y)
+    if continuous:
+        asked = f"data.task is {task}, but " if task != "auto" else ""
+        raise DataError(
+            f"{asked}target {target!r} looks like a quantity, not classes: {why}. gauntlet trains classifiers "
+            "only so far (regression is planned); choose a target with a few classes, or bin this one into "
+            "classes first"
+        )
     counts = y.value_counts()
     if len(counts) < 2:
         raise DataError(

@@ -94,6 +94,8 @@ CASES = [
      "target column 'y' is empty (all values missing); choose another data.target"),
     ("too few rows in a class", lambda d: write(d / "t.parquet", table(y=["a"] * 58 + ["b"] * 2)), [],
      "class(es) {{'b': 2}} of 'y' have fewer than 5 rows, too few to appear in train, valid and test; add rows, merge rare classes"),
+    ("a quantity as target", lambda d: write(d / "t.parquet", table(y=np.linspace(0.5, 99.5, 60))), [],
+     "target 'y' looks like a quantity, not classes: it holds fractional numbers (60 distinct values)"),
     ("garbage in a numeric column", lambda d: write(d / "t.csv", garbage_in_numbers()), [],
      "column 'x3' holds numbers but 1 of its cells are not (row 17: 'n/a!' counting rows from 0); fix or blank"),
     ("inf values refused", lambda d: write(d / "t.parquet", table(x2=[np.inf] * 3 + [0.5] * 57)),

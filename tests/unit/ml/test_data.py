@@ -327,3 +327,27 @@ def test_a_misspelt_column_gets_the_closest_names_and_the_list_never_hides_them(
     assert message.startswith("did you mean 'income'? columns: feature_00") and "(11 more)" in message
     assert suggest(["incme"], columns).startswith("did you mean 'income'?")
     assert "did you mean" not in suggest(["zzz"], ["a", "b"])
+
+
+@pytest.mark.parametrize("values, continuous", [
+    (np.random.default_rng(0).normal(size=200), True),  # fractional: a quantity
+    (np.arange(200) % 150, True),  # 150 whole numbers, 75% of the rows
+    (np.arange(200) % 7, False),  # 7 codes: classes
+    (np.arange(2000) % 30, False),  # 30 codes, 1.5% of the rows: classes
+    (np.where(np.arange(200) % 2, 1.0, 0.0), False),  # 0.0 / 1.0 stored as floats
+    (np.array(["a", "b"] * 100), False),
+])
+def test_a_numeric_target_with_many_values_is_told_apart_from_classes(values, continuous):
+    from tasks.ml.data import looks_continuous
+
+    assert looks_continuous(pd.Series(values))[0] is continuous
+
+
+def test_a_quantity_as_target_gets_one_line_instead_of_a_list_of_classes():
+    frame = table(n=300).assign(price=np.random.default_rng(1).lognormal(size=300))
+    with pytest.raises(DataError) as caught:
+        validate_dataset(frame, "price", task="binary")
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 300
+    assert message.startswith("data.task is binary, but target 'price' looks like a quantity, not classes: ")
+    assert "regression" in message
