@@ -182,11 +182,12 @@ def _predict(args: argparse.Namespace) -> int:
     from gauntlet import local_server
     from tasks.prediction import preflight
 
-    preflight(args.input, args.output, args.registry, args.model, args.alias, args.version, args.keep)
+    # The model is chosen (and the choice logged) once, here; the flow is told which.
+    name, *_ = preflight(args.input, args.output, args.registry, args.model, args.alias, args.version, args.keep)
     local_server.wait_until_ready()
     from flows.predict import predict
 
-    summary = predict(input_path=args.input, output_path=args.output, model_name=args.model, alias=args.alias,
+    summary = predict(input_path=args.input, output_path=args.output, model_name=name, alias=args.alias,
                       version=args.version, registry_dir=args.registry, keep_columns=args.keep,
                       chunk_rows=args.chunk_rows)
     print(f"{summary.rows:,} predictions of {summary.model_name} version {summary.model_version} "
