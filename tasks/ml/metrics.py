@@ -1,4 +1,4 @@
-"""Classification metrics, champion selection and the deployment gate (pure functions)."""
+"""Classification and regression metrics, champion selection and the deployment gate (pure functions)."""
 
 from __future__ import annotations
 
@@ -135,6 +135,40 @@ def compute_metrics(
     }
     names = [only] if only else list(computers)
     return {name: float(computers[name]()) for name in names}
+
+
+# Regression metrics and whether higher or lower is better (issue 19 builds the regression task on them).
+REGRESSION_METRIC_DIRECTIONS: dict[str, Direction] = {
+    "rmse": "minimize", "mae": "minimize", "r2": "maximize", "mape": "minimize", "medae": "minimize",
+}
+# MAPE divides by the target: it is left out when some |target| is under this share of the median |target|.
+MAPE_MIN_ABS_SHARE = 0.01
+
+
+def mape_is_meaningful(y: np.ndarray) -> bool:
+    """No target value is near 0 (relative to the typical one), so percentage errors stay finite and fair."""
+    magnitude = np.abs(np.asarray(y, dtype="float64"))
+    return bool(len(magnitude)) and float(magnitude.min()) > MAPE_MIN_ABS_SHARE * float(np.median(magnitude))
+
+
+def compute_regression_metrics(y: np.ndarray, pred: np.ndarray, with_mape: bool | None = None) -> dict[str, float]:
+    """rmse, mae, r2, medae, and mape when `with_mape` (default: when no target is near 0).
+
+    Plain numpy (no per-call checks): the bootstrap calls it hundreds of times. r2 is 1 - SSE/SST,
+    and 0 for a constant target (SST = 0), where scikit-learn's r2_score is undefined."""
+    y, pred = np.asarray(y, dtype="float64"), np.asarray(pred, dtype="float64")
+    error = pred - y
+    sse = float(error @ error)
+    sst = float(((y - y.mean()) ** 2).sum())
+    out = {
+        "rmse": math.sqrt(sse / len(y)),
+        "mae": float(np.abs(error).mean()),
+        "r2": 1.0 - sse / sst if sst > 0 else 0.0,
+        "medae": float(np.median(np.abs(error))),
+    }
+    if mape_is_meaningful(y) if with_mape is None else with_mape:
+        out["mape"] = float(np.mean(np.abs(error) / np.abs(y)))
+    return out
 
 
 def confusion_summary(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[Any]) -> list[dict[str, Any]]:

@@ -158,3 +158,29 @@ def test_fast_binary_curves_equal_scikit_learns(seed):
     clipped /= clipped.sum(axis=1, keepdims=True)
     assert ours["log_loss"] == pytest.approx(skm.log_loss(y, clipped, labels=[0, 1]), rel=1e-12)
     assert np.isnan(binary_roc_auc(np.zeros(5, dtype=int), score[:5]))
+
+
+def test_regression_metrics_agree_with_scikit_learn():
+    from sklearn import metrics as skm
+
+    from tasks.ml.metrics import REGRESSION_METRIC_DIRECTIONS, compute_regression_metrics
+
+    rng = np.random.default_rng(0)
+    y = rng.lognormal(3, 0.5, size=500)
+    pred = y * rng.normal(1, 0.1, size=500)
+    got = compute_regression_metrics(y, pred)
+    assert got["rmse"] == pytest.approx(skm.root_mean_squared_error(y, pred))
+    assert got["mae"] == pytest.approx(skm.mean_absolute_error(y, pred))
+    assert got["r2"] == pytest.approx(skm.r2_score(y, pred))
+    assert got["medae"] == pytest.approx(skm.median_absolute_error(y, pred))
+    assert got["mape"] == pytest.approx(skm.mean_absolute_percentage_error(y, pred))
+    assert set(got) == set(REGRESSION_METRIC_DIRECTIONS)
+
+
+def test_mape_is_left_out_when_a_target_is_near_zero_and_r2_of_a_constant_is_zero():
+    from tasks.ml.metrics import compute_regression_metrics
+
+    y = np.array([0.0, 10.0, 20.0, 30.0])
+    assert "mape" not in compute_regression_metrics(y, y + 1)
+    assert "mape" in compute_regression_metrics(y + 5, y + 6)
+    assert compute_regression_metrics(np.full(4, 3.0), np.full(4, 3.0))["r2"] == 0.0
