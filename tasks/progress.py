@@ -178,6 +178,8 @@ class Display:
 
     def _print(self, text: str) -> None:
         try:
-            print(text, file=self.stream, flush=True)
+            # One write: print() writes text and newline apart, and another thread's log line can land between.
+            self.stream.write(text + "\n")
+            self.stream.flush()
         except (OSError, ValueError):  # a closed pipe: progress is never a reason to fail
             pass
