@@ -447,23 +447,25 @@ def register_champion(run: EvaluationInputs, champion: Champion, decision: Decis
         if refit and refit.get("refitted"):
             extra_files["gated_model.pkl"] = pickle.dumps(decision, protocol=pickle.HIGHEST_PROTOCOL)
         with monitoring.measure("register") as usage:
-            version = _register_unless_identical(
-                root, name, production.model if production else decision, model_card=files.card,
-                extra_files=extra_files, refuse_identical=True, metadata={
-                    "family": cand.family, "run_id": paths.run_id, "run_dir": str(paths.root),
-                    "metric": run.metric, "direction": run.direction, "valid_metrics": cand.valid_metrics,
-                    "test_metrics": scores.metrics, "test_intervals": intervals, "params": cand.best_params,
-                    "calibration": ev.calibration, "decision_threshold": decision.threshold,
-                    "data_sha256": manifest["data"]["sha256"], "config_hash": manifest["config_hash"],
-                    "task": info.task, "target": info.target, "classes": info.classes,
-                    "features": info.features, "gate": gate.decision.model_dump(mode="json"),
-                    "fairness": fairness.summaries, "input_schema": schema_metadata(scores.X_test, info),
-                    "packages": manifest["packages"], "tracking_key": cand.tracking_key,
-                    **({"onnx": onnx[1]} if onnx is not None else {}), **({"refit": refit} if refit else {}),
-                })
+            try:
+                version = registry.register_model(
+                    root, name, production.model if production else decision, model_card=files.card,
+                    extra_files=extra_files, refuse_identical=True, metadata={
+                        "family": cand.family, "run_id": paths.run_id, "run_dir": str(paths.root),
+                        "metric": run.metric, "direction": run.direction, "valid_metrics": cand.valid_metrics,
+                        "test_metrics": scores.metrics, "test_intervals": intervals, "params": cand.best_params,
+                        "calibration": ev.calibration, "decision_threshold": decision.threshold,
+                        "data_sha256": manifest["data"]["sha256"], "config_hash": manifest["config_hash"],
+                        "task": info.task, "target": info.target, "classes": info.classes,
+                        "features": info.features, "gate": gate.decision.model_dump(mode="json"),
+                        "fairness": fairness.summaries, "input_schema": schema_metadata(scores.X_test, info),
+                        "packages": manifest["packages"], "tracking_key": cand.tracking_key,
+                        **({"onnx": onnx[1]} if onnx is not None else {}), **({"refit": refit} if refit else {}),
+                    })
+            except registry.IdenticalModel as same:  # adds nothing; the champion stays
+                note = str(same)
         stages["register"] = usage.record
-        if isinstance(version, registry.IdenticalModel):
-            note, version = str(version), None
+        if note:
             logger.warning("not registered: %s; 'champion' stays at %s", note, gate.previous)
         else:
             logger.info("registered %s version %d; 'champion' moved from %s", name, version,
@@ -473,13 +475,6 @@ def register_champion(run: EvaluationInputs, champion: Champion, decision: Decis
     card_text = files.card.replace("{version}", str(version) if version else "(not registered)")
     (paths.reports / "model_card.md").write_text(card_text)
     return Registration(version, stages, card_text, str(paths.reports / "model_card.md"), note)
-
-
-def _register_unless_identical(*args: Any, **kwargs: Any) -> int | registry.IdenticalModel:
-    try:
-        return registry.register_model(*args, **kwargs)
-    except registry.IdenticalModel as same:
-        return same
 
 
 @task(name="log_to_tracker", cache_policy=NO_CACHE)

@@ -161,6 +161,11 @@ def test_rerunning_or_reevaluating_never_adds_a_version(tmp_path):
     record = Path(first.run_dir) / "evaluations" / redo.evaluation / "report.json"
     assert json.loads(record.read_text())["gate"]["threshold"] == 0.1
     assert (record.parent / "reports" / "model_card.md").is_file()
+    # Without the comparison the gate passes, but the same model bytes add no version either.
+    third = train(params=smoke_params(tmp_path, **settings, **{"evaluation.compare_with_champion": False}))
+    assert third.gate.passed and not third.registered and "identical to breast_cancer-diagnosis version 1" in (
+        third.registry_note or "")
+    assert registry.list_versions(root, name) == [1]
 
 
 def test_a_soft_voting_ensemble_competes_and_can_win(tmp_path):
