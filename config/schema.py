@@ -38,7 +38,32 @@ METRIC_DIRECTIONS: dict[str, Literal["maximize", "minimize"]] = {
     "log_loss": "minimize",
     "brier": "minimize",
 }
-BOUNDED_METRICS = {name for name in METRIC_DIRECTIONS if name != "log_loss"}
+REGRESSION_METRIC_DIRECTIONS: dict[str, Literal["maximize", "minimize"]] = {
+    "r2": "maximize",
+    "rmse": "minimize",
+    "mae": "minimize",
+    "medae": "minimize",
+    "mape": "minimize",
+}
+CLASSIFICATION_METRICS = tuple(METRIC_DIRECTIONS)
+METRIC_DIRECTIONS.update(REGRESSION_METRIC_DIRECTIONS)
+# auto: the metric each task is ranked and gated on when the config does not name one. R2 ranks
+# like RMSE on one split and reads the same across target scales.
+AUTO_METRIC = {"binary": "fbeta", "multiclass": "fbeta", "regression": "r2"}
+BOUNDED_METRICS = {name for name in METRIC_DIRECTIONS if name not in ("log_loss", "rmse", "mae", "medae", "mape")}
+
+
+def metric_task_problem(metric: str, task: str) -> str | None:
+    """Why `metric` cannot rank a `task` run (one line naming the fix), or None when it can."""
+    if metric == "auto":
+        return None
+    if task == "regression" and metric not in REGRESSION_METRIC_DIRECTIONS:
+        return (f"evaluation.comparison_metric {metric} is a classification metric, but this is a regression "
+                f"task; set it to auto (r2) or one of {', '.join(REGRESSION_METRIC_DIRECTIONS)}")
+    if task in ("binary", "multiclass") and metric in REGRESSION_METRIC_DIRECTIONS:
+        return (f"evaluation.comparison_metric {metric} is a regression metric, but this is a {task} "
+                f"classification task; set it to auto (fbeta) or one of {', '.join(CLASSIFICATION_METRICS)}")
+    return None
 
 
 class _Section(BaseModel):
@@ -54,10 +79,10 @@ class DataConfig(_Section):
         "builtin:wine.",
     )
     target: str = Field("diagnosis", min_length=1, description="Column to predict.")
-    task: Literal["auto", "binary", "multiclass"] = Field(
-        "auto", description="auto: binary for 2 classes, multiclass for more. A numeric target that looks "
-        "like a quantity (fractional numbers, or more than 20 distinct whole numbers that are more than 5% of "
-        "the rows) is refused with one line: gauntlet classifies only so far."
+    task: Literal["auto", "binary", "multiclass", "regression"] = Field(
+        "auto", description="auto: regression for a numeric target that looks like a quantity (fractional "
+        "numbers, or more than 20 distinct whole numbers that are more than 5% of the rows), otherwise binary "
+        "for 2 classes and multiclass for more. The log says which was chosen and how to force the other."
     )
     drop_columns: list[str] = Field(
         default_factory=list, description="Columns never used as features (ids, leaks)."
@@ -173,6 +198,11 @@ class PreprocessingConfig(_Section):
     drop_constant: bool = Field(True, description="Drop columns with a single value, with a warning.")
     drop_id_like: bool = Field(
         True, description="Drop columns unique per row (text ids, consecutive integers), with a warning."
+    )
+    target_transform: Literal["none", "log1p", "auto"] = Field(
+        "auto", description="Regression: fit on log1p(target) (skewed positive targets such as prices); "
+        "auto: log1p only for a skewed target of non-negative values where a quick probe scores better on "
+        "the validation split. Predictions always come back on the target's own scale."
     )
 
     @model_validator(mode="after")
@@ -355,7 +385,9 @@ class EvaluationConfig(_Section):
     """Champion selection on valid, the single test scoring, and the gate before registration."""
 
     comparison_metric: str = Field(
-        "fbeta", description="Validation metric that picks the champion: " + ", ".join(METRIC_DIRECTIONS)
+        "auto", description="Validation metric that picks and gates the champion. auto: fbeta for "
+        "classification, r2 for regression. Classification: " + ", ".join(CLASSIFICATION_METRICS)
+        + "; regression: " + ", ".join(REGRESSION_METRIC_DIRECTIONS) + "."
     )
     beta: float = Field(0.5, gt=0, description="Beta of the F-beta score (0.5 favours precision).")
     deployment_threshold: float = Field(
@@ -365,7 +397,8 @@ class EvaluationConfig(_Section):
         "metrics) to be registered.",
     )
     direction: Literal["auto", "maximize", "minimize"] = Field(
-        "auto", description="auto: the metric's natural direction."
+        "auto", description="auto: the metric's natural direction (lower is better for log_loss, brier, "
+        "rmse, mae, medae and mape)."
     )
     average: Literal["macro", "weighted", "micro"] = Field(
         "macro", description="How multiclass precision/recall/F scores are averaged."
@@ -381,6 +414,10 @@ class EvaluationConfig(_Section):
     )
     calibration: Literal["none", "sigmoid", "isotonic"] = Field(
         "none", description="Probability calibration of the champion, fitted on the validation split."
+    )
+    interval_coverage: float = Field(
+        0.9, gt=0.5, lt=1.0, description="Regression: the share of rows a prediction interval should cover "
+        "(split-conformal, fitted on the validation residuals)."
     )
     tune_threshold: bool = Field(
         False, description="Binary tasks: pick the decision threshold that maximises the metric on validation."
@@ -402,8 +439,8 @@ class EvaluationConfig(_Section):
     @field_validator("comparison_metric")
     @classmethod
     def _known_metric(cls, value: str) -> str:
-        if value not in METRIC_DIRECTIONS:
-            raise ValueError(f"unknown metric {value!r}; choose one of {', '.join(METRIC_DIRECTIONS)}")
+        if value != "auto" and value not in METRIC_DIRECTIONS:
+            raise ValueError(f"unknown metric {value!r}; choose auto or one of {', '.join(METRIC_DIRECTIONS)}")
         return value
 
     @model_validator(mode="before")
@@ -416,15 +453,37 @@ class EvaluationConfig(_Section):
 
     @model_validator(mode="after")
     def _threshold_in_range(self) -> EvaluationConfig:
-        if self.comparison_metric in BOUNDED_METRICS and self.deployment_threshold > 1:
+        # auto ranks by fbeta or r2, both at most 1
+        if (self.comparison_metric in BOUNDED_METRICS or self.comparison_metric == "auto") and \
+                self.deployment_threshold > 1:
             raise ValueError(
                 f"deployment_threshold {self.deployment_threshold} is outside [0, 1], the range "
                 f"of {self.comparison_metric}"
             )
         return self
 
+    def metric_for(self, task: str) -> str:
+        """The comparison metric of a `task` run: the configured one, or auto's choice."""
+        return AUTO_METRIC.get(task, "fbeta") if self.comparison_metric == "auto" else self.comparison_metric
+
+    def direction_for(self, task: str) -> Literal["maximize", "minimize"]:
+        return METRIC_DIRECTIONS[self.metric_for(task)] if self.direction == "auto" else self.direction
+
+    def for_task(self, task: str) -> EvaluationConfig:
+        """This section with `auto` resolved for the task (ConfigError when the metric cannot rank it)."""
+        problem = metric_task_problem(self.comparison_metric, task)
+        if problem:
+            raise ConfigError(problem)
+        metric = self.metric_for(task)
+        if metric in BOUNDED_METRICS and self.deployment_threshold > 1:
+            raise ConfigError(f"evaluation.deployment_threshold {self.deployment_threshold} is outside [0, 1], the "
+                              f"range of {metric}; lower it")
+        return self.model_copy(update={"comparison_metric": metric})
+
     @property
     def resolved_direction(self) -> Literal["maximize", "minimize"]:
+        if self.comparison_metric == "auto":
+            raise ValueError("comparison_metric auto is resolved with the task: use direction_for(task)")
         if self.direction == "auto":
             return METRIC_DIRECTIONS[self.comparison_metric]
         return self.direction
@@ -470,6 +529,30 @@ class TrainConfig(_Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    @model_validator(mode="after")
+    def _metric_fits_task(self) -> TrainConfig:
+        if self.data.task != "auto":
+            problem = metric_task_problem(self.evaluation.comparison_metric, self.data.task)
+            if problem:
+                raise ValueError(problem)
+        return self
+
+    def for_task(self, task: str) -> TrainConfig:
+        """This config for a run whose table turned out a `task` one: data.task set to it and evaluation's
+        `auto` resolved (ConfigError when the metric cannot rank it or no enabled family learns it)."""
+        resolved = self.model_copy(update={"evaluation": self.evaluation.for_task(task),
+                                           "data": self.data.model_copy(update={"task": task})})
+        if not resolved.families():
+            able = [name for name, spec in FAMILY_REGISTRY.items() if task in spec.tasks]
+            raise ConfigError(f"no enabled model family learns a {task} task; enable one of {', '.join(able)} "
+                              "under models")
+        return resolved
+
+    def families(self) -> list[str]:
+        """The enabled families that learn this run's task (every enabled one while the task is auto)."""
+        task = self.data.task
+        return [f for f in self.models.enabled() if task == "auto" or task in FAMILY_REGISTRY[f].tasks]
 
     @model_validator(mode="after")
     def _something_to_train(self) -> TrainConfig:
@@ -615,7 +698,7 @@ def config_from_dict(
 # --------------------------------------------------------------------------------------------
 # Flow parameters: what a person sets in the Prefect UI form or a deployment
 
-MetricName = Literal[tuple(METRIC_DIRECTIONS)]  # type: ignore[valid-type]
+MetricName = Literal[("auto", *METRIC_DIRECTIONS)]  # type: ignore[valid-type]
 # What a re-evaluation may change: how the run is judged, never what was trained or where it registers.
 REEVALUATION_KEYS = ("evaluation.", "tracking.", "registry.export_onnx", "registry.refit_on_full_data")
 
@@ -656,7 +739,8 @@ class TrainParameters(BaseModel):
     )
     n_trials: int | None = Field(None, ge=1, le=10_000, description="Optuna trials per family.")
     deployment_threshold: float | None = Field(
-        None, ge=0, le=1, description="Test metric the champion must reach to be registered."
+        None, ge=0, description="Test metric the champion must reach to be registered (at most this for "
+        "lower-is-better metrics such as rmse)."
     )
     data_path: str | None = Field(None, description="CSV/Parquet file (or builtin:NAME) to train on.")
     target: str | None = Field(None, description="Column to predict.")

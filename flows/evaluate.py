@@ -28,6 +28,7 @@ from tasks.evaluation import (
     choose_champion,
     explain_champion,
     export_onnx,
+    fit_prediction_interval,
     log_to_tracker,
     publish_report,
     read_run,
@@ -69,7 +70,10 @@ def evaluate(
                                      fairness_column, overrides)
     run = read_run(run_dir, changes)
     champion = choose_champion(run)
-    decision = calibrate_and_set_threshold(run, champion)
+    if run.info.is_regression:
+        decision = fit_prediction_interval(run, champion)  # split-conformal, on the validation residuals
+    else:
+        decision = calibrate_and_set_threshold(run, champion)
     scores = score_test_split(run, decision)
     intervals = bootstrap_test_intervals(run, scores)
     fairness = check_fairness(run, scores)

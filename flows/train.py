@@ -37,7 +37,8 @@ def train(params: TrainParameters = TrainParameters()) -> EvalReport:  # noqa: B
         paths = RunPaths(config.runs_dir / new_run_id(dataset_name(config)))
         get_run_logger().info("run directory: %s; registry model %s", paths.root, config.model_name)
         stages: dict[str, dict] = {}
-        make_splits(config, paths, stages)
+        info = make_splits(config, paths, stages)
+        config = config.for_task(info.task)  # auto settings resolved for the task the table holds
         search_all_families(config, paths, stages, subflow=tune_model)
         with stage("evaluate", stages):
             report = evaluate(run_dir=str(paths.root))  # the config the run recorded

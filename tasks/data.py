@@ -17,7 +17,7 @@ from tasks.ml import data as ml_data
 from tasks.ml.data import DatasetInfo
 from tasks.ml.search import check_storage
 from tasks.modeling import file_sha256
-from tasks.runs import RunPaths, dataset_info_dict, git_commit, package_versions, save_config, write_json
+from tasks.runs import RunPaths, dataset_info, dataset_info_dict, git_commit, package_versions, save_config, write_json
 
 
 def preflight(config: TrainConfig) -> None:
@@ -105,15 +105,28 @@ def validate_dataset(frame: pd.DataFrame, config: TrainConfig) -> DatasetInfo:
     message = ml_data.imbalance_message(info, config.preprocessing.imbalance.method,
                                         config.preprocessing.imbalance.warn_below)
     logger = get_run_logger()
+    resolved = config.for_task(info.task)  # a metric that cannot rank this task fails now, before the split
+    t = info.target_summary
+    if resolved.evaluation.comparison_metric == "mape" and t["min_abs"] <= 0.01 * t["median_abs"]:
+        raise DataError(f"evaluation.comparison_metric mape divides by the target, and {info.target!r} has values "
+                        f"near 0 (smallest |value| {t['min_abs']:g}); use mae, rmse or r2")
     if message:  # the column warnings were logged by tasks.ml.data already (gauntlet logger)
         info.warnings.append(message)
         logger.warning(message)
-    logger.info(
-        "%s task on %r: classes %s; %d features (%d numeric, %d categorical)%s",
-        info.task, info.target, info.classes, len(info.features), len(info.numeric_features),
-        len(info.categorical_features),
-        f"; not used: {info.dropped_columns}" if info.dropped_columns else "",
-    )
+    columns = (f"{len(info.features)} features ({len(info.numeric_features)} numeric, "
+               f"{len(info.categorical_features)} categorical)"
+               + (f"; not used: {info.dropped_columns}" if info.dropped_columns else ""))
+    if info.is_regression:
+        t = info.target_summary
+        how = "data.task is regression" if config.data.task == "regression" else (
+            "auto: a numeric target with many distinct values; set data.task: multiclass to classify it instead")
+        logger.info("regression task on %r (%s): values %g to %g, median %g; %s", info.target, how, t["min"],
+                    t["max"], t["median"], columns)
+    else:
+        how = "" if config.data.task != "auto" or not ml_data.is_number_target(info) else (
+            "; a numeric target with few values is classified (set data.task: regression to predict it as a "
+            "quantity)")
+        logger.info("%s task on %r: classes %s; %s%s", info.task, info.target, info.classes, columns, how)
     if info.n_rows_missing_target:
         logger.warning("%d rows have no target value and are left out", info.n_rows_missing_target)
     return info
@@ -135,7 +148,8 @@ def split_dataset(frame: pd.DataFrame, info: DatasetInfo, config: TrainConfig, r
         ml_data.write_part(frame, rows, paths.split(name))
         splits[name] = {
             "rows": int(len(rows)),
-            "class_balance": ml_data.class_balance(frame[info.target].take(rows)),
+            **({"target": ml_data.target_stats(frame[info.target].take(rows))} if info.is_regression
+               else {"class_balance": ml_data.class_balance(frame[info.target].take(rows))}),
             "path": str(paths.split(name)),
             "sha256": file_sha256(paths.split(name)),
         }
@@ -144,6 +158,8 @@ def split_dataset(frame: pd.DataFrame, info: DatasetInfo, config: TrainConfig, r
             splits[name]["time_range"] = [str(column.min()), str(column.max())]
         if config.split.strategy == "group":
             splits[name]["groups"] = int(frame[config.split.group_column].take(rows).nunique())
+    if info.is_regression:  # what the models fit: the target, or log1p of it (predictions: the target's scale)
+        info = target_transform(frame, parts, info, config)
     columns = [*info.features, info.target]
     duplicates = ml_data.cross_split_duplicates(frame, parts, columns)
     if any(duplicates.values()):
@@ -177,6 +193,24 @@ def split_dataset(frame: pd.DataFrame, info: DatasetInfo, config: TrainConfig, r
     return manifest
 
 
+def target_transform(frame: pd.DataFrame, parts: dict, info: DatasetInfo, config: TrainConfig) -> DatasetInfo:
+    """`info` with preprocessing.target_transform resolved on the train and valid splits (auto: a quick probe)."""
+    from dataclasses import replace
+
+    from tasks.ml.preprocessing import PreprocessOptions
+    from tasks.ml.search import probe_target_transform
+
+    mode = config.preprocessing.target_transform
+    try:
+        chosen, why = probe_target_transform(
+            mode, info, frame.take(parts["train"]), frame.take(parts["valid"]),
+            PreprocessOptions.from_config(config.preprocessing, seed=config.search.seed), config.search.seed)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    get_run_logger().info("target transform: %s (%s)", chosen, why)
+    return replace(info, target_transform=chosen)
+
+
 def make_splits(config: TrainConfig, paths: RunPaths, stages: dict[str, dict]) -> DatasetInfo:
     """load_dataset -> validate_dataset -> split_dataset, each a task and a measured stage; the whole
     table's memory goes back to the OS afterwards (the searches read the splits back)."""
@@ -187,7 +221,8 @@ def make_splits(config: TrainConfig, paths: RunPaths, stages: dict[str, dict]) -
     with stage("validate_dataset", stages):
         info = validate_dataset(frame, config)
     with stage("split_dataset", stages):
-        split_dataset(frame, info, config, str(paths.root))
+        manifest = split_dataset(frame, info, config, str(paths.root))
+    info = dataset_info(manifest)  # with what the split decided (a regression's target transform)
     table_bytes = int(frame.memory_usage(index=False).sum())
     del frame
     ml_data.release_memory(table_bytes)

@@ -26,7 +26,15 @@ from tasks.ml.data import DatasetInfo, encode_target, features_and_target, read_
 from tasks.ml.estimators import get_family
 from tasks.ml.evaluation import DecisionModel
 from tasks.ml.gate import decide_gate
-from tasks.ml.metrics import compute_metrics, confusion_summary, select_champion
+from tasks.ml.metrics import compute_metrics, compute_regression_metrics, confusion_summary, select_champion
+from tasks.ml.regression import (
+    AveragingEnsemble,
+    RegressionModel,
+    bootstrap_regression_intervals,
+    coverage_of,
+    group_errors,
+    residual_summary,
+)
 from tasks.ml.results import Candidate, EvalReport, GateDecision
 from tasks.ml.scoring import schema_metadata
 from tasks.ml.search import refit_on_rows
@@ -67,10 +75,12 @@ class TestScores:
     X_test: pd.DataFrame
     y_test: Any
     proba: Any
-    y_pred: Any
+    y_pred: Any  # labels (encoded), or a regression's predictions
     metrics: dict[str, float]
     confusion: list[dict[str, Any]]
-    scoring: dict[str, Any]  # compute_metrics' settings, the decision threshold included
+    scoring: dict[str, Any]  # compute_metrics' settings, the decision threshold included (n_classes 0: regression)
+    lower: Any = None  # regression: the prediction interval's bounds per test row
+    upper: Any = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +113,7 @@ class ReportFiles:
 
 @dataclass(frozen=True)
 class Production:
-    model: DecisionModel  # what the registry stores as model.pkl
+    model: DecisionModel | RegressionModel  # what the registry stores as model.pkl
     refit: dict[str, Any] | None  # the refit's record, None when no refit was asked for
     stages: dict[str, dict[str, Any]]
 
@@ -125,6 +135,7 @@ def read_run(run_dir: str, overrides: dict[str, Any] | None = None) -> Evaluatio
     config = load_run_config(paths, overrides)
     manifest = read_json(paths.manifest)
     info = dataset_info(manifest)
+    config = config.for_task(info.task)  # evaluation's auto metric resolved for the run's task
     candidates = read_candidates(paths)
     try:
         select_champion(candidates, config.evaluation.comparison_metric, config.evaluation.resolved_direction)
@@ -175,15 +186,20 @@ def _build_ensemble(run: EvaluationInputs, logger: Any) -> tuple[Candidate | Non
     if len(members) < 2:
         logger.warning("ensemble skipped: %d candidate(s) succeeded, it needs 2", len(members))
         return None, None
-    ensemble = ev_ml.SoftVoteEnsemble(
-        [load_pipeline(c.pipeline_path, c.pipeline_sha256) for c in members], [c.family for c in members]
-    )
-    valid_metrics = compute_metrics(run.y_valid, ensemble.predict_proba(run.X_valid), n_classes=len(run.info.classes),
-                                    beta=ev.beta, average=ev.average)
+    pipelines = [load_pipeline(c.pipeline_path, c.pipeline_sha256) for c in members]
+    if run.info.is_regression:  # the mean of the members' predictions
+        ensemble = AveragingEnsemble(pipelines, [c.family for c in members])
+        valid_metrics = compute_regression_metrics(run.y_valid, ensemble.predict(run.X_valid),
+                                                   with_mape=True if ev.comparison_metric == "mape" else None)
+    else:
+        ensemble = ev_ml.SoftVoteEnsemble(pipelines, [c.family for c in members])
+        valid_metrics = compute_metrics(run.y_valid, ensemble.predict_proba(run.X_valid),
+                                        n_classes=len(run.info.classes), beta=ev.beta, average=ev.average)
     path = run.paths.candidates / "ensemble.pkl"
     sha = save_pipeline(ensemble, path)
     candidate = Candidate(
-        family="ensemble", metric=ev.comparison_metric, best_params={"members": ensemble.names, "voting": "soft"},
+        family="ensemble", metric=ev.comparison_metric,
+        best_params={"members": ensemble.names, "voting": "mean" if run.info.is_regression else "soft"},
         valid_metrics=valid_metrics, pipeline_path=str(path), pipeline_sha256=sha, selection="the valid split",
         search_seconds=round(sum(c.search_seconds for c in members), 3),
     )
@@ -217,12 +233,32 @@ def calibrate_and_set_threshold(run: EvaluationInputs, champion: Champion) -> De
     return decision
 
 
+@task(name="fit_prediction_interval", cache_policy=NO_CACHE)
+def fit_prediction_interval(run: EvaluationInputs, champion: Champion) -> RegressionModel:
+    """Regression: the split-conformal interval of the champion, fitted on its validation residuals."""
+    ev = run.config.evaluation
+    model = RegressionModel(champion.model, coverage=ev.interval_coverage, name=champion.candidate.family)
+    model.fit_interval(run.X_valid, run.y_valid)
+    get_run_logger().info("prediction interval: prediction +/- %.4g for %.0f%% coverage (split-conformal on %d "
+                          "validation rows)", model.half_width, 100 * ev.interval_coverage, model.calibration_rows)
+    return model
+
+
 @task(name="score_test_split", cache_policy=NO_CACHE)
-def score_test_split(run: EvaluationInputs, decision: DecisionModel) -> TestScores:
+def score_test_split(run: EvaluationInputs, decision: DecisionModel | RegressionModel) -> TestScores:
     """The one read of the test split: predicted on, never fitted on."""
     ev = run.config.evaluation
     test = read_parquet(run.paths.split("test"))
     X_test, y_test = features_and_target(test, run.info)
+    if isinstance(decision, RegressionModel):
+        pred = decision.predict(X_test)
+        lower, upper = decision.interval(pred)
+        metrics = compute_regression_metrics(y_test, pred, with_mape=True if run.metric == "mape" else None)
+        metrics["interval_coverage"] = coverage_of(y_test, lower, upper)
+        get_run_logger().info("test coverage of the %.0f%% prediction interval: %.3f on %d rows",
+                              100 * decision.coverage, metrics["interval_coverage"], len(y_test))
+        scoring = {"n_classes": 0, "beta": ev.beta, "average": ev.average, "threshold": None}
+        return TestScores(test, X_test, y_test, None, pred, metrics, [], scoring, lower, upper)
     proba = decision.predict_proba(X_test)
     y_pred = decision.predict(X_test)
     scoring = {"n_classes": len(run.info.classes), "beta": ev.beta, "average": ev.average,
@@ -238,8 +274,12 @@ def bootstrap_test_intervals(run: EvaluationInputs, scores: TestScores) -> dict[
     ev = run.config.evaluation
     if not ev.bootstrap_resamples:
         return {}
-    intervals = ev_ml.bootstrap_intervals(scores.y_test, scores.proba, n_resamples=ev.bootstrap_resamples,
-                                          seed=ev.seed, **scores.scoring)
+    if run.info.is_regression:
+        intervals = bootstrap_regression_intervals(scores.y_test, scores.y_pred, n_resamples=ev.bootstrap_resamples,
+                                                   seed=ev.seed)
+    else:
+        intervals = ev_ml.bootstrap_intervals(scores.y_test, scores.proba, n_resamples=ev.bootstrap_resamples,
+                                              seed=ev.seed, **scores.scoring)
     low, high = intervals.get(run.metric, (float("nan"), float("nan")))
     get_run_logger().info("test %s %.4f, bootstrap 95%% interval [%.4f, %.4f] (%d resamples)", run.metric,
                           scores.metrics[run.metric], low, high, ev.bootstrap_resamples)
@@ -252,6 +292,14 @@ def check_fairness(run: EvaluationInputs, scores: TestScores) -> Fairness:
     ev, logger = run.config.evaluation, get_run_logger()
     positive = 1 if run.info.task == "binary" else 0
     summaries, tables, problems = {}, {}, []
+    if run.info.is_regression:
+        for column in ev.sensitive_columns:
+            tables[column], summaries[column] = group_errors(scores.y_test, scores.y_pred, scores.test[column])
+            logger.info("errors by %r: largest MAE gap between groups %.4g", column, summaries[column]["mae_gap"])
+        if ev.sensitive_columns and ev.fairness_max_difference is not None:
+            logger.warning("evaluation.fairness_max_difference gates classification rates; this regression "
+                           "reports the error by group only")
+        return Fairness(summaries, tables, None)
     for column in ev.sensitive_columns:
         table, summary = ev_ml.fairness_report(scores.y_test, scores.y_pred, scores.test[column], positive=positive)
         tables[column], summaries[column] = table, summary
@@ -294,6 +342,9 @@ def _score_incumbent(run: EvaluationInputs, version: int, test: pd.DataFrame) ->
     except GauntletError as exc:
         return None, f"the current champion (version {version}) cannot be loaded: {exc}"
     meta = model.metadata
+    if meta.get("task", info.task) != info.task and info.is_regression != (meta.get("task") == "regression"):
+        return None, (f"the current champion (version {version}) is a {meta.get('task')} model and this run a "
+                      f"{info.task} one: set another registry.model_name")
     if meta.get("target") != info.target or list(map(str, meta.get("classes", []))) != list(map(str, info.classes)):
         return None, (
             f"the current champion (version {version}) predicts {meta.get('target')!r} with classes "
@@ -302,6 +353,10 @@ def _score_incumbent(run: EvaluationInputs, version: int, test: pd.DataFrame) ->
     missing = [c for c in model.features if c not in test.columns]
     if missing:
         return None, f"the current champion (version {version}) needs columns this table lacks: {missing[:5]}"
+    if info.is_regression:
+        pred = model.pipeline.predict(test[model.features])
+        y = test[info.target].to_numpy(dtype="float64")
+        return compute_regression_metrics(y, pred, with_mape=True if run.metric == "mape" else None)[run.metric], None
     proba = model.pipeline.predict_proba(test[model.features])
     scores = compute_metrics(encode_target(test[info.target], info.classes), proba, n_classes=len(info.classes),
                              beta=ev.beta, average=ev.average, threshold=getattr(model.pipeline, "threshold", None))
@@ -309,7 +364,7 @@ def _score_incumbent(run: EvaluationInputs, version: int, test: pd.DataFrame) ->
 
 
 @task(name="explain_champion", cache_policy=NO_CACHE)
-def explain_champion(run: EvaluationInputs, champion: Champion, decision: DecisionModel,
+def explain_champion(run: EvaluationInputs, champion: Champion, decision: DecisionModel | RegressionModel,
                      scores: TestScores) -> Explanations:
     """Permutation importance on validation and, for tree boosters, SHAP values; never fails the run."""
     ev, logger, reports_dir = run.config.evaluation, get_run_logger(), run.paths.reports
@@ -347,6 +402,8 @@ def write_reports(run: EvaluationInputs, champion: Champion, decision: DecisionM
                   intervals: dict, fairness: Fairness, gate: GateResult, explanations: Explanations) -> ReportFiles:
     """performance_metrics.csv, the confusion summary, plots, tables, test predictions, the model card."""
     paths, info, cand = run.paths, run.info, champion.candidate
+    if info.is_regression:
+        return _write_regression_reports(run, champion, decision, scores, intervals, fairness, gate, explanations)
     reports = rep.write_reports(paths, champion.candidates, cand.family, scores.metrics, scores.confusion, intervals)
     y_test, y_pred, proba = scores.y_test, scores.y_pred, scores.proba
     for key, plot in {"confusion_matrix": rep.plot_confusion_matrix, "roc_curve": rep.plot_roc_curve,
@@ -364,8 +421,16 @@ def write_reports(run: EvaluationInputs, champion: Champion, decision: DecisionM
         table.to_csv(paths.reports / f"{key}.csv", index=False)
         reports[key] = str(paths.reports / f"{key}.csv")
     reports.update({f"{key}_png": str(paths.reports / f"{key}.png") for key in figures})
-    ev, manifest = run.config.evaluation, run.manifest
-    card = rep.model_card({
+    decided = (f"P({info.positive_class}) >= {decision.threshold:.4f} (tuned on validation)"
+               if decision.threshold is not None else "the most probable class")
+    card = rep.model_card(_card_fields(run, champion, scores, intervals, fairness, gate, explanations, decided))
+    return ReportFiles(reports, tables, figures, card)
+
+
+def _card_fields(run: EvaluationInputs, champion: Champion, scores: TestScores, intervals: dict, fairness: Fairness,
+                 gate: GateResult, explanations: Explanations, decision: str) -> dict[str, Any]:
+    paths, info, cand, ev, manifest = run.paths, run.info, champion.candidate, run.config.evaluation, run.manifest
+    return {
         "model_name": run.config.model_name, "family": cand.family, "metric": run.metric,
         "valid_value": cand.valid_metrics[run.metric], "task": info.task, "target": info.target,
         "classes": info.classes, "run_id": paths.run_id, "data_sha256": manifest["data"]["sha256"],
@@ -373,10 +438,38 @@ def write_reports(run: EvaluationInputs, champion: Champion, decision: DecisionM
         "n_features": len(info.features), "gate": gate.decision.reason, "test_metrics": scores.metrics,
         "intervals": intervals, "splits": manifest["splits"], "test_rows": len(scores.test),
         "params": cand.best_params, "registry_root": str(run.config.registry_dir), "calibration": ev.calibration,
-        "decision": f"P({info.positive_class}) >= {decision.threshold:.4f} (tuned on validation)"
-        if decision.threshold is not None else "the most probable class",
+        "decision": decision, "target_transform": info.target_transform,
         "fairness": fairness.summaries, "top_features": explanations.top_features,
-    })
+    }
+
+
+def _write_regression_reports(run: EvaluationInputs, champion: Champion, decision: RegressionModel,
+                              scores: TestScores, intervals: dict, fairness: Fairness, gate: GateResult,
+                              explanations: Explanations) -> ReportFiles:
+    """performance_metrics.csv, residual_summary.csv, the three residual plots, test predictions, the card."""
+    paths, cand = run.paths, champion.candidate
+    y, pred = scores.y_test, scores.y_pred
+    reports = rep.write_reports(paths, champion.candidates, cand.family, scores.metrics, [], intervals,
+                                residuals=residual_summary(y, pred))
+    rep.plot_predicted_vs_actual(y, pred, paths.reports / "predicted_vs_actual.png", scores.lower, scores.upper)
+    rep.plot_residuals(y, pred, paths.reports / "residuals_vs_predicted.png")
+    rep.plot_residual_histogram(y, pred, paths.reports / "residual_histogram.png")
+    figures = ["predicted_vs_actual", "residuals_vs_predicted", "residual_histogram", *explanations.figures]
+    tables = {"residual_summary": pd.read_csv(reports["residual_summary"]), **explanations.tables,
+              **{f"errors_by_{c}": t for c, t in fairness.tables.items()}}
+    predictions = pd.DataFrame({"actual": y, "predicted": pred, "prediction_lower": scores.lower,
+                                "prediction_upper": scores.upper})
+    predictions.to_csv(paths.reports / "test_predictions.csv", index=False)  # what the gate saw, row by row
+    reports["test_predictions"] = str(paths.reports / "test_predictions.csv")
+    for key, table in tables.items():
+        if key != "residual_summary":
+            table.to_csv(paths.reports / f"{key}.csv", index=False)
+            reports[key] = str(paths.reports / f"{key}.csv")
+    reports.update({f"{key}_png": str(paths.reports / f"{key}.png") for key in figures})
+    decided = (f"the model's number; interval prediction +/- {decision.half_width:.4g} for "
+               f"{decision.coverage:.0%} coverage (split-conformal on {decision.calibration_rows} validation rows; "
+               f"test coverage {scores.metrics['interval_coverage']:.3f})")
+    card = rep.model_card(_card_fields(run, champion, scores, intervals, fairness, gate, explanations, decided))
     return ReportFiles(reports, tables, figures, card)
 
 
@@ -429,7 +522,12 @@ def refit_champion(run: EvaluationInputs, champion: Champion, decision: Decision
                           cand.family, record["rows"],
                           f", {rounds['refit']} boosting rounds ({rounds['gated']} x {rounds['scale']})"
                           if rounds else "", record["fit_seconds"])
-    production = DecisionModel(model=pipeline, calibrator=None, threshold=decision.threshold, name=decision.name)
+    if isinstance(decision, RegressionModel):  # the interval stays the gated model's (no held-out rows are left)
+        production = RegressionModel(pipeline, decision.coverage, decision.half_width, decision.calibration_rows,
+                                     decision.name)
+        record["interval_from"] = "the gated model's validation residuals"
+    else:
+        production = DecisionModel(model=pipeline, calibrator=None, threshold=decision.threshold, name=decision.name)
     return Production(production, record, {"refit": usage.record})
 
 
@@ -458,6 +556,11 @@ def register_champion(run: EvaluationInputs, champion: Champion, decision: Decis
                         "data_sha256": manifest["data"]["sha256"], "config_hash": manifest["config_hash"],
                         "task": info.task, "target": info.target, "classes": info.classes,
                         "features": info.features, "gate": gate.decision.model_dump(mode="json"),
+                        **({"target_transform": info.target_transform, "prediction_interval": {
+                            "coverage": decision.coverage, "half_width": decision.half_width,
+                            "calibration_rows": decision.calibration_rows, "method": "split-conformal",
+                            "test_coverage": scores.metrics["interval_coverage"]}}
+                           if isinstance(decision, RegressionModel) else {}),
                         "fairness": fairness.summaries, "input_schema": schema_metadata(scores.X_test, info),
                         "packages": manifest["packages"], "tracking_key": cand.tracking_key,
                         **({"onnx": onnx[1]} if onnx is not None else {}), **({"refit": refit} if refit else {}),
@@ -492,7 +595,8 @@ def log_to_tracker(run: EvaluationInputs, champion: Champion, decision: Decision
                             "data_sha256": run.manifest["data"]["sha256"], "config_hash": run.manifest["config_hash"]})
         tracker.log_metrics({f"test_{k}": v for k, v in scores.metrics.items()})
         tracker.log_metrics({f"valid_{k}": v for k, v in cand.valid_metrics.items()})
-        tracker.log_confusion_matrix(scores.y_test, scores.y_pred, [str(c) for c in run.info.classes])
+        if not run.info.is_regression:
+            tracker.log_confusion_matrix(scores.y_test, scores.y_pred, [str(c) for c in run.info.classes])
         tracker.log_other("champion_family", cand.family)
         tracker.log_other("gate_passed", gate.decision.passed)
         tracker.log_other("gate_decision", gate.decision.reason)
@@ -514,8 +618,8 @@ def log_to_tracker(run: EvaluationInputs, champion: Champion, decision: Decision
         for stage_name, figures in {**run.manifest.get("stages", {}), **registration.stages}.items():
             tracker.log_metrics({f"stage_{stage_name.replace(' ', '_')}_{k}": v for k, v in figures.items()
                                  if isinstance(v, int | float)})
-        for path in (files.reports["performance_metrics"], files.reports["confusion_matrix_summary"],
-                     registration.card_path):
+        summary = files.reports.get("confusion_matrix_summary") or files.reports["residual_summary"]
+        for path in (files.reports["performance_metrics"], summary, registration.card_path):
             tracker.log_artifact(path)
     finally:
         tracker.end()
@@ -544,6 +648,9 @@ def publish_report(run: EvaluationInputs, champion: Champion, decision: Decision
         tracking_archives=[c.tracking_archive for c in champion.candidates if c.tracking_archive]
         + ([tracking[2]] if tracking[2] else []),
         calibration=ev.calibration, decision_threshold=decision.threshold, fairness=fairness.summaries,
+        task=run.info.task, prediction_interval={
+            "coverage": decision.coverage, "half_width": decision.half_width,
+            "test_coverage": scores.metrics["interval_coverage"]} if isinstance(decision, RegressionModel) else None,
     )
     rep.write_report_json(run.paths, report)
     rep.publish_prefect_artifacts(report, registration.card_text, files.tables)

@@ -608,13 +608,31 @@ class RegisteredModel:
             )
         return frame[self.features]
 
+    @property
+    def is_regression(self) -> bool:
+        return self.metadata.get("task") == "regression"
+
     def predict_proba(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if self.is_regression:
+            raise RegistryError(f"{self.name} version {self.version} is a regression model: it has no class "
+                                "probabilities; use predict or predict_interval")
         proba = self.pipeline.predict_proba(self._inputs(frame))
         return pd.DataFrame(proba, columns=[str(c) for c in self.classes], index=frame.index)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Original labels, or a regression's numbers on the target's own scale."""
+        if self.is_regression:
+            return np.asarray(self.pipeline.predict(self._inputs(frame)), dtype=np.float64)
         encoded = self.pipeline.predict(self._inputs(frame))
         return np.asarray(self.classes, dtype=object)[np.asarray(encoded, dtype=int)]
+
+    def predict_interval(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Regression: `prediction`, `prediction_lower`, `prediction_upper` (the split-conformal interval at the
+        version's coverage, `metadata["prediction_interval"]`)."""
+        if not self.is_regression:
+            raise RegistryError(f"{self.name} version {self.version} is a {self.metadata.get('task')} model: "
+                                "prediction intervals are for regression; use predict_proba")
+        return self.pipeline.predict_interval(self._inputs(frame))
 
     def predict_both(self, frame: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
         """(labels, probabilities) from one pass of the pipeline. A registered DecisionModel's labels
@@ -622,6 +640,9 @@ class RegisteredModel:
         from tasks.ml.evaluation import DecisionModel
         from tasks.ml.metrics import predict_labels
 
+        if self.is_regression:
+            interval = self.predict_interval(frame)
+            return interval["prediction"].to_numpy(), interval
         if not isinstance(self.pipeline, DecisionModel):
             return self.predict(frame), self.predict_proba(frame)
         proba = self.predict_proba(frame)

@@ -15,6 +15,7 @@ from tasks.runs import RunPaths, write_json
 
 METRIC_COLUMNS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "fbeta", "roc_auc", "pr_auc", "mcc",
                   "log_loss", "brier")
+REGRESSION_COLUMNS = ("r2", "rmse", "mae", "medae", "mape")
 
 
 def performance_table(
@@ -22,7 +23,9 @@ def performance_table(
     intervals: dict[str, tuple[float, float]] | None = None,
 ) -> pd.DataFrame:
     """Every candidate's validation metrics, then the champion's test metrics with their bootstrap
-    95% interval in <metric>_lower / <metric>_upper."""
+    95% interval in <metric>_lower / <metric>_upper (a regression's: r2, rmse, mae, medae, mape)."""
+    regression = "r2" in test_metrics
+    columns = REGRESSION_COLUMNS if regression else METRIC_COLUMNS
     rows: list[dict[str, Any]] = []
     for cand in candidates:
         rows.append(
@@ -31,7 +34,7 @@ def performance_table(
                 "split": "valid",
                 "status": cand.status,
                 "champion": cand.family == champion,
-                **{m: cand.valid_metrics.get(m) for m in METRIC_COLUMNS},
+                **{m: cand.valid_metrics.get(m) for m in columns},
                 "trials": cand.n_trials,
                 "pruned": cand.n_pruned,
                 "search_seconds": round(cand.search_seconds, 2),
@@ -47,9 +50,10 @@ def performance_table(
             "split": "test",
             "status": "ok",
             "champion": True,
-            **{m: test_metrics.get(m) for m in METRIC_COLUMNS},
+            **{m: test_metrics.get(m) for m in columns},
             **{f"{m}_{side}": (intervals or {}).get(m, (None, None))[i]
-               for m in METRIC_COLUMNS for i, side in enumerate(("lower", "upper"))},
+               for m in columns for i, side in enumerate(("lower", "upper"))},
+            **({"interval_coverage": test_metrics.get("interval_coverage")} if regression else {}),
         }
     )
     table = pd.DataFrame(rows)
@@ -64,13 +68,58 @@ def write_reports(
     test_metrics: dict[str, float],
     confusion: list[dict[str, Any]],
     intervals: dict[str, tuple[float, float]] | None = None,
+    residuals: pd.DataFrame | None = None,
 ) -> dict[str, str]:
     paths.reports.mkdir(parents=True, exist_ok=True)
     perf = paths.reports / "performance_metrics.csv"
     performance_table(candidates, champion, test_metrics, intervals).to_csv(perf, index=False)
+    if residuals is not None:  # a regression: residual quantiles and the error by prediction decile
+        summary = paths.reports / "residual_summary.csv"
+        residuals.to_csv(summary, index=False)
+        return {"performance_metrics": str(perf), "residual_summary": str(summary)}
     conf = paths.reports / "confusion_matrix_summary.csv"
     pd.DataFrame(confusion, columns=["class", "TP", "TN", "FP", "FN"]).to_csv(conf, index=False)
     return {"performance_metrics": str(perf), "confusion_matrix_summary": str(conf)}
+
+
+def _sample(n: int, at_most: int = 5000) -> np.ndarray:
+    """Rows a scatter plot draws: every row up to `at_most`, else a seeded sample."""
+    return np.arange(n) if n <= at_most else np.sort(np.random.default_rng(0).choice(n, at_most, replace=False))
+
+
+def plot_predicted_vs_actual(y_true: np.ndarray, pred: np.ndarray, path: Path, lower: Any = None, upper: Any = None):
+    fig, ax = _axes()
+    rows = _sample(len(y_true))
+    ax.scatter(y_true[rows], pred[rows], s=6, alpha=0.4, color="tab:blue")
+    low, high = float(min(y_true.min(), pred.min())), float(max(y_true.max(), pred.max()))
+    ax.plot([low, high], [low, high], color="black", lw=1, label="predicted = actual")
+    if lower is not None:
+        order = np.argsort(pred)
+        ax.fill_between(pred[order], lower[order], upper[order], alpha=0.12, color="tab:orange", step="mid",
+                        label="prediction interval (around the prediction)")
+    ax.set(xlabel="actual", ylabel="predicted", title="Champion on the test split: predicted vs actual")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def plot_residuals(y_true: np.ndarray, pred: np.ndarray, path: Path):
+    fig, ax = _axes()
+    rows = _sample(len(y_true))
+    ax.scatter(pred[rows], (y_true - pred)[rows], s=6, alpha=0.4, color="tab:blue")
+    ax.axhline(0, color="black", lw=1)
+    ax.set(xlabel="predicted", ylabel="residual (actual - predicted)", title="Residuals vs predicted (test split)")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def plot_residual_histogram(y_true: np.ndarray, pred: np.ndarray, path: Path):
+    fig, ax = _axes((5.5, 4))
+    ax.hist(y_true - pred, bins=50, color="tab:blue", alpha=0.8)
+    ax.axvline(0, color="black", lw=1)
+    ax.set(xlabel="residual (actual - predicted)", ylabel="rows", title="Residuals on the test split")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
 
 
 def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: list[Any], path: Path):
@@ -289,9 +338,15 @@ def model_card(f: dict[str, Any]) -> str:
         + " |" for k, v in f["test_metrics"].items()
     )
     params = "\n".join(f"| {k} | {v} |" for k, v in f["params"].items()) or "| (defaults) | |"
-    splits = "\n".join(f"| {name} | {s['rows']} | {s['class_balance']} |" for name, s in f.get("splits", {}).items())
+    splits = "\n".join(f"| {name} | {s['rows']} | {s.get('class_balance', s.get('target'))} |"
+                       for name, s in f.get("splits", {}).items())
+    regression = f["task"] == "regression"
     fairness = ""
-    if f.get("fairness"):
+    if f.get("fairness") and regression:
+        rows = [f"| {col} | {_fmt(v['mae_gap'])} |" for col, v in f["fairness"].items()]
+        fairness = ("\n## Errors by group (test split)\n\n| column | largest MAE gap between groups |\n|---|---|\n"
+                    + "\n".join(rows) + "\n")
+    elif f.get("fairness"):
         rows = [f"| {col} | {_fmt(v['demographic_parity_difference'])} | {_fmt(v['equalized_odds_difference'])} |"
                 for col, v in f["fairness"].items()]
         fairness = ("\n## Fairness (test split)\n\n"
@@ -303,18 +358,29 @@ def model_card(f: dict[str, Any]) -> str:
     if f.get("top_features"):
         importance = "\n## Most important inputs (permutation importance on validation)\n\n" + ", ".join(
             f"`{name}`" for name in f["top_features"]) + "\n"
+    if regression:
+        fitted = "log1p of it" if f.get("target_transform") == "log1p" else "on its own scale"
+        what = f"Task: regression; target `{f['target']}` (fitted {fitted})"
+        output = f"Predictions: {f.get('decision')}"
+        use = ("model.predict(frame)           # numbers on the target's scale\n"
+               "model.predict_interval(frame)  # prediction, prediction_lower, prediction_upper")
+    else:
+        what = f"Task: {f['task']}; target `{f['target']}`; classes {f['classes']}"
+        output = f"Probabilities: {calibration}; decision: {f.get('decision', 'the most probable class')}"
+        use = ("model.predict(frame)          # original labels (the tuned threshold applied)\n"
+               "model.predict_proba(frame)    # one column per class (calibrated when calibration is set)")
     return f"""# {f['model_name']} version {{version}}
 
 - Family: **{f['family']}**, chosen on validation {f['metric']} = {_fmt(f['valid_value'])}
-- Task: {f['task']}; target `{f['target']}`; classes {f['classes']}
+- {what}
 - Trained on run `{f['run_id']}` (data sha256 `{f['data_sha256'][:16]}...`, config hash
   `{f.get('config_hash', '')[:16]}...`), {f['n_features']} input columns
-- Probabilities: {calibration}; decision: {f.get('decision', 'the most probable class')}
+- {output}
 - **Gate decision: {f['gate']}**
 
 ## Data and splits
 
-| split | rows | class balance |
+| split | rows | {"target (min, median, mean, max)" if regression else "class balance"} |
 |---|---|---|
 {splits}
 
@@ -344,7 +410,6 @@ def model_card(f: dict[str, Any]) -> str:
 ```python
 from tasks.registry import load_model
 model = load_model("{f['registry_root']}", "{f['model_name']}", version={{version}})
-model.predict(frame)          # original labels (the tuned threshold applied)
-model.predict_proba(frame)    # one column per class (calibrated when calibration is set)
+{use}
 ```
 """

@@ -87,19 +87,24 @@ def study_name(config: TrainConfig, family: str, data_sha256: str) -> str:
 def search_settings(config: TrainConfig, family: str, manifest: dict, n_jobs: int) -> tuple[SearchSettings,
                                                                                             DataSettings]:
     """What a family's search and its data preparation take from the run's config."""
-    model_cfg, evaluation = config.models.get(family), config.evaluation
+    dataset = manifest.get("dataset", {})
+    task = dataset.get("task", "binary")
+    model_cfg, evaluation = config.models.get(family), config.evaluation.for_task(task)
+    # A regression has no classes to weigh or resample.
+    imbalance = "none" if task == "regression" else config.preprocessing.imbalance.method
     settings = SearchSettings(
         metric=evaluation.comparison_metric, direction=evaluation.resolved_direction, n_trials=model_cfg.n_trials,
         timeout_s=model_cfg.timeout_s, seed=config.search.seed, beta=evaluation.beta, average=evaluation.average,
         early_stopping_rounds=config.search.early_stopping_rounds, n_jobs=n_jobs, pruner=config.search.pruner,
         storage=config.study_storage, study_name=study_name(config, family, manifest["data"]["sha256"]),
-        imbalance=config.preprocessing.imbalance.method,
+        imbalance=imbalance,
     )
     data_settings = DataSettings(
         options=PreprocessOptions.from_config(config.preprocessing, seed=config.search.seed),
-        imbalance=config.preprocessing.imbalance.method, seed=config.search.seed, cv_folds=config.search.cv_folds,
+        imbalance=imbalance, seed=config.search.seed, cv_folds=config.search.cv_folds,
         small_data_rows=config.search.small_data_rows, cv_repeats=config.search.cv_repeats,
         split_strategy=config.split.strategy, group_column=config.split.group_column,
+        target_transform=dataset.get("target_transform", "none"),
     )
     return settings, data_settings
 
@@ -518,7 +523,7 @@ def run_family_searches(config: TrainConfig, paths: RunPaths, plan: SearchPlan, 
     _BUDGETS.pop(str(paths.root), None)
     if helpers:
         logger.info("trial workers: %s", "; ".join(f"{name} {state}" for name, state in _run_states(helpers)))
-    return [_as_candidate(family, outcomes[family], config, paths) for family in config.models.enabled()]
+    return [_as_candidate(family, outcomes[family], config, paths) for family in config.families()]
 
 
 def _as_candidate(family: str, outcome: object, config: TrainConfig, paths: RunPaths) -> Candidate:
@@ -580,7 +585,7 @@ def search_all_families(config: TrainConfig, paths: RunPaths, stages: dict[str, 
     from tasks.ml.planning import plan_search
     from tasks.stages import AllFamiliesFailed, record_stages
 
-    families = config.models.enabled()
+    families = config.families()
     plan = plan_search(families, {f: config.models.get(f).n_trials for f in families}, os.cpu_count() or 1,
                        config.search.parallelism, config.preprocessing.categorical.encoding)
     BOARD.set_stage("search")

@@ -19,7 +19,7 @@ from config.errors import DataError
 log = logging.getLogger("gauntlet.data")
 
 BUILTIN_PREFIX = "builtin:"
-BUILTINS = ("breast_cancer", "wine")
+BUILTINS = ("breast_cancer", "wine", "diabetes")
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,8 @@ class DatasetInfo:
     """What validation learned about a table: the task, the classes and the feature columns."""
 
     target: str
-    task: str  # "binary" | "multiclass"
-    classes: list[Any]  # original labels; index = encoded label. Binary: [negative, positive]
+    task: str  # "binary" | "multiclass" | "regression"
+    classes: list[Any]  # original labels; index = encoded label. Binary: [negative, positive]. Regression: []
     features: list[str]
     numeric_features: list[str]
     categorical_features: list[str]
@@ -38,6 +38,12 @@ class DatasetInfo:
     datetime_features: list[str] = field(default_factory=list)  # expanded to calendar numbers
     class_counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # what validation changed, in plain words
+    target_summary: dict[str, float] = field(default_factory=dict)  # regression: min, median, mean, max, skew
+    target_transform: str = "none"  # regression: none | log1p, what the models fit (predictions: original scale)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task == "regression"
 
     @property
     def minority_share(self) -> float:
@@ -69,6 +75,8 @@ def load_builtin(name: str) -> pd.DataFrame:
         frame = bunch.frame.rename(columns={"target": "cultivar"})
         frame["cultivar"] = "class_" + bunch.target.astype(str)
         return frame
+    if name == "diabetes":  # regression: disease progression a year after baseline (target), 442 rows
+        return datasets.load_diabetes(as_frame=True, scaled=False).frame
     raise DataError(
         f"unknown bundled dataset {name!r}; data.path accepts "
         + ", ".join(BUILTIN_PREFIX + b for b in BUILTINS)
@@ -249,6 +257,11 @@ def looks_continuous(y: pd.Series) -> tuple[bool, str]:
     return False, f"it holds {distinct} distinct whole numbers"
 
 
+def is_number_target(info: DatasetInfo) -> bool:
+    """A classification whose labels are all numbers (e.g. ratings 1-5): it could be regressed instead."""
+    return bool(info.classes) and all(isinstance(c, int | float) and not isinstance(c, bool) for c in info.classes)
+
+
 def check_columns(columns: list[str], target: str, drop_columns: list[str], where: str = "") -> None:
     """The target and every column to drop exist; the target is not among the dropped columns."""
     if target not in columns:
@@ -314,13 +327,15 @@ def validate_dataset(
         raise DataError(f"target column {target!r} is empty (all values missing); choose another data.target")
     y = y.dropna()
     continuous, why = looks_continuous(y)
-    if continuous:
-        asked = f"data.task is {task}, but " if task != "auto" else ""
+    if continuous and task in ("binary", "multiclass"):
         raise DataError(
-            f"{asked}target {target!r} looks like a quantity, not classes: {why}. gauntlet trains classifiers "
-            "only so far (regression is planned); choose a target with a few classes, or bin this one into "
-            "classes first"
+            f"data.task is {task}, but target {target!r} looks like a quantity, not classes: {why}; set "
+            "data.task: regression (or auto), or bin the target into classes first"
         )
+    if task == "regression" or continuous:
+        return _regression_info(frame, target, y, task, why, drop_columns, test_size, valid_size, n_missing_target,
+                                categorical_columns=categorical_columns, datetime=datetime, inf_values=inf_values,
+                                drop_constant=drop_constant, drop_id_like=drop_id_like)
     counts = y.value_counts()
     if len(counts) < 2:
         raise DataError(
@@ -361,7 +376,34 @@ def validate_dataset(
         classes = sorted(labels, key=str)
 
     warnings: list[str] = []
+    features, numeric, categorical, datetimes, dropped = _feature_columns(
+        frame, target, drop_columns, categorical_columns, datetime, inf_values, drop_constant, drop_id_like, warnings)
+    check_leakage(frame, target, features, numeric, len(counts))
+    for message in warnings:
+        log.warning(message)
 
+    return DatasetInfo(
+        target=target,
+        task=resolved_task,
+        classes=[_plain(c) for c in classes],
+        features=features,
+        numeric_features=numeric,
+        categorical_features=categorical,
+        dropped_columns=dropped,
+        n_rows=int(len(frame)),
+        n_rows_missing_target=n_missing_target,
+        datetime_features=datetimes,
+        class_counts={str(_plain(k)): int(v) for k, v in counts.items()},
+        warnings=warnings,
+    )
+
+
+def _feature_columns(
+    frame: pd.DataFrame, target: str, drop_columns: list[str], categorical_columns: list[str], datetime: str,
+    inf_values: str, drop_constant: bool, drop_id_like: bool, warnings: list[str],
+) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
+    """(features, numeric, categorical, datetime, dropped): the columns a model learns from, and those
+    left out with a warning appended to `warnings`."""
     def leave_out(col: str, why: str) -> None:
         warnings.append(f"column {col!r} {why}; it is not used as a feature")
         dropped.append(col)
@@ -404,23 +446,52 @@ def validate_dataset(
         if n_inf:
             warnings.append(f"column {col!r} holds {n_inf} infinite values; they are treated as missing "
                             "(preprocessing.inf_values)")
-    check_leakage(frame, target, features, numeric, len(counts))
+    return features, numeric, categorical, datetimes, dropped
+
+
+# Rows with a target value a regression needs: enough for train, valid and test to each hold a few.
+MIN_REGRESSION_ROWS = 30
+
+
+def _regression_info(
+    frame: pd.DataFrame, target: str, y: pd.Series, task: str, why: str, drop_columns: list[str], test_size: float,
+    valid_size: float, n_missing_target: int, **columns: Any,
+) -> DatasetInfo:
+    """DatasetInfo of a regression table (data.task regression, or auto and a target that looks continuous)."""
+    if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+        raise DataError(f"data.task is regression, but target {target!r} holds {y.dtype} values, not numbers; "
+                        "choose a numeric target, or set data.task: auto to classify it")
+    values = y.to_numpy(dtype="float64")
+    if not np.all(np.isfinite(values)):
+        raise DataError(f"target {target!r} holds {int((~np.isfinite(values)).sum())} infinite values; "
+                        "replace or drop those rows")
+    if len(values) < MIN_REGRESSION_ROWS:
+        raise DataError(f"only {len(values)} rows of {target!r} have a value; a regression needs at least "
+                        f"{MIN_REGRESSION_ROWS} (train, valid and test each need a few): add rows")
+    if np.unique(values).size < 2:
+        raise DataError(f"target {target!r} is constant ({values[0]:g}); there is nothing to predict: "
+                        "check data.target")
+    warnings: list[str] = []
+    features, numeric, categorical, datetimes, dropped = _feature_columns(frame, target, drop_columns, **columns,
+                                                                          warnings=warnings)
+    labelled = y.index
+    for col in numeric:
+        if frame[col].loc[labelled].to_numpy(dtype="float64", na_value=np.nan).tolist() == values.tolist():
+            raise DataError(f"feature {col!r} is a copy of the target {target!r}, which leaks the answer; add it to "
+                            "data.drop_columns")
     for message in warnings:
         log.warning(message)
-
+    chosen = "data.task is regression" if task == "regression" else f"target looks like a quantity: {why}"
+    summary = {"min": float(values.min()), "median": float(np.median(values)), "mean": float(values.mean()),
+               "max": float(values.max()), "std": float(values.std()), "skew": float(pd.Series(values).skew()),
+               "distinct": int(np.unique(values).size), "min_abs": float(np.abs(values).min()),
+               "median_abs": float(np.median(np.abs(values)))}
+    log.debug("regression: %s", chosen)
     return DatasetInfo(
-        target=target,
-        task=resolved_task,
-        classes=[_plain(c) for c in classes],
-        features=features,
-        numeric_features=numeric,
-        categorical_features=categorical,
-        dropped_columns=dropped,
-        n_rows=int(len(frame)),
-        n_rows_missing_target=n_missing_target,
-        datetime_features=datetimes,
-        class_counts={str(_plain(k)): int(v) for k, v in counts.items()},
-        warnings=warnings,
+        target=target, task="regression", classes=[], features=features, numeric_features=numeric,
+        categorical_features=categorical, dropped_columns=dropped, n_rows=int(len(frame)),
+        n_rows_missing_target=n_missing_target, datetime_features=datetimes, warnings=warnings,
+        target_summary=summary,
     )
 
 
@@ -561,7 +632,10 @@ def _plain(value: Any) -> Any:
 
 
 def encode_target(y: pd.Series, classes: list[Any]) -> np.ndarray:
-    """Original labels -> 0..K-1 in the order of `classes` (binary: positive = 1)."""
+    """Original labels -> 0..K-1 in the order of `classes` (binary: positive = 1); a regression's
+    values (no classes) as float64."""
+    if not classes:
+        return y.to_numpy(dtype=np.float64)
     lookup = {str(c): i for i, c in enumerate(classes)}
     return y.map(lambda v: lookup[str(v)]).to_numpy(dtype=np.int64)
 
@@ -611,13 +685,21 @@ def split_positions(
         train, valid = cut(rest, valid_of_rest)
         parts = {"train": train, "valid": valid, "test": test}
     else:
-        labels = target.take(kept).astype(str).to_numpy() if strategy == "stratified" else None
+        if strategy != "stratified":
+            strata = None
+        elif info.is_regression:  # a regression is stratified by deciles of its target
+            strata = pd.Series(pd.qcut(target.rank(method="first"), 10, labels=False), index=target.index)
+        else:
+            strata = target.astype(str)
+        labels = None if strata is None else strata.take(kept).to_numpy()
         rest, test = train_test_split(kept, test_size=test_size, random_state=seed, stratify=labels)
-        rest_labels = None if labels is None else target.take(rest).astype(str).to_numpy()
+        rest_labels = None if labels is None else strata.take(rest).to_numpy()
         train, valid = train_test_split(rest, test_size=valid_of_rest, random_state=seed, stratify=rest_labels)
         parts = {"train": train, "valid": valid, "test": test}
     expected = set(map(str, info.classes))
     for name, rows in parts.items():
+        if info.is_regression and not len(rows):
+            raise DataError(f"the {strategy} split leaves {name} empty; use more rows or change split sizes")
         missing = sorted(expected - set(target.take(rows).astype(str).unique()))
         if missing:
             raise DataError(
@@ -654,6 +736,12 @@ def write_part(frame: pd.DataFrame, rows: np.ndarray, path: str | Path, chunk_ro
 def class_balance(labels: pd.Series) -> dict[str, int]:
     counts = labels.value_counts()
     return {str(k): int(v) for k, v in counts.sort_index(key=lambda s: s.astype(str)).items()}
+
+
+def target_stats(values: pd.Series) -> dict[str, float]:
+    """A regression split's target in four numbers (its class balance, in effect)."""
+    return {"min": float(values.min()), "median": float(values.median()), "mean": float(values.mean()),
+            "max": float(values.max())}
 
 
 def features_and_target(frame: pd.DataFrame, info: DatasetInfo) -> tuple[pd.DataFrame, np.ndarray]:

@@ -25,7 +25,7 @@ class FitContext:
 
     X_valid: Any  # rows to early-stop on; None: fit exactly `rounds` boosting rounds
     y_valid: np.ndarray | None
-    n_classes: int
+    n_classes: int  # 0: a regression
     early_stopping_rounds: int = 50
     trial: optuna.Trial | None = None  # set to report boosting rounds to the pruner
     class_weight: str | None = None  # "balanced": XGBoost translates it (it has no class_weight)
@@ -39,10 +39,10 @@ class FamilySpec:
     scale: bool  # needs standardised numeric inputs
     native_categorical: bool  # takes pandas category columns itself (preprocessing encoding native)
     space: Callable[..., dict[str, Any]]  # (trial, weighted) -> params
-    make: Callable[[dict[str, Any], int, int, int], Any]  # (params, seed, n_jobs, n_classes)
+    make: Callable[[dict[str, Any], int, int, int], Any]  # (params, seed, n_jobs, n_classes; 0: regression)
     fit: Callable[[Any, np.ndarray, np.ndarray, FitContext], dict[str, Any]] | None = None  # -> fit info
     cost: float = 1.0  # relative cost of one trial: the planner starts the costliest searches first
-    tasks: frozenset[str] = frozenset({"binary", "multiclass"})  # the tasks the family can learn
+    tasks: frozenset[str] = frozenset({"binary", "multiclass"})  # the tasks the family can learn (+ "regression")
     enabled_by_default: bool = True  # when the config does not mention the family
 
     def fit_model(self, estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) -> dict[str, Any]:
@@ -119,18 +119,29 @@ def _make_logistic_regression(params: dict[str, Any], seed: int, n_jobs: int, n_
     return LogisticRegression(max_iter=3000, random_state=seed, **params)
 
 
-def _make_random_forest(params: dict[str, Any], seed: int, n_jobs: int, n_classes: int):
-    from sklearn.ensemble import RandomForestClassifier
+def _make_linear(params: dict[str, Any], seed: int, n_jobs: int, n_classes: int):
+    from sklearn.linear_model import ElasticNet, Ridge
 
+    if params.get("penalty", "l2") == "l2":
+        return Ridge(alpha=params.get("alpha", 1.0), random_state=seed)
+    return ElasticNet(alpha=params["alpha_en"], l1_ratio=params["l1_ratio"], max_iter=5000, random_state=seed,
+                      selection="random")
+
+
+def _make_random_forest(params: dict[str, Any], seed: int, n_jobs: int, n_classes: int):
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    if not n_classes:
+        return RandomForestRegressor(random_state=seed, n_jobs=n_jobs, **params)
     return RandomForestClassifier(random_state=seed, n_jobs=n_jobs, **params)
 
 
 def _make_lightgbm(params: dict[str, Any], seed: int, n_jobs: int, n_classes: int):
-    from lightgbm import LGBMClassifier
+    from lightgbm import LGBMClassifier, LGBMRegressor
 
     # deterministic + a fixed histogram layout: the same data and seed give the same model, whatever
     # the thread count and timing (LightGBM otherwise picks row/col-wise by a timing test).
-    return LGBMClassifier(
+    return (LGBMClassifier if n_classes else LGBMRegressor)(
         n_estimators=2000, subsample_freq=1, random_state=seed, n_jobs=n_jobs, verbose=-1,
         deterministic=True, force_col_wise=True, **params,
     )
@@ -143,7 +154,7 @@ def _fit_lightgbm(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext)
         estimator.set_params(n_estimators=ctx.rounds or 200)
         estimator.fit(X, y)
         return {"best_iteration": int(estimator.n_estimators)}
-    metric = "binary_logloss" if ctx.n_classes == 2 else "multi_logloss"
+    metric = {0: "l2", 2: "binary_logloss"}.get(ctx.n_classes, "multi_logloss")
     callbacks = [lgb.early_stopping(ctx.early_stopping_rounds, verbose=False)]
     if ctx.trial is not None:
         trial = ctx.trial
@@ -162,19 +173,23 @@ def _fit_lightgbm(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext)
 
 
 def _make_xgboost(params: dict[str, Any], seed: int, n_jobs: int, n_classes: int):
-    from xgboost import XGBClassifier
+    from xgboost import XGBClassifier, XGBRegressor
 
     params = {k: v for k, v in params.items() if k != "class_weight"}  # applied by _fit_xgboost
-    return XGBClassifier(
+    return (XGBClassifier if n_classes else XGBRegressor)(
         n_estimators=2000,
         tree_method="hist",
         enable_categorical=True,  # pandas category columns (encoding native); no effect on arrays
-        eval_metric="logloss" if n_classes == 2 else "mlogloss",
+        eval_metric=_xgb_metric(n_classes),
         random_state=seed,
         n_jobs=n_jobs,
         verbosity=0,
         **params,
     )
+
+
+def _xgb_metric(n_classes: int) -> str:
+    return {0: "rmse", 2: "logloss"}.get(n_classes, "mlogloss")
 
 
 # XGBoost keeps up to 65,536 node histograms per tree (its CPU default): 160 MB more at the peak for
@@ -236,7 +251,9 @@ def _fit_xgboost(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) 
     if len(y) > RF_MAX_ROWS_PER_TREE:  # the same "large table" line as the random forests' cap
         estimator.set_params(max_cached_hist_node=XGB_MAX_CACHED_HIST_NODES)
     sample_weight = None
-    if ctx.class_weight == "balanced" and ctx.n_classes == 2:
+    if not ctx.n_classes:
+        pass  # a regression has no classes to weigh
+    elif ctx.class_weight == "balanced" and ctx.n_classes == 2:
         positives = max(int(np.sum(y == 1)), 1)
         estimator.set_params(scale_pos_weight=(len(y) - positives) / positives)
     elif ctx.class_weight == "balanced":
@@ -253,7 +270,7 @@ def _fit_xgboost(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) 
     params = estimator.get_xgb_params()
     if ctx.n_classes > 2:
         params.update(objective="multi:softprob", num_class=ctx.n_classes)
-    metric = "logloss" if ctx.n_classes == 2 else "mlogloss"
+    metric = _xgb_metric(ctx.n_classes)
     callbacks = []
     if ctx.trial is not None:
         trial = ctx.trial
@@ -306,13 +323,17 @@ def unregister_family(name: str) -> None:
     FAMILIES.pop(name, None)
 
 
+ALL_TASKS = frozenset({"binary", "multiclass", "regression"})
 register_family(FamilySpec("logistic_regression", True, False, SEARCH_SPACES["logistic_regression"],
                            _make_logistic_regression, _plain_fit, cost=1.0))
+register_family(FamilySpec("linear", True, False, SEARCH_SPACES["linear"], _make_linear, _plain_fit, cost=1.0,
+                           tasks=frozenset({"regression"})))  # regression's counterpart of logistic_regression
 register_family(FamilySpec("random_forest", False, False, SEARCH_SPACES["random_forest"], _make_random_forest,
-                           _fit_random_forest, cost=4.0))
+                           _fit_random_forest, cost=4.0, tasks=ALL_TASKS))
 register_family(FamilySpec("lightgbm", False, True, SEARCH_SPACES["lightgbm"], _make_lightgbm, _fit_lightgbm,
-                           cost=1.5))
-register_family(FamilySpec("xgboost", False, True, SEARCH_SPACES["xgboost"], _make_xgboost, _fit_xgboost, cost=2.0))
+                           cost=1.5, tasks=ALL_TASKS))
+register_family(FamilySpec("xgboost", False, True, SEARCH_SPACES["xgboost"], _make_xgboost, _fit_xgboost, cost=2.0,
+                           tasks=ALL_TASKS))
 
 
 def get_family(name: str) -> FamilySpec:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from tasks.ml.metrics import compute_metrics, predict_labels
+from tasks.ml.metrics import compute_metrics, compute_regression_metrics, predict_labels
 
 
 class SoftVoteEnsemble:
@@ -129,13 +129,16 @@ def permutation_importances(
     an ensemble, a calibrated model), on the raw columns a user passes, not on encoded ones.
     """
     rng = np.random.default_rng(seed)
-    sign = -1.0 if metric in ("log_loss", "brier") else 1.0
+    sign = -1.0 if metric in ("log_loss", "brier", "rmse", "mae", "medae", "mape") else 1.0
+    predict = model.predict if not n_classes else model.predict_proba  # n_classes 0: a regression
 
-    def score(proba: np.ndarray) -> float:
-        return sign * compute_metrics(y, proba, n_classes=n_classes, beta=beta, average=average,
+    def score(output: np.ndarray) -> float:
+        if not n_classes:
+            return sign * compute_regression_metrics(y, output, with_mape=metric == "mape")[metric]
+        return sign * compute_metrics(y, output, n_classes=n_classes, beta=beta, average=average,
                                       threshold=threshold, only=metric)[metric]
 
-    baseline = score(np.asarray(model.predict_proba(X)))
+    baseline = score(np.asarray(predict(X)))
     n = len(X)
     # Copies drawn as one at a time would, predicted in stacks of ~PERMUTATION_BATCH_ROWS rows: one call each.
     jobs = [(column, X[column].to_numpy()[rng.permutation(n)]) for column in X.columns for _ in range(n_repeats)]
@@ -148,7 +151,7 @@ def permutation_importances(
             shuffled = X.copy()
             shuffled[column] = values
             copies.append(shuffled)
-        proba = np.asarray(model.predict_proba(pd.concat(copies, ignore_index=True)))
+        proba = np.asarray(predict(pd.concat(copies, ignore_index=True)))
         for k, (column, _) in enumerate(stack):
             drops[column].append(baseline - score(proba[k * n:(k + 1) * n]))
     rows = [{"feature": column, "importance_mean": float(np.mean(values)), "importance_std": float(np.std(values))}
@@ -163,17 +166,22 @@ def tree_shap_values(pipeline: Any, X: pd.DataFrame) -> tuple[np.ndarray, list[s
     Returns (values [rows x encoded features]: the positive class's, or |values| summed over classes;
     the feature names; the encoded values as numbers, category codes for native categories).
     """
+    from tasks.ml.regression import unwrap
+
     model = getattr(pipeline, "named_steps", {}).get("model") if hasattr(pipeline, "named_steps") else None
     if model is None:
         return None
+    model = unwrap(model)  # a regressor fitted on log1p(target): SHAP values on that scale
     kind = type(model).__name__
-    if kind not in ("LGBMClassifier", "XGBClassifier"):
+    if kind not in ("LGBMClassifier", "XGBClassifier", "LGBMRegressor", "XGBRegressor"):
         return None
     pre = pipeline.named_steps["preprocess"]
     encoded = pre.transform(X)
     names = [str(n) for n in pre.get_feature_names_out()]
     threads = os.cpu_count() or 1  # the search may have fitted with one thread per family
-    if kind == "LGBMClassifier":
+    if kind == "LGBMRegressor":
+        contrib = np.asarray(model.predict(encoded, pred_contrib=True, num_threads=threads))
+    elif kind == "LGBMClassifier":
         contrib = np.asarray(model.predict_proba(encoded, pred_contrib=True, num_threads=threads))
     else:
         import xgboost as xgb
@@ -185,7 +193,7 @@ def tree_shap_values(pipeline: Any, X: pd.DataFrame) -> tuple[np.ndarray, list[s
     n_features = len(names)
     if contrib.ndim == 3:  # xgboost multiclass: rows x classes x (features + 1)
         values = np.abs(contrib[:, :, :n_features]).sum(axis=1)
-    elif contrib.shape[1] == n_features + 1:  # binary: the positive class's log-odds contributions
+    elif contrib.shape[1] == n_features + 1:  # binary: the positive class's log-odds (regression: the output's)
         values = contrib[:, :n_features]
     else:  # lightgbm multiclass: classes blocks of (features + 1), side by side
         blocks = contrib.reshape(len(contrib), -1, n_features + 1)

@@ -84,6 +84,8 @@ class EvalReport(BaseModel):
     calibration: str = "none"
     decision_threshold: float | None = None  # binary: tuned on validation; None: argmax
     fairness: dict[str, dict[str, float]] = Field(default_factory=dict)  # column -> the two differences
+    task: str = "binary"  # binary | multiclass | regression
+    prediction_interval: dict[str, float] | None = None  # regression: coverage asked, half_width, test_coverage
 
     def leaderboard(self) -> list[dict[str, Any]]:
         """One row per family, the best validation score first, failed families last."""

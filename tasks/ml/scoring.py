@@ -137,13 +137,18 @@ def _as_training_dtype(series: pd.Series, dtype: str) -> pd.Series:
 
 
 def prediction_frame(model: Any, features: pd.DataFrame, version: int | None) -> pd.DataFrame:
-    """`prediction` (the original label), `proba_<class>` for each class, `model_version`."""
+    """`prediction` (the original label), `proba_<class>` for each class, `model_version`; a regression's:
+    `prediction` (a number), `prediction_lower`, `prediction_upper`, `model_version`."""
     try:
         labels, proba = model.predict_both(features)
     except ValueError as exc:  # e.g. a number so large that scaling it overflows to infinity
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SchemaError(f"the model cannot score these rows ({first}); look for extreme values, far outside "
                           "what the model was trained on") from None
+    if "prediction_lower" in proba.columns:  # a regression: the prediction and its interval
+        out = proba.set_axis(features.index)
+        out["model_version"] = version
+        return out
     out = pd.DataFrame(proba.to_numpy(), columns=[f"proba_{c}" for c in proba.columns], index=features.index)
     out.insert(0, "prediction", labels)
     out["model_version"] = version

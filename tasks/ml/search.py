@@ -27,8 +27,9 @@ from config.schema import hide_password
 from tasks.ml.budget import TimeLimits
 from tasks.ml.data import DatasetInfo, features_and_target
 from tasks.ml.estimators import FamilySpec, FitContext, MatrixCache
-from tasks.ml.metrics import compute_metrics, is_better
+from tasks.ml.metrics import compute_metrics, compute_regression_metrics, is_better
 from tasks.ml.preprocessing import PreprocessOptions, build_preprocessor
+from tasks.ml.regression import TargetTransformed, forward, inverse
 
 log = logging.getLogger("gauntlet.search")
 
@@ -59,6 +60,7 @@ class DataSettings:
     cv_repeats: int = 3
     split_strategy: str = "stratified"
     group_column: str | None = None
+    target_transform: str = "none"  # regression: what the models fit (tasks.ml.regression.forward)
 
 
 @dataclass
@@ -76,6 +78,7 @@ class PreparedData:
     folds: list[Fold] = field(default_factory=list)  # cv modes: the folds that score a trial
     n_train_rows: int = 0  # before resampling
     description: str = "the valid split"
+    target_transform: str = "none"  # regression: the y arrays above are forward(y); scores are on the original scale
 
 
 def resample(X: Any, y: np.ndarray, method: str, seed: int) -> tuple[Any, np.ndarray]:
@@ -115,17 +118,23 @@ def _encode(
         Xf = np.asarray(Xf, dtype=np.float32)
         Xs = np.asarray(Xs, dtype=np.float32) if Xs is not None else None
     Xf, yf = resample(Xf, y_fit, settings.imbalance, settings.seed)
-    return pre, Xf, yf, Xs
+    return pre, Xf, forward(yf, settings.target_transform) if yf.dtype.kind == "f" else yf, Xs
 
 
-def _splitter(settings: DataSettings, n_splits: int, repeated: bool) -> Any:
+def _splitter(settings: DataSettings, n_splits: int, repeated: bool, regression: bool = False) -> Any:
     from sklearn.model_selection import (
+        GroupKFold,
+        KFold,
         RepeatedStratifiedKFold,
         StratifiedGroupKFold,
         StratifiedKFold,
         TimeSeriesSplit,
     )
 
+    if regression and settings.split_strategy != "time":  # no classes to stratify by
+        if settings.split_strategy == "group":
+            return GroupKFold(n_splits=n_splits)
+        return KFold(n_splits=n_splits, shuffle=True, random_state=settings.seed)
     if repeated:
         return RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=settings.cv_repeats, random_state=settings.seed)
     if settings.split_strategy == "time":
@@ -137,7 +146,7 @@ def _splitter(settings: DataSettings, n_splits: int, repeated: bool) -> Any:
 
 def scoring_mode(info: DatasetInfo, train: pd.DataFrame, valid: pd.DataFrame, settings: DataSettings) -> str:
     """holdout, cv (search.cv_folds on train) or repeated_cv (small data, on train+valid)."""
-    if settings.small_data_rows and settings.split_strategy in ("stratified", "random"):
+    if settings.small_data_rows and settings.split_strategy in ("stratified", "random") and not info.is_regression:
         both = pd.concat([train[info.target], valid[info.target]])
         if int(both.value_counts().min()) < settings.small_data_rows:
             return "repeated_cv"
@@ -170,22 +179,44 @@ def prepare_data(
         splits = []
         if mode == "cv":
             groups = train[settings.group_column].to_numpy() if settings.split_strategy == "group" else None
-            splits = _splitter(settings, settings.cv_folds, repeated=False).split(X_train, y_train, groups)
+            splits = _splitter(settings, settings.cv_folds, False, info.is_regression).split(X_train, y_train, groups)
             kind = {"time": "time-ordered", "group": "grouped stratified"}.get(settings.split_strategy, "stratified")
+            kind = kind.replace("stratified", "shuffled").replace("grouped shuffled", "grouped") \
+                if info.is_regression and settings.split_strategy != "time" else kind
             description = f"{settings.cv_folds}-fold {kind} CV on train"
         X_src, y_src = X_train, y_train
     folds = []
     for k, (fit_idx, score_idx) in enumerate(splits):
-        missing = set(range(n_classes)) - set(np.unique(y_src[fit_idx]))
+        missing = set(range(n_classes)) - set(np.unique(y_src[fit_idx])) if n_classes else set()
         if missing:
             raise ValueError(
                 f"CV fold {k + 1} has no training rows of class(es) "
                 f"{sorted(str(info.classes[i]) for i in missing)}; lower search.cv_folds or set it to 0"
             )
         _, Xf, yf, Xs = _encode(spec, info, settings, X_src.iloc[fit_idx], y_src[fit_idx], X_src.iloc[score_idx])
-        folds.append(Fold(Xf, yf, Xs, y_src[score_idx]))
+        folds.append(Fold(Xf, yf, Xs, forward(y_src[score_idx], settings.target_transform) if not n_classes
+                          else y_src[score_idx]))
     n_rows = len(train) + (len(valid) if mode == "repeated_cv" else 0)
-    return PreparedData(pre, Xt, yt, X_valid, y_valid, n_classes, mode, folds, n_rows, description)
+    if not n_classes and y_valid is not None:
+        y_valid = forward(y_valid, settings.target_transform)
+    return PreparedData(pre, Xt, yt, X_valid, y_valid, n_classes, mode, folds, n_rows, description,
+                        settings.target_transform if not n_classes else "none")
+
+
+def probe_target_transform(mode: str, info: DatasetInfo, train: pd.DataFrame, valid: pd.DataFrame,
+                           options: PreprocessOptions, seed: int) -> tuple[str, str]:
+    """preprocessing.target_transform resolved on this run's splits: (none | log1p, why)."""
+    from tasks.ml.regression import PROBE_ROWS, choose_target_transform
+
+    if mode == "auto":
+        train = train.sample(min(len(train), PROBE_ROWS), random_state=seed)
+    X_train, y_train = features_and_target(train, info)
+    X_valid, y_valid = features_and_target(valid, info)
+    if mode == "auto" and y_train.min() >= 0 and pd.Series(np.concatenate([y_train, y_valid])).skew() > 1.0:
+        pre = build_preprocessor(info.numeric_features, info.categorical_features, scale=False,
+                                 datetime=info.datetime_features, options=options, native=False)
+        X_train, X_valid = pre.fit_transform(X_train, y_train), pre.transform(X_valid)
+    return choose_target_transform(mode, X_train, y_train, X_valid, y_valid, seed)
 
 
 def make_storage(url: str | None, study_name: str = "gauntlet") -> Any:
@@ -310,7 +341,7 @@ def fit_estimator(
     params = dict(params)
     if settings.imbalance == "class_weight":
         params["class_weight"] = "balanced"
-    n_classes = n_classes or data.n_classes
+    n_classes = data.n_classes if n_classes is None else n_classes
     estimator = spec.make(params, settings.seed, settings.n_jobs, n_classes)
     ctx = FitContext(
         X_valid=data.X_valid, y_valid=data.y_valid, n_classes=n_classes,
@@ -321,7 +352,13 @@ def fit_estimator(
     return estimator, info
 
 
-def _score(estimator: Any, X: Any, y: np.ndarray, n_classes: int, settings: SearchSettings) -> dict[str, float]:
+def _score(estimator: Any, X: Any, y: np.ndarray, n_classes: int, settings: SearchSettings,
+           transform: str = "none") -> dict[str, float]:
+    """Validation metrics; a regression's on the target's own scale (`y` and the fit are in `transform`'s)."""
+    if not n_classes:
+        pred = inverse(np.asarray(estimator.predict(X), dtype=np.float64), transform)
+        return compute_regression_metrics(inverse(y, transform), pred, with_mape=True if settings.metric == "mape"
+                                          else None)
     return compute_metrics(
         y, estimator.predict_proba(X), n_classes=n_classes, beta=settings.beta, average=settings.average
     )
@@ -406,7 +443,8 @@ def run_study(
         fold_scores, rounds = [], []
         for k, fold in enumerate(data.folds):
             estimator, info = fit_estimator(spec, fold, params, settings, n_classes=data.n_classes, cache=cache)
-            fold_scores.append(_score(estimator, fold.X_valid, fold.y_valid, data.n_classes, settings))
+            fold_scores.append(_score(estimator, fold.X_valid, fold.y_valid, data.n_classes, settings,
+                                      data.target_transform))
             rounds.append(info.get("best_iteration"))
             trial.report(float(np.mean([s[settings.metric] for s in fold_scores])), k)
             if trial.should_prune():
@@ -426,7 +464,7 @@ def run_study(
                 scores, info = cross_validate(trial, params)
             else:
                 estimator, info = fit_estimator(spec, data, params, settings, trial, cache=cache)
-                scores = _score(estimator, data.X_valid, data.y_valid, data.n_classes, settings)
+                scores = _score(estimator, data.X_valid, data.y_valid, data.n_classes, settings, data.target_transform)
         except optuna.TrialPruned:
             raise
         except Exception as exc:
@@ -595,11 +633,13 @@ def best_pipeline(
         )
         seconds, refitted = time.perf_counter() - start, True
     if data.mode == "cv":
-        valid_metrics = _score(estimator, data.X_valid, data.y_valid, data.n_classes, settings)
+        valid_metrics = _score(estimator, data.X_valid, data.y_valid, data.n_classes, settings, data.target_transform)
     else:
         valid_metrics = {k: float(v) for k, v in best.user_attrs.items()
                          if isinstance(v, int | float) and k not in ("fit_seconds", "best_iteration")}
     info = {k: v for k, v in info.items() if not k.startswith("_")}
+    if data.target_transform != "none":  # the pipeline predicts on the target's own scale
+        estimator = TargetTransformed(estimator, data.target_transform)
     pipeline = Pipeline([("preprocess", data.preprocessor), ("model", estimator)])
     return pipeline, info, seconds, refitted, valid_metrics
 
@@ -619,6 +659,8 @@ def refit_on_rows(
     data = Fold(Xt, yt, None, None)
     start = time.perf_counter()
     estimator, fit_info = fit_estimator(spec, data, params, settings, n_classes=len(info.classes), rounds=rounds)
+    if info.is_regression and data_settings.target_transform != "none":
+        estimator = TargetTransformed(estimator, data_settings.target_transform)
     record = {"rows": int(len(rows)), "rows_fitted": int(len(yt)), "gated_rows": int(gated_rows),
               "params": dict(params), "fit_seconds": round(time.perf_counter() - start, 3)}
     if rounds is not None:

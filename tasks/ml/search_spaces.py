@@ -1,7 +1,7 @@
 """Optuna search spaces, one function per model family: (trial, weighted) -> estimator keyword arguments.
 
-`weighted` (preprocessing.imbalance.method auto): the search also tries balanced class weights,
-so that the validation metric decides whether reweighting helps. XGBoost's `class_weight` is
+`weighted` (preprocessing.imbalance.method auto; never for a regression): the search also tries balanced
+class weights, so that the validation metric decides whether reweighting helps. XGBoost's `class_weight` is
 translated at fit time (scale_pos_weight for binary tasks, sample weights for multiclass).
 """
 
@@ -19,6 +19,14 @@ def _class_weight(trial: optuna.Trial, weighted: bool, choices: tuple = (None, "
 
 def logistic_regression_space(trial: optuna.Trial, weighted: bool = True) -> dict[str, Any]:
     return {"C": trial.suggest_float("C", 1e-3, 1e2, log=True), **_class_weight(trial, weighted)}
+
+
+def linear_space(trial: optuna.Trial, weighted: bool = False) -> dict[str, Any]:
+    """Regression: ridge (an exact solve) or elastic net; their alphas are on different scales."""
+    if trial.suggest_categorical("penalty", ["l2", "elasticnet"]) == "l2":
+        return {"penalty": "l2", "alpha": trial.suggest_float("alpha", 1e-3, 1e3, log=True)}
+    return {"penalty": "elasticnet", "alpha_en": trial.suggest_float("alpha_en", 1e-4, 1.0, log=True),
+            "l1_ratio": trial.suggest_float("l1_ratio", 0.05, 1.0)}
 
 
 def random_forest_space(trial: optuna.Trial, weighted: bool = True) -> dict[str, Any]:
@@ -57,6 +65,7 @@ def xgboost_space(trial: optuna.Trial, weighted: bool = True) -> dict[str, Any]:
 
 SEARCH_SPACES: dict[str, Callable[..., dict[str, Any]]] = {
     "logistic_regression": logistic_regression_space,
+    "linear": linear_space,
     "random_forest": random_forest_space,
     "lightgbm": lightgbm_space,
     "xgboost": xgboost_space,

@@ -11,9 +11,10 @@ SMOKE = PROJECT_ROOT / "config" / "smoke.yaml"
 def test_shipped_configs_load():
     train, smoke = load_config(TRAIN), load_config(SMOKE)
     assert train.data.path == "builtin:breast_cancer"
-    assert train.evaluation.comparison_metric == "fbeta" and train.evaluation.beta == 0.5
+    assert train.evaluation.comparison_metric == "auto" and train.evaluation.beta == 0.5
+    assert train.evaluation.metric_for("binary") == "fbeta"
     assert train.evaluation.deployment_threshold == 0.7
-    assert smoke.models.enabled() == ["logistic_regression", "random_forest", "lightgbm", "xgboost"]
+    assert smoke.models.enabled() == ["logistic_regression", "linear", "random_forest", "lightgbm", "xgboost"]
     assert {getattr(smoke.models, f).n_trials for f in smoke.models.enabled()} == {2}
 
 
@@ -32,12 +33,16 @@ def test_overrides_are_typed_and_nested():
     [
         (["data.trget=x"], "data.trget: unknown key; allowed keys here: path, target, task, drop_columns, positive_class"),
         (["colour=red"], "colour: unknown key; allowed keys here: artifacts_dir, data, split"),
-        (["models.catboost.n_trials=3"], "models.catboost: unknown key; allowed keys here: logistic_regression, random_forest, lightgbm, xgboost"),
+        (["models.catboost.n_trials=3"], "models.catboost: unknown key; allowed keys here: logistic_regression, linear, random_forest, lightgbm, xgboost"),
         (["models.xgboost.n_trials=-3"], "models.xgboost.n_trials: Input should be greater than or equal to 1 (got -3)"),
         (["split.test_size=0.7"], "split.test_size: Input should be less than 0.5 (got 0.7)"),
         (["evaluation.deployment_threshold=1.5"], "deployment_threshold 1.5 is outside [0, 1]"),
-        (["evaluation.comparison_metric=mae"], "unknown metric 'mae'; choose one of fbeta"),
-        (["data.task=regression"], "data.task: Input should be 'auto', 'binary' or 'multiclass' (got 'regression')"),
+        (["evaluation.comparison_metric=mse"], "unknown metric 'mse'; choose auto or one of fbeta"),
+        (["data.task=ranking"], "data.task: Input should be 'auto', 'binary', 'multiclass' or 'regression' (got 'ranking')"),
+        (["data.task=regression", "evaluation.comparison_metric=fbeta"],
+         "evaluation.comparison_metric fbeta is a classification metric, but this is a regression task; set it to "
+         "auto (r2) or one of r2, rmse, mae, medae, mape"),
+        (["data.task=binary", "evaluation.comparison_metric=rmse"], "rmse is a regression metric"),
         (["search.storage=redis-ish"], "storage 'redis-ish' is not understood"),
         (["search.storage=none", "search.trial_workers=2"], "trial_workers > 1 needs a shared study"),
         (["tracking.backend=wandb"], "tracking.backend: Input should be 'comet' or 'none'"),
@@ -52,7 +57,8 @@ def test_bad_config_values_name_the_key_and_what_is_allowed(overrides, message):
 
 
 def test_disabling_every_family_and_bad_set_syntax():
-    off = [f"models.{f}.enabled=false" for f in ("logistic_regression", "random_forest", "lightgbm", "xgboost")]
+    off = [f"models.{f}.enabled=false" for f in ("logistic_regression", "linear", "random_forest", "lightgbm",
+                                                "xgboost")]
     with pytest.raises(ConfigError, match="every family is disabled"):
         load_config(SMOKE, off)
     with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
@@ -64,7 +70,19 @@ def test_disabling_every_family_and_bad_set_syntax():
 def test_lower_is_better_metric_resolves_its_direction():
     cfg = load_config(SMOKE, ["evaluation.comparison_metric=log_loss", "evaluation.deployment_threshold=2.5"])
     assert cfg.evaluation.resolved_direction == "minimize"
-    assert TrainConfig().evaluation.resolved_direction == "maximize"
+    auto = TrainConfig().evaluation
+    assert auto.comparison_metric == "auto"
+    assert (auto.metric_for("binary"), auto.direction_for("binary")) == ("fbeta", "maximize")
+    assert (auto.metric_for("regression"), auto.direction_for("regression")) == ("r2", "maximize")
+    rmse = load_config(SMOKE, ["evaluation.comparison_metric=rmse", "evaluation.deployment_threshold=40"])
+    assert rmse.for_task("regression").evaluation.resolved_direction == "minimize"
+    with pytest.raises(ConfigError, match="rmse is a regression metric, but this is a binary classification task"):
+        rmse.for_task("binary")
+    resolved = load_config(SMOKE).for_task("regression")
+    assert resolved.evaluation.comparison_metric == "r2" and "logistic_regression" not in resolved.families()
+    assert resolved.families() == ["linear", "random_forest", "lightgbm", "xgboost"]
+    assert load_config(SMOKE).for_task("binary").families() == ["logistic_regression", "random_forest", "lightgbm",
+                                                                "xgboost"]
 
 
 def test_config_hash_changes_with_content():
@@ -108,8 +126,9 @@ def test_train_parameters_map_onto_the_config(tmp_path, monkeypatch):
     "fields, message",
     [
         ({"n_trials": 0}, "n_trials\n  Input should be greater than or equal to 1"),
-        ({"models": ["catboost"]}, "Input should be 'logistic_regression', 'random_forest', 'lightgbm' or 'xgboost'"),
-        ({"deployment_threshold": 2}, "deployment_threshold\n  Input should be less than or equal to 1"),
+        ({"models": ["catboost"]}, "Input should be 'logistic_regression', 'linear', 'random_forest', 'lightgbm' or "
+                                   "'xgboost'"),
+        ({"deployment_threshold": -2}, "deployment_threshold\n  Input should be greater than or equal to 0"),
         ({"colour": "red"}, "colour\n  Extra inputs are not permitted"),
     ],
 )

@@ -28,8 +28,48 @@ def prepared_parts(breast_cancer):
     return info, split_dataset(breast_cancer, info, seed=0)
 
 
+REGRESSION_FIXED = {
+    "linear": {"penalty": "elasticnet", "alpha_en": 0.01, "l1_ratio": 0.5},
+    "random_forest": {"n_estimators": 50, "max_depth": 6, "min_samples_leaf": 2, "max_features": 0.5},
+    "lightgbm": {"learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 10, "subsample": 0.8,
+                 "colsample_bytree": 0.8, "reg_lambda": 1.0},
+    "xgboost": {"learning_rate": 0.1, "max_depth": 3, "min_child_weight": 1.0, "subsample": 0.8,
+                "colsample_bytree": 0.8, "reg_lambda": 1.0},
+}
+
+
 def test_every_family_has_a_space_and_a_fixed_example():
-    assert set(SEARCH_SPACES) == set(FAMILIES) == set(FIXED)
+    classifiers = {name for name, spec in FAMILIES.items() if "binary" in spec.tasks}
+    regressors = {name for name, spec in FAMILIES.items() if "regression" in spec.tasks}
+    assert set(SEARCH_SPACES) == set(FAMILIES) == set(FIXED) | set(REGRESSION_FIXED)
+    assert classifiers == set(FIXED) and regressors == set(REGRESSION_FIXED)
+
+
+@pytest.mark.parametrize("family", list(REGRESSION_FIXED))
+def test_regression_members_fit_and_learn(family, diabetes_parts):
+    """Each family's regressor (unweighted space) fits, early-stops and beats predicting the mean."""
+    from tasks.ml.metrics import compute_regression_metrics
+
+    info, parts = diabetes_parts
+    spec = get_family(family)
+    params = spec.space(optuna.trial.FixedTrial(REGRESSION_FIXED[family]), False)
+    assert params == REGRESSION_FIXED[family]
+    data = prepare_data(spec, info, parts["train"], parts["valid"])
+    settings = SearchSettings(metric="r2", direction="maximize", n_trials=1, early_stopping_rounds=10)
+    estimator, fit_info = fit_estimator(spec, data, params, settings)
+    assert "Regressor" in type(estimator).__name__ or family == "linear"
+    assert compute_regression_metrics(data.y_valid, estimator.predict(data.X_valid))["r2"] > 0.3
+    if family in ("lightgbm", "xgboost"):
+        assert 0 < fit_info["best_iteration"] < 2000
+
+
+@pytest.fixture(scope="module")
+def diabetes_parts():
+    from tasks.ml.data import load_builtin
+
+    frame = load_builtin("diabetes")
+    info = validate_dataset(frame, "target")
+    return info, split_dataset(frame, info, seed=0)
 
 
 @pytest.mark.parametrize("family", list(FIXED))
@@ -50,7 +90,7 @@ def test_fixed_trial_builds_and_fits(family, prepared_parts):
         assert 0 < fit_info["best_iteration"] < 2000  # early stopping on the validation split worked
 
 
-@pytest.mark.parametrize("family", list(FIXED))
+@pytest.mark.parametrize("family", list(SEARCH_SPACES))
 def test_space_values_stay_in_declared_ranges(family):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(20):
