@@ -744,6 +744,8 @@ class TrainParameters(BaseModel):
     )
     data_path: str | None = Field(None, description="CSV/Parquet file (or builtin:NAME) to train on.")
     target: str | None = Field(None, description="Column to predict.")
+    task: Literal["auto", "binary", "multiclass", "regression"] | None = Field(
+        None, description="auto: regression for a numeric target with many values, else classification.")
     tags: list[str] = Field(default_factory=list, description="Tags for this run's tasks and subflows.")
     overrides: dict[str, Any] = Field(
         default_factory=dict,
@@ -762,6 +764,8 @@ class TrainParameters(BaseModel):
             values["data.path"] = self.data_path
         if self.target is not None:
             values["data.target"] = self.target
+        if self.task is not None:
+            values["data.task"] = self.task
         return values
 
     def to_config(self) -> TrainConfig:

@@ -3,7 +3,8 @@
     gauntlet predict --input new_rows.parquet --output predictions.parquet [--version N] [--keep id]
 
 The input is checked against the model's training schema before any row is scored; the output
-holds `prediction`, `proba_<class>` per class and `model_version`, row for row, written atomically.
+holds `prediction`, `proba_<class>` per class and `model_version` (a regression model: `prediction`,
+`prediction_lower`, `prediction_upper`, `model_version`), row for row, written atomically.
 """
 
 from __future__ import annotations

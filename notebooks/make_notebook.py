@@ -20,7 +20,8 @@ md("""
 
 Opens the latest run under `artifacts/runs/` and the registry: the leaderboard, what each stage
 cost, each family's trial history, the evaluation's plots, the champion's metadata, and a few rows
-scored with the registered champion.
+scored with the registered champion (classification: labels and probabilities; regression: numbers
+and their prediction intervals).
 
 Run `make train` first. Point `GAUNTLET_ARTIFACTS` at another artifacts folder, or set `RUN` below to
 a run folder, to look elsewhere. Open it in any Jupyter whose kernel is `.venv`'s Python (for
@@ -118,9 +119,13 @@ md("## Score a few rows with the champion")
 code("""
 if names:
     rows = pd.read_parquet(run / "splits" / "test.parquet").head(5)
-    labels, proba = champion.predict_both(rows)
-    scored = proba.add_prefix("proba_")
-    scored.insert(0, "prediction", labels)
+    if meta.get("task") == "regression":  # the number and its prediction interval
+        scored = champion.predict_interval(rows)
+        print("interval:", meta["prediction_interval"])
+    else:
+        labels, proba = champion.predict_both(rows)
+        scored = proba.add_prefix("proba_")
+        scored.insert(0, "prediction", labels)
     scored.insert(0, "actual", rows[meta["target"]].to_numpy())
     display(scored)
 """)

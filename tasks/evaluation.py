@@ -481,8 +481,9 @@ def export_onnx(decision: DecisionModel, scores: TestScores) -> tuple[bytes | No
     logger = get_run_logger()
     onnx_bytes, record = export(decision, scores.X_test)
     if onnx_bytes is not None:
-        logger.info("ONNX export kept: %d KB, largest probability difference %.1e on %d test rows",
-                    len(onnx_bytes) // 1024, record["max_abs_probability_diff"], len(scores.X_test))
+        what = "probability" if "max_abs_probability_diff" in record else "prediction"
+        logger.info("ONNX export kept: %d KB, largest %s difference %.1e on %d test rows", len(onnx_bytes) // 1024,
+                    what, record.get(f"max_abs_{what}_diff"), len(scores.X_test))
     else:
         logger.warning("ONNX export not kept: %s", record["reason"])
     return onnx_bytes, record

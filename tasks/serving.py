@@ -39,8 +39,13 @@ Label = str | int | float | bool
 
 
 class RowPrediction(BaseModel):
-    prediction: Label = Field(description="the predicted class, as labelled in the training data")
-    probabilities: dict[str, float] = Field(description="probability of each class (keys: class labels as text)")
+    prediction: Label = Field(description="the predicted class, as labelled in the training data (regression: "
+                                          "the predicted number)")
+    probabilities: dict[str, float] | None = Field(
+        None, description="classification: probability of each class (keys: class labels as text)")
+    interval: tuple[float, float] | None = Field(
+        None, description="regression: [lower, upper], the split-conformal prediction interval at the model's "
+                          "coverage (GET /model: prediction_interval)")
 
 
 class PredictResponse(BaseModel):
@@ -70,6 +75,7 @@ class ModelInfo(BaseModel):
     test_metrics: dict[str, float | None]
     valid_metrics: dict[str, float | None]
     decision_threshold: float | None
+    prediction_interval: dict[str, float | str | int | None] | None = None  # regression: coverage, half_width...
     data_sha256: str | None
     config_hash: str | None
     registered_at: str | None
@@ -244,6 +250,7 @@ def create_app(holder: ModelHolder, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
             test_metrics={k: _number(v) for k, v in meta.get("test_metrics", {}).items()},
             valid_metrics={k: _number(v) for k, v in meta.get("valid_metrics", {}).items()},
             decision_threshold=meta.get("decision_threshold"), data_sha256=meta.get("data_sha256"),
+            prediction_interval=meta.get("prediction_interval"),
             config_hash=meta.get("config_hash"), registered_at=meta.get("registered_at"), run_id=meta.get("run_id"),
             input_schema=[{"name": c.name, "kind": c.kind, "dtype": c.dtype} for c in holder.current.schema.columns],
         )
@@ -255,7 +262,8 @@ def create_app(holder: ModelHolder, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     }
     body_schema = {"type": "array", "minItems": 1, "maxItems": max_rows, "items": {"$ref": "#/components/schemas/Row"}}
 
-    @app.post("/predict", response_model=PredictResponse, responses=problems, openapi_extra={
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True, responses=problems,
+              openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}}})
     async def predict(request: Request):
         declared = request.headers.get("content-length")
@@ -294,6 +302,10 @@ def create_app(holder: ModelHolder, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
         except SchemaError as exc:
             where = ["body"] if exc.column is None else ["body", exc.row or 0, exc.column]
             return error(422, [{"loc": where, "msg": str(exc), "type": "value_error"}])
+        if "prediction_lower" in scored.columns:  # a regression: the number and its interval
+            rows = scored[["prediction", "prediction_lower", "prediction_upper"]].to_numpy(dtype=float).tolist()
+            return PredictResponse(model_name=served.model.name, model_version=served.model.version,
+                                   predictions=[RowPrediction(prediction=p, interval=(lo, hi)) for p, lo, hi in rows])
         proba_columns = [c for c in scored.columns if c.startswith("proba_")]
         names = [c.removeprefix("proba_") for c in proba_columns]
         probabilities = scored[proba_columns].to_numpy().tolist()

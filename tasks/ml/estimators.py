@@ -120,12 +120,17 @@ def _make_logistic_regression(params: dict[str, Any], seed: int, n_jobs: int, n_
 
 
 def _make_linear(params: dict[str, Any], seed: int, n_jobs: int, n_classes: int):
+    from sklearn.compose import TransformedTargetRegressor
     from sklearn.linear_model import ElasticNet, Ridge
+    from sklearn.preprocessing import StandardScaler
 
     if params.get("penalty", "l2") == "l2":
-        return Ridge(alpha=params.get("alpha", 1.0), random_state=seed)
-    return ElasticNet(alpha=params["alpha_en"], l1_ratio=params["l1_ratio"], max_iter=5000, random_state=seed,
-                      selection="random")
+        model = Ridge(alpha=params.get("alpha", 1.0), random_state=seed)
+    else:
+        model = ElasticNet(alpha=params["alpha_en"], l1_ratio=params["l1_ratio"], max_iter=5000, random_state=seed,
+                           selection="random")
+    # On a standardised target: the same alphas suit a price in dollars and a rate in [0, 1].
+    return TransformedTargetRegressor(regressor=model, transformer=StandardScaler(), check_inverse=False)
 
 
 def _make_random_forest(params: dict[str, Any], seed: int, n_jobs: int, n_classes: int):

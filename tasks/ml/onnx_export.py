@@ -36,19 +36,24 @@ def _register_converters() -> type:
     """The converters skl2onnx lacks (once per process); returns the infinite-to-missing marker class."""
     if _REGISTERED:
         return _REGISTERED[0]
-    from lightgbm import LGBMClassifier
+    from lightgbm import LGBMClassifier, LGBMRegressor
     from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
     from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
     from skl2onnx import update_registered_converter
     from skl2onnx.algebra.onnx_operator import OnnxSubEstimator
-    from skl2onnx.algebra.onnx_ops import OnnxConcat, OnnxIdentity
+    from skl2onnx.algebra.onnx_ops import OnnxAdd, OnnxConcat, OnnxExp, OnnxIdentity, OnnxMul
     from skl2onnx.common.data_types import FloatTensorType
-    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
     from skl2onnx.proto import onnx_proto
     from sklearn.base import BaseEstimator, TransformerMixin
-    from xgboost import XGBClassifier
+    from sklearn.compose import TransformedTargetRegressor
+    from xgboost import XGBClassifier, XGBRegressor
 
     from tasks.ml.preprocessing import ColumnGroups, MedianImputer
+    from tasks.ml.regression import TargetTransformed
 
     class InfToNan(TransformerMixin, BaseEstimator):
         """Stands for FunctionTransformer(inf_to_nan) in the copy that is converted."""
@@ -109,6 +114,31 @@ def _register_converters() -> type:
                                 convert_lightgbm, options=options)
     update_registered_converter(XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes,
                                 convert_xgboost, options=options)
+    update_registered_converter(LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes,
+                                convert_lightgbm)
+    update_registered_converter(XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes,
+                                convert_xgboost)
+
+    def convert_transformed(scope: Any, operator: Any, container: Any) -> None:  # expm1(regressor(x))
+        opv, raw = container.target_opset, operator.raw_operator
+        inner = OnnxSubEstimator(raw.regressor, operator.inputs[0], op_version=opv)
+        minus_one = np.array([-1.0], dtype=np.float32)
+        OnnxAdd(OnnxExp(inner, op_version=opv), minus_one, op_version=opv,
+                output_names=operator.outputs[:1]).add_to(scope, container)
+
+    update_registered_converter(TargetTransformed, "GauntletTargetTransformed",
+                                calculate_linear_regressor_output_shapes, convert_transformed)
+
+    def convert_scaled_target(scope: Any, operator: Any, container: Any) -> None:  # regressor(x) * scale + mean
+        opv, raw = container.target_opset, operator.raw_operator
+        inner = OnnxSubEstimator(raw.regressor_, operator.inputs[0], op_version=opv)
+        scale = np.asarray(raw.transformer_.scale_, dtype=np.float32)
+        mean = np.asarray(raw.transformer_.mean_, dtype=np.float32)
+        OnnxAdd(OnnxMul(inner, scale, op_version=opv), mean, op_version=opv,
+                output_names=operator.outputs[:1]).add_to(scope, container)
+
+    update_registered_converter(TransformedTargetRegressor, "GauntletScaledTarget",
+                                calculate_linear_regressor_output_shapes, convert_scaled_target)
     _REGISTERED.append(InfToNan)
     return InfToNan
 
@@ -141,7 +171,8 @@ def _as_plain_sklearn(pipeline: Any, inf_marker: type) -> Any:
 
 def export(decision: Any, features: pd.DataFrame) -> tuple[bytes | None, dict[str, Any]]:
     """(the ONNX model's bytes, or None, and what to record). `decision` is the registered object
-    (tasks.ml.evaluation.DecisionModel); `features` are rows to check parity on (the test split)."""
+    (tasks.ml.evaluation.DecisionModel, or tasks.ml.regression.RegressionModel); `features` are rows to
+    check parity on (the test split)."""
     from tasks.ml.metrics import predict_labels
 
     if getattr(decision, "calibrator", None) is not None:
@@ -157,15 +188,19 @@ def export(decision: Any, features: pd.DataFrame) -> tuple[bytes | None, dict[st
         marker = _register_converters()
         model = _as_plain_sklearn(decision.model, marker)
         X = features.astype(np.float32)
-        onx = to_onnx(model, X[:1], options={"zipmap": False}, target_opset=TARGET_OPSET)
+        options = {"zipmap": False} if hasattr(decision, "predict_proba") else None  # classifiers: plain arrays
+        onx = to_onnx(model, X[:1], options=options, target_opset=TARGET_OPSET)
         data = onx.SerializeToString()
         session = rt.InferenceSession(data, providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
-        _, proba = session.run(None, {name: X[[column]].to_numpy() for name, column in zip(names, X.columns,
-                                                                                            strict=True)})
+        outputs = session.run(None, {name: X[[column]].to_numpy() for name, column in zip(names, X.columns,
+                                                                                           strict=True)})
+        proba = outputs[-1]  # classifiers: (label, probabilities); regressors: (variable,)
     except Exception as exc:  # noqa: BLE001 - a model ONNX cannot express is recorded, never fatal
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return None, {"exported": False, "reason": f"{type(exc).__name__}: {first[:300]}"}
+    if not hasattr(decision, "predict_proba"):  # a regression: one output, the prediction
+        return _regression_parity(decision, features, data, names, proba)
     reference = np.asarray(decision.predict_proba(features))
     max_diff = float(np.max(np.abs(np.asarray(proba) - reference))) if len(features) else 0.0
     agree = float(np.mean(predict_labels(proba, decision.threshold) == decision.predict(features)))
@@ -178,4 +213,30 @@ def export(decision: Any, features: pd.DataFrame) -> tuple[bytes | None, dict[st
     if agree < 1.0 or max_diff > PARITY_TOLERANCE:
         return None, {"exported": False, "reason": f"parity check failed: label agreement {agree:.4f}, largest "
                       f"probability difference {max_diff:.2e} (tolerance {PARITY_TOLERANCE})", **record}
+    return data, {"exported": True, **record}
+
+
+# A regression's ONNX predictions may differ from the original's by float32 rounding inside the graph: at
+# most this share of the predictions' spread (their standard deviation), on the same float32 inputs. (On the
+# float64 inputs, a value within float32 rounding of a tree's split can land in the other leaf: counted.)
+REGRESSION_PARITY = 1e-3
+
+
+def _regression_parity(decision: Any, features: pd.DataFrame, data: bytes, names: list[str], output: Any
+                       ) -> tuple[bytes | None, dict[str, Any]]:
+    reference = np.asarray(decision.predict(features.astype(np.float32)), dtype=np.float64)
+    onnx_pred = np.asarray(output, dtype=np.float64).reshape(-1)
+    max_diff = float(np.max(np.abs(onnx_pred - reference))) if len(features) else 0.0
+    scale = float(np.std(reference)) or 1.0
+    exact = np.asarray(decision.predict(features), dtype=np.float64)
+    record = {
+        "inputs": dict(zip(map(str, features.columns), names, strict=True)), "outputs": ["variable"],
+        "opset": TARGET_OPSET, "parity_rows": len(features), "max_abs_prediction_diff": max_diff,
+        "tolerance": f"{REGRESSION_PARITY} x the predictions' standard deviation ({REGRESSION_PARITY * scale:.3g})",
+        "rows_off_on_float64_inputs": int(np.sum(np.abs(onnx_pred - exact) > REGRESSION_PARITY * scale)),
+        "interval_half_width": getattr(decision, "half_width", None),
+    }
+    if max_diff > REGRESSION_PARITY * scale:
+        return None, {"exported": False, "reason": f"parity check failed: largest prediction difference "
+                      f"{max_diff:.3g} over {REGRESSION_PARITY} x their spread {scale:.3g}", **record}
     return data, {"exported": True, **record}

@@ -94,8 +94,12 @@ CASES = [
      "target column 'y' is empty (all values missing); choose another data.target"),
     ("too few rows in a class", lambda d: write(d / "t.parquet", table(y=["a"] * 58 + ["b"] * 2)), [],
      "class(es) {{'b': 2}} of 'y' have fewer than 5 rows, too few to appear in train, valid and test; add rows, merge rare classes"),
-    ("a quantity as target", lambda d: write(d / "t.parquet", table(y=np.linspace(0.5, 99.5, 60))), [],
-     "target 'y' looks like a quantity, not classes: it holds fractional numbers (60 distinct values)"),
+    ("a quantity as target of a binary task", lambda d: write(d / "t.parquet", table(y=np.linspace(0.5, 99.5, 60))),
+     ["data.task=binary"], "data.task is binary, but target 'y' looks like a quantity, not classes: it holds "
+     "fractional numbers (60 distinct values); set data.task: regression (or auto)"),
+    ("a classification metric for a regression", lambda d: write(d / "t.parquet", table(y=np.linspace(0.5, 99.5, 60))),
+     ["evaluation.comparison_metric=fbeta"], "evaluation.comparison_metric fbeta is a classification metric, but this "
+     "is a regression task; set it to auto (r2)"),
     ("garbage in a numeric column", lambda d: write(d / "t.csv", garbage_in_numbers()), [],
      "column 'x3' holds numbers but 1 of its cells are not (row 17: 'n/a!' counting rows from 0); fix or blank"),
     ("inf values refused", lambda d: write(d / "t.parquet", table(x2=[np.inf] * 3 + [0.5] * 57)),
@@ -106,7 +110,7 @@ CASES = [
     ("wrong type in config", None, ["models.lightgbm.n_trials=many"],
      "models.lightgbm.n_trials: Input should be a valid integer, unable to parse string as an integer (got 'many')"),
     ("unknown model family", None, ["models.catboost.n_trials=3"], "models.catboost: unknown key; allowed keys here: "
-     "logistic_regression, random_forest, lightgbm, xgboost"),
+     "logistic_regression, linear, random_forest, lightgbm, xgboost"),
     ("threshold outside [0, 1]", None, ["evaluation.deployment_threshold=1.5"], "deployment_threshold 1.5 is outside [0, 1]"),
     ("negative trial count", None, ["models.xgboost.n_trials=-3"],
      "models.xgboost.n_trials: Input should be greater than or equal to 1 (got -3)"),

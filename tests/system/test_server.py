@@ -227,8 +227,10 @@ def test_manual_deployment_exposes_typed_parameters_and_rejects_bad_ones(deploye
     dep = deployment(api, "train/manual")
     assert dep["enforce_parameter_schema"] is True
     fields = dep["parameter_openapi_schema"]["definitions"]["TrainParameters"]["properties"]
-    assert {"config_path", "models", "n_trials", "deployment_threshold", "data_path", "target", "tags"} <= set(fields)
+    assert {"config_path", "models", "n_trials", "deployment_threshold", "data_path", "target", "task",
+            "tags"} <= set(fields)
     assert fields["n_trials"]["anyOf"][0]["minimum"] == 1
+    assert "regression" in fields["task"]["anyOf"][0]["enum"]
     response = trigger(api, "train/manual", {"params": {"n_trials": 0}})
     assert response.status_code in (409, 422), response.text
     assert "n_trials" in response.text or "greater than or equal to 1" in response.text
