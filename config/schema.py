@@ -22,6 +22,7 @@ from config.errors import ConfigError
 from tasks.ml.estimators import FAMILIES as FAMILY_REGISTRY
 
 FAMILIES = tuple(FAMILY_REGISTRY)  # the families registered when the config was imported
+TASKS = ("binary", "multiclass", "regression")
 DEFAULT_CONFIG_PATH = "config/train.yaml"
 
 # Metrics the evaluation can rank on; the value says whether higher or lower is better.
@@ -252,7 +253,9 @@ class _ModelsBase(BaseModel):
 ModelsConfig = create_model(
     "ModelsConfig", __base__=_ModelsBase, __doc__="Model families to search, from the family registry.",
     **{name: (ModelConfig, Field(default_factory=lambda on=spec.enabled_by_default: ModelConfig(enabled=on),
-                                 description=f"The {name.replace('_', ' ')} family's search."))
+                                 description=f"The {name.replace('_', ' ')} family's search (learns "
+                                             f"{', '.join(t for t in TASKS if t in spec.tasks)}; left out of runs "
+                                             "of another task)."))
        for name, spec in FAMILY_REGISTRY.items()},
 )
 
