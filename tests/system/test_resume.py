@@ -53,12 +53,13 @@ def _search_cached(artifacts: Path, family: str) -> bool:
     """Whether the family's finished search is in Prefect's result cache (its task completed)."""
     from prefect.settings import get_current_settings
 
-    from tasks.runs import RunPaths, load_run_config
+    from tasks.runs import RunPaths, dataset_info, load_run_config, read_json
     from tasks.search import _search_cache_key
 
     for run in artifacts.glob("runs/*"):
         if (run / "manifest.json").is_file() and (run / "config.json").is_file():
-            config = load_run_config(RunPaths(run))
+            paths = RunPaths(run)  # the searches get the config resolved for the run's task, as train passes it
+            config = load_run_config(paths).for_task(dataset_info(read_json(paths.manifest)).task)
             key = _search_cache_key(None, {"config": config, "family": family, "run_dir": str(run)})
             return (Path(get_current_settings().results.local_storage_path) / key).is_file()
     return False

@@ -133,3 +133,27 @@ def test_residual_summary_and_bootstrap_intervals():
     assert {"rmse", "mae", "r2", "medae", "mape"} <= set(intervals)
     low, high = intervals["rmse"]
     assert low < 1.0 < high
+
+
+@pytest.mark.parametrize("family, transform", [("lightgbm", "log1p"), ("xgboost", "none")])
+def test_tree_shap_explains_a_regressor_fitted_on_either_scale(diabetes, family, transform):
+    from sklearn.pipeline import Pipeline
+
+    from tasks.ml.data import split_dataset
+    from tasks.ml.estimators import get_family
+    from tasks.ml.evaluation import permutation_importances, tree_shap_values
+    from tasks.ml.search import DataSettings, SearchSettings, fit_estimator, prepare_data
+
+    info = validate_dataset(diabetes, "target")
+    parts = split_dataset(diabetes, info, seed=0)
+    spec = get_family(family)
+    data = prepare_data(spec, info, parts["train"], parts["valid"], DataSettings(target_transform=transform))
+    estimator, _ = fit_estimator(spec, data, {}, SearchSettings(metric="r2", direction="maximize", n_trials=1))
+    model = TargetTransformed(estimator, transform) if transform != "none" else estimator
+    pipeline = Pipeline([("preprocess", data.preprocessor), ("model", model)])
+    values, names, encoded = tree_shap_values(pipeline, parts["valid"][info.features])
+    assert values.shape == (len(parts["valid"]), len(info.features)) == encoded.shape
+    assert names[int(np.abs(values).mean(axis=0).argmax())] in ("bmi", "s5")  # the known strongest inputs
+    importance = permutation_importances(pipeline, parts["valid"][info.features], parts["valid"]["target"].to_numpy(),
+                                         metric="rmse", n_classes=0, beta=0.5, average="macro", threshold=None)
+    assert importance["feature"].iloc[0] in ("bmi", "s5") and importance["importance_mean"].iloc[0] > 0
