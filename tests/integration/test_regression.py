@@ -179,7 +179,7 @@ def test_california_housing_beats_default_lightgbm_and_covers_as_asked(tmp_path)
 
     report = train(params=smoke_params(tmp_path, **{
         "data.path": str(shared("california_housing")), "data.target": "median_house_value",
-        "tracking.backend": "none"}))
+        "tracking.backend": "none", "models.random_forest.enabled": False}))
     run = Path(report.run_dir)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["dataset"]["task"] == "regression" and manifest["dataset"]["categorical_features"] == [
@@ -204,7 +204,7 @@ def test_bike_sharing_splits_on_time_and_predicts_counts(tmp_path):
     report = train(params=smoke_params(tmp_path, **{
         "data.path": str(shared("bike_sharing_hour")), "data.target": "cnt", "split.strategy": "time",
         "split.time_column": "dteday", "tracking.backend": "none", "evaluation.deployment_threshold": 0.5,
-        "models.random_forest.enabled": False}))
+        "models.random_forest.enabled": False, "models.xgboost.enabled": False}))
     run = Path(report.run_dir)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["dataset"]["task"] == "regression" and "dteday" not in manifest["dataset"]["features"]
