@@ -90,8 +90,8 @@ def _save_frame(frame: pd.DataFrame, artifacts_dir: str) -> Path:
 def load_model(name: str | None = None, *, alias: str = "champion", version: int | None = None,
                registry: str | Path | None = None) -> Any:
     """A registered model (its sha256 checked before unpickling) with `.predict(df)`,
-    `.predict_proba(df)` and `.metadata`. name: the registry's only model when None; registry:
-    artifacts/registry when None."""
+    `.predict_proba(df)` (classification) or `.predict_interval(df)` (regression) and `.metadata`.
+    name: the registry's only model when None; registry: artifacts/registry when None."""
     from tasks import registry as reg
 
     root = Path(registry) if registry is not None else Path("artifacts/registry")

@@ -687,8 +687,10 @@ def split_positions(
     else:
         if strategy != "stratified":
             strata = None
-        elif info.is_regression:  # a regression is stratified by deciles of its target
-            strata = pd.Series(pd.qcut(target.rank(method="first"), 10, labels=False), index=target.index)
+        elif info.is_regression:  # stratified by quantile bins of the target: up to 10, no more than a part has rows
+            bins = min(10, int(len(kept) * min(test_size, valid_size)))
+            strata = pd.Series(pd.qcut(target.rank(method="first"), bins, labels=False), index=target.index) \
+                if bins >= 2 else None
         else:
             strata = target.astype(str)
         labels = None if strata is None else strata.take(kept).to_numpy()

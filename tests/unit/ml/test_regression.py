@@ -77,6 +77,9 @@ def test_the_stratified_split_spreads_the_target_evenly(diabetes):
     parts = split_positions(diabetes, info, strategy="stratified", seed=3)
     medians = [diabetes["target"].take(rows).median() for rows in parts.values()]
     assert max(medians) - min(medians) < 0.1 * diabetes["target"].median()  # deciles in every part
+    small = diabetes.head(30)  # the fewest rows a regression takes: fewer bins than 10
+    sizes = {k: len(v) for k, v in split_positions(small, validate_dataset(small, "target"), seed=0).items()}
+    assert sizes == {"train": 18, "valid": 6, "test": 6}
 
 
 def test_log1p_is_chosen_for_a_skewed_price_and_not_for_a_symmetric_target():
