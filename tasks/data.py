@@ -197,15 +197,21 @@ def target_transform(frame: pd.DataFrame, parts: dict, info: DatasetInfo, config
     """`info` with preprocessing.target_transform resolved on the train and valid splits (auto: a quick probe)."""
     from dataclasses import replace
 
+    import numpy as np
+
     from tasks.ml.preprocessing import PreprocessOptions
+    from tasks.ml.regression import PROBE_ROWS
     from tasks.ml.search import probe_target_transform
 
-    mode = config.preprocessing.target_transform
+    mode, seed = config.preprocessing.target_transform, config.search.seed
+    rng = np.random.default_rng(seed)
+    # The probe fits at most PROBE_ROWS training rows: only those are copied out of the table.
+    train, valid = (rows if len(rows) <= limit else np.sort(rng.choice(rows, limit, replace=False))
+                    for rows, limit in ((parts["train"], PROBE_ROWS), (parts["valid"], 2 * PROBE_ROWS)))
     try:
-        chosen, why = probe_target_transform(
-            mode, info, frame.take(parts["train"]), frame.take(parts["valid"]),
-            PreprocessOptions.from_config(config.preprocessing, seed=config.search.seed), config.search.seed)
-    except ValueError as exc:
+        chosen, why = probe_target_transform(mode, info, frame.take(train), frame.take(valid),
+                                             PreprocessOptions.from_config(config.preprocessing, seed=seed), seed)
+    except ValueError as exc:  # log1p asked for a target that goes below -1
         raise ConfigError(str(exc)) from None
     get_run_logger().info("target transform: %s (%s)", chosen, why)
     return replace(info, target_transform=chosen)

@@ -71,21 +71,24 @@ PROBE_ROWS = 20_000
 
 def choose_target_transform(
     mode: str, X_train: Any, y_train: np.ndarray, X_valid: Any, y_valid: np.ndarray, seed: int = 0,
+    y_min: float | None = None,
 ) -> tuple[str, str]:
     """(transform, why) for preprocessing.target_transform `mode`; auto fits a quick LightGBM both ways
-    (encoded arrays in, original scale out) and keeps what scores the better validation R2."""
+    (encoded arrays in, original scale out) and keeps what scores the better validation R2. `y_min`: the
+    whole target's minimum when the rows given are a sample."""
     y_all = np.concatenate([y_train, y_valid])
+    y_min = float(y_all.min()) if y_min is None else min(y_min, float(y_all.min()))
     if mode == "none":
         return "none", "preprocessing.target_transform is none"
-    if y_all.min() <= -1:
+    if y_min <= -1:
         if mode == "log1p":
             raise ValueError(f"preprocessing.target_transform log1p needs target values above -1, but the lowest is "
-                             f"{y_all.min():g}; set it to none or auto")
+                             f"{y_min:g}; set it to none or auto")
         return "none", "the target has values at or below -1 (log1p is undefined there)"
     if mode == "log1p":
         return "log1p", "preprocessing.target_transform is log1p"
     skew = float(pd.Series(y_all).skew())
-    if y_all.min() < 0 or not skew > SKEW_FOR_LOG:
+    if y_min < 0 or not skew > SKEW_FOR_LOG:
         return "none", f"the target is not a skewed positive quantity (skew {skew:.2f})"
     from lightgbm import LGBMRegressor
 
@@ -95,7 +98,10 @@ def choose_target_transform(
     for transform in TRANSFORMS:
         model = LGBMRegressor(n_estimators=200, learning_rate=0.1, random_state=seed, n_jobs=1, verbose=-1,
                               deterministic=True, force_col_wise=True)
-        model.fit(X_fit, forward(y_train[rows], transform))
+        try:
+            model.fit(X_fit, forward(y_train[rows], transform))
+        except Exception as exc:  # noqa: BLE001 - a probe that cannot fit decides nothing
+            return "none", f"the probe could not fit ({type(exc).__name__}: {exc})"
         pred = inverse(model.predict(X_valid), transform)
         scores[transform] = compute_regression_metrics(y_valid, pred, with_mape=False)["r2"]
     chosen = "log1p" if scores["log1p"] > scores["none"] else "none"

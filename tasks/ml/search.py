@@ -206,17 +206,16 @@ def prepare_data(
 def probe_target_transform(mode: str, info: DatasetInfo, train: pd.DataFrame, valid: pd.DataFrame,
                            options: PreprocessOptions, seed: int) -> tuple[str, str]:
     """preprocessing.target_transform resolved on this run's splits: (none | log1p, why)."""
-    from tasks.ml.regression import PROBE_ROWS, choose_target_transform
+    from tasks.ml.regression import choose_target_transform
 
-    if mode == "auto":
-        train = train.sample(min(len(train), PROBE_ROWS), random_state=seed)
     X_train, y_train = features_and_target(train, info)
     X_valid, y_valid = features_and_target(valid, info)
     if mode == "auto" and y_train.min() >= 0 and pd.Series(np.concatenate([y_train, y_valid])).skew() > 1.0:
         pre = build_preprocessor(info.numeric_features, info.categorical_features, scale=False,
                                  datetime=info.datetime_features, options=options, native=False)
         X_train, X_valid = pre.fit_transform(X_train, y_train), pre.transform(X_valid)
-    return choose_target_transform(mode, X_train, y_train, X_valid, y_valid, seed)
+    return choose_target_transform(mode, X_train, y_train, X_valid, y_valid, seed,
+                                   y_min=info.target_summary.get("min"))
 
 
 def make_storage(url: str | None, study_name: str = "gauntlet") -> Any:
