@@ -331,6 +331,12 @@ def test_storage_outages_are_retried_with_backoff_then_reported(tmp_path, monkey
         return real_create_study(*args, **kwargs)
 
     monkeypatch.setattr(optuna, "create_study", flaky_create_study)
+    import tasks.search
+
+    # The real task waits 5 s, then 10 s, between tries; the same retries here wait 0.2 s.
+    assert tasks.search.search_family.retries == 2 and tasks.search.search_family.retry_delay_seconds == [5, 10]
+    monkeypatch.setattr(tasks.search, "search_family",
+                        tasks.search.search_family.with_options(retry_delay_seconds=[0.2, 0.2]))
     params = smoke_params(tmp_path, **{"tracking.backend": "none", "models.random_forest.enabled": False})
     report = train(params=params)
     by_family = {c.family: c for c in report.candidates}
