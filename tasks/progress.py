@@ -81,6 +81,21 @@ class Board:
 BOARD = Board()
 
 
+class _UserErrorsWithoutTraceback(logging.Filter):
+    """Drops the traceback from a log record of a GauntletError (a bad config or table, worded with its fix):
+    the command ends with that one line; a traceback would only bury it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from config.errors import GauntletError
+
+        if record.exc_info and isinstance(record.exc_info[1], GauntletError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+USER_ERRORS = _UserErrorsWithoutTraceback()
+
+
 class Display:
     """Shows `BOARD` while a command runs: mode 'live', 'plain' or 'off' ('auto': live on a terminal)."""
 
@@ -93,9 +108,11 @@ class Display:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._held: list[tuple[logging.Handler, int]] = []
+        self._filtered: list[logging.Handler] = []
 
     def __enter__(self) -> Display:
         BOARD.reset()
+        self._quiet_user_errors()
         if self.mode in ("live", "off"):
             self._hold_console_logs(logging.WARNING)
         if self.mode != "off":
@@ -110,18 +127,30 @@ class Display:
             self._thread.join(timeout=5)
         for handler, level in self._held:
             handler.setLevel(level)
+        for handler in self._filtered:
+            handler.removeFilter(USER_ERRORS)
+
+    def _console_handlers(self) -> list[logging.Handler]:
+        from prefect.logging.handlers import PrefectConsoleHandler
+
+        found: dict[int, logging.Handler] = {}
+        for logger in [logging.getLogger(), *[logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]]:
+            for handler in getattr(logger, "handlers", []):
+                if isinstance(handler, PrefectConsoleHandler):
+                    found[id(handler)] = handler
+        return list(found.values())
+
+    def _quiet_user_errors(self) -> None:
+        """A bad input's one-line error, not Prefect's traceback of it, while the command runs."""
+        self._filtered = self._console_handlers()
+        for handler in self._filtered:
+            handler.addFilter(USER_ERRORS)
 
     def _hold_console_logs(self, level: int) -> None:
         """Raise the level of the handlers that print Prefect's and gauntlet's logs on the console."""
-        from prefect.logging.handlers import PrefectConsoleHandler
-
-        seen = set()
-        for logger in [logging.getLogger(), *[logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]]:
-            for handler in getattr(logger, "handlers", []):
-                if isinstance(handler, PrefectConsoleHandler) and id(handler) not in seen:
-                    seen.add(id(handler))
-                    self._held.append((handler, handler.level))
-                    handler.setLevel(max(handler.level, level))
+        for handler in self._console_handlers():
+            self._held.append((handler, handler.level))
+            handler.setLevel(max(handler.level, level))
 
     # -- live: a rich table redrawn in place ------------------------------------------------------
 
