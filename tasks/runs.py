@@ -51,6 +51,7 @@ class RunPaths:
     manifest = property(lambda self: self.root / "manifest.json")
     config = property(lambda self: self.root / "config.json")
     report = property(lambda self: self.evaluation_root / "report.json")
+    searches_ended = property(lambda self: self.root / "search" / "ended")  # tasks.ml.planning.CoreShare
 
     def for_new_evaluation(self) -> RunPaths:
         """These paths, or a new evaluation record's when the run was evaluated already."""

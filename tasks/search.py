@@ -29,11 +29,12 @@ from tasks import monitoring
 from tasks.ml.budget import SearchBudget, TimeLimits, raise_hint, stop_note
 from tasks.ml.data import DatasetInfo, read_parquet, release_memory
 from tasks.ml.estimators import FamilySpec, get_family
-from tasks.ml.planning import SearchPlan, encoding_group
+from tasks.ml.planning import CoreShare, SearchPlan, encoding_group
 from tasks.ml.preprocessing import PreprocessOptions
 from tasks.ml.results import Candidate
 from tasks.ml.search import (
     FINISHED,
+    TRIAL_FACTS,
     DataSettings,
     PreparedData,
     SearchSettings,
@@ -147,6 +148,7 @@ class FamilySearch:
     data_settings: DataSettings
     usage: monitoring.Usage  # the family's wall/CPU time and peak memory, preparation included
     started: float
+    cores: CoreShare | None = None  # the run's cores, handed on as families end (None: n_jobs throughout)
 
     @property
     def spec(self) -> FamilySpec:
@@ -165,7 +167,20 @@ def describe_family_search(family: str, run_dir: str, config: TrainConfig, n_job
     get_family(family)
     settings, data_settings = search_settings(config, family, manifest, n_jobs)
     return FamilySearch(family, paths, config, manifest, dataset_info(manifest), settings, data_settings,
-                        monitoring.start(f"search {family}"), time.perf_counter())
+                        monitoring.start(f"search {family}"), time.perf_counter(),
+                        None if shared_study else core_share(config, paths))
+
+
+def core_share(config: TrainConfig, paths: RunPaths) -> CoreShare:
+    """The run's cores as its search plan shares them (the same plan search_all_families made)."""
+    import os
+
+    from tasks.ml.planning import plan_search
+
+    families = config.families()
+    plan = plan_search(families, {f: config.models.get(f).n_trials for f in families}, os.cpu_count() or 1,
+                       config.search.parallelism, config.preprocessing.categorical.encoding)
+    return CoreShare(paths.searches_ended, families, os.cpu_count() or 1, plan.parallel)
 
 
 @task(name="prepare_family_data", cache_policy=NO_CACHE)
@@ -204,7 +219,8 @@ def search_hyperparameters(job: FamilySearch, data: PreparedData) -> Candidate:
         progress = TrialProgress(family, settings.metric, settings.n_trials, tracker, logger)
         limits = TimeLimits(family, settings.timeout_s, _budget_for(job))
         try:
-            study, kept = run_study(job.spec, data, settings, callbacks=[progress], limits=limits)
+            study, kept = run_study(job.spec, data, settings, callbacks=[progress], limits=limits,
+                                    threads=_thread_count(job, logger))
         finally:
             progress.close()
             limits.close()
@@ -237,6 +253,24 @@ class _Best:
     candidate: Candidate
     refitted: bool
     fit_seconds: float
+
+
+def _thread_count(job: FamilySearch, logger: Any) -> Any:
+    """Each trial's thread count: the family's share of the cores now (more once other families ended)."""
+    if job.cores is None:
+        return None
+    last = [job.settings.n_jobs]
+
+    def threads() -> tuple[int, int]:
+        searching = job.cores.searching()
+        n = job.cores.threads(searching)
+        if n != last[0]:
+            logger.info("[%s] %d famil%s still searching: trials now fit on %d threads", job.family, searching,
+                        "y" if searching == 1 else "ies", n)
+            last[0] = n
+        return n, searching
+
+    return threads
 
 
 def _budget_for(job: FamilySearch) -> SearchBudget | None:
@@ -364,10 +398,11 @@ class TrialProgress:
                         f"{self.family}: {self.done}/{self.n_trials} trials, best {self.metric} {best}")
         state = trial.state.name.lower()
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
-        metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, int | float)}
+        metrics = {k if k in TRIAL_FACTS else f"valid_{k}": v for k, v in trial.user_attrs.items()
+                   if isinstance(v, int | float)}
         self.tracker.log_params(trial.params, step=trial.number)
         self.tracker.log_metrics(
-            {**{f"valid_{k}": v for k, v in metrics.items()}, "trial_seconds": seconds,
+            {**metrics, "trial_seconds": seconds,
              "trial_pruned": float(state == "pruned")},
             step=trial.number,
         )
@@ -475,6 +510,7 @@ def run_family_searches(config: TrainConfig, paths: RunPaths, plan: SearchPlan, 
     """Every family's `search_family` task, `plan.parallel` at a time in plan order; failures become
     failed candidates. Cached searches whose files are gone, and families lost to an unreachable
     Prefect API, are searched again."""
+    from prefect.futures import as_completed
     from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
     logger = get_run_logger()
@@ -492,9 +528,16 @@ def run_family_searches(config: TrainConfig, paths: RunPaths, plan: SearchPlan, 
         return {"family": family, "run_dir": str(paths.root), "config": config, "n_jobs": plan.threads,
                 "subflow": subflow}
 
+    cores = core_share(config, paths)
+
     def run_all(families: list[str], refresh: bool) -> dict[str, object]:
         task_ = search_family.with_options(refresh_cache=True) if refresh else search_family
+        for family in families:
+            cores.begin(family)
         futures = {f: _submit(runner, task_, inputs(f)) for f in families}
+        family_of = {future.task_run_id: f for f, future in futures.items()}
+        for future in as_completed(list(futures.values())):  # each family's cores go on as soon as it ends
+            cores.end(family_of[future.task_run_id])
         return {f: future.result(raise_on_failure=False) for f, future in futures.items()}
 
     with threadpool_limits(limits=plan.threads), runner_type(max_workers=plan.parallel) as runner:

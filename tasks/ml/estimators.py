@@ -44,6 +44,10 @@ class FamilySpec:
     cost: float = 1.0  # relative cost of one trial: the planner starts the costliest searches first
     tasks: frozenset[str] = frozenset({"binary", "multiclass"})  # the tasks the family can learn (+ "regression")
     enabled_by_default: bool = True  # when the config does not mention the family
+    # The library's own defaults, as the space's parameters: every search's first trial, so that a search
+    # never ends worse on validation than the untuned model. A callable of the task (binary, multiclass,
+    # regression); None: the first trial is sampled like the others.
+    defaults: Callable[[str], dict[str, Any]] | None = None
 
     def fit_model(self, estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) -> dict[str, Any]:
         return (self.fit or _plain_fit)(estimator, X, y, ctx)
@@ -221,12 +225,13 @@ class MatrixCache:
 
     def get(self, X: Any, y: Any, X_valid: Any, y_valid: Any, settings: tuple) -> tuple[Any, Any]:
         arrays = (X, y, X_valid, y_valid)
+        binning = repr(settings[:1] + settings[2:])  # not the thread count that built them: a trial's may differ
         with self._lock:
-            if (self._matrices is None or repr(settings) != self._settings  # repr: NaN == NaN
+            if (self._matrices is None or binning != self._settings  # repr: NaN == NaN
                     or any(a is not b for a, b in zip(self._arrays, arrays, strict=True))):
                 self._arrays, self._matrices = (), None  # the old pair goes before the new one is built
                 self._matrices = build_matrices(*arrays, settings)
-                self._arrays, self._settings = arrays, repr(settings)
+                self._arrays, self._settings = arrays, binning
                 self.builds += 1
             return self._matrices
 
@@ -329,16 +334,40 @@ def unregister_family(name: str) -> None:
 
 
 ALL_TASKS = frozenset({"binary", "multiclass", "regression"})
+
+
+def _defaults(classification: dict[str, Any], regression: dict[str, Any] | None = None) -> Callable[[str], dict]:
+    """The library defaults of a family (as its space names them); class_weight None for classifiers."""
+    def for_task(task: str) -> dict[str, Any]:
+        if task == "regression":
+            return dict(regression if regression is not None else classification)
+        return {**classification, "class_weight": None}
+    return for_task
+
+
+# Each library's defaults, clipped to the space where it does not reach them (random forest's unlimited
+# depth: 20; LightGBM's reg_lambda 0: 0.001). The boosters still early-stop on valid.
+DEFAULTS = {
+    "logistic_regression": _defaults({"C": 1.0}),
+    "linear": _defaults({"penalty": "l2", "alpha": 1.0}),
+    "random_forest": _defaults({"n_estimators": 100, "max_depth": 20, "min_samples_leaf": 1, "max_features": "sqrt"},
+                               {"n_estimators": 100, "max_depth": 20, "min_samples_leaf": 1, "max_features": 0.5}),
+    "lightgbm": _defaults({"learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20, "subsample": 1.0,
+                           "colsample_bytree": 1.0, "reg_lambda": 0.001}),
+    "xgboost": _defaults({"learning_rate": 0.3, "max_depth": 6, "min_child_weight": 1.0, "subsample": 1.0,
+                          "colsample_bytree": 1.0, "reg_lambda": 1.0}),
+}
 register_family(FamilySpec("logistic_regression", True, False, SEARCH_SPACES["logistic_regression"],
-                           _make_logistic_regression, _plain_fit, cost=1.0))
+                           _make_logistic_regression, _plain_fit, cost=1.0,
+                           defaults=DEFAULTS["logistic_regression"]))
 register_family(FamilySpec("linear", True, False, SEARCH_SPACES["linear"], _make_linear, _plain_fit, cost=1.0,
-                           tasks=frozenset({"regression"})))  # regression's counterpart of logistic_regression
+                           tasks=frozenset({"regression"}), defaults=DEFAULTS["linear"]))  # for numbers
 register_family(FamilySpec("random_forest", False, False, SEARCH_SPACES["random_forest"], _make_random_forest,
-                           _fit_random_forest, cost=4.0, tasks=ALL_TASKS))
+                           _fit_random_forest, cost=4.0, tasks=ALL_TASKS, defaults=DEFAULTS["random_forest"]))
 register_family(FamilySpec("lightgbm", False, True, SEARCH_SPACES["lightgbm"], _make_lightgbm, _fit_lightgbm,
-                           cost=1.5, tasks=ALL_TASKS))
+                           cost=1.5, tasks=ALL_TASKS, defaults=DEFAULTS["lightgbm"]))
 register_family(FamilySpec("xgboost", False, True, SEARCH_SPACES["xgboost"], _make_xgboost, _fit_xgboost, cost=2.0,
-                           tasks=ALL_TASKS))
+                           tasks=ALL_TASKS, defaults=DEFAULTS["xgboost"]))
 
 
 def get_family(name: str) -> FamilySpec:

@@ -189,7 +189,10 @@ def tree_shap_values(pipeline: Any, X: pd.DataFrame) -> tuple[np.ndarray, list[s
         booster = model.get_booster().copy()
         booster.set_param({"nthread": threads})
         matrix = xgb.DMatrix(encoded, enable_categorical=True)
-        contrib = np.asarray(booster.predict(matrix, pred_contribs=True))
+        # The trees the model predicts with: an early-stopped booster holds more, past its best round.
+        best = getattr(model, "best_iteration", None)
+        rounds = (0, best + 1) if best is not None else (0, 0)
+        contrib = np.asarray(booster.predict(matrix, pred_contribs=True, iteration_range=rounds))
     n_features = len(names)
     if contrib.ndim == 3:  # xgboost multiclass: rows x classes x (features + 1)
         values = np.abs(contrib[:, :, :n_features]).sum(axis=1)

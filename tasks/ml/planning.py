@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from tasks.ml.estimators import FamilySpec, get_family
 
@@ -34,3 +35,34 @@ def plan_search(families: list[str], n_trials: dict[str, int], cores: int, paral
     order = sorted(families, key=lambda f: (groups[encoding_group(get_family(f), encoding)] > 1,
                                             -get_family(f).cost * n_trials[f]))
     return SearchPlan(order, parallel, max(1, cores // parallel))
+
+
+class CoreShare:
+    """The machine's cores, shared by one run's family searches as they end.
+
+    A family's next trial fits on `cores // min(parallel, families still searching)` threads: on 2 cores
+    two families get one each, and the last one searching gets both. An ended family is a marker file in
+    `folder`, so family searches in other processes (search.executor processes) see the same count.
+    """
+
+    def __init__(self, folder: str | Path, families: list[str], cores: int, parallel: int) -> None:
+        self.folder, self.families = Path(folder), list(families)
+        self.cores, self.parallel = max(1, cores), max(1, parallel)
+
+    def begin(self, family: str) -> None:
+        """The family searches (again): its cores are taken back."""
+        (self.folder / family).unlink(missing_ok=True)
+
+    def end(self, family: str) -> None:
+        """The family's search ended (done, failed or reused): its cores go to the others."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / family).touch()
+
+    def searching(self) -> int:
+        return sum(not (self.folder / f).exists() for f in self.families)
+
+    def threads(self, searching: int | None = None) -> int:
+        """Threads for a trial that starts now (`searching`: families still searching, counted when None);
+        the families searching at once never use more than the cores in all."""
+        searching = self.searching() if searching is None else searching
+        return max(1, self.cores // max(1, min(self.parallel, searching)))

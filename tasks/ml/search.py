@@ -12,7 +12,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -414,9 +414,11 @@ def run_study(
     settings: SearchSettings,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
     limits: TimeLimits | None = None,
+    threads: Callable[[], tuple[int, int]] | None = None,
 ) -> tuple[optuna.Study, BestModel | None]:
     """Create (or resume) the family's study and run the trials it still owes (`limits`: see
-    optimize_within_budget).
+    optimize_within_budget; `threads`: each trial's thread count and the families searching at once,
+    asked when it starts (recorded as the trial's `threads` and `families_searching`); else `settings.n_jobs`).
 
     Returns the study and the best fitted estimator of this process's trials (None when no trial
     ran here, e.g. a resumed study that owed none).
@@ -437,7 +439,8 @@ def run_study(
     spill = _nbytes(data.X_train) >= SPILL_ABOVE_BYTES
     weighted = settings.imbalance == "auto"
 
-    def cross_validate(trial: optuna.Trial, params: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+    def cross_validate(trial: optuna.Trial, params: dict[str, Any], settings: SearchSettings
+                       ) -> tuple[dict[str, float], dict[str, Any]]:
         """Mean metrics over the folds; the running mean is reported to the pruner after each fold."""
         fold_scores, rounds = [], []
         for k, fold in enumerate(data.folds):
@@ -455,14 +458,19 @@ def run_study(
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", worker_id())
+        n_jobs, searching = threads() if threads is not None else (settings.n_jobs, None)
+        trial.set_user_attr("threads", n_jobs)
+        if searching is not None:
+            trial.set_user_attr("families_searching", searching)
+        trial_settings = settings if n_jobs == settings.n_jobs else replace(settings, n_jobs=n_jobs)
         params = spec.space(trial, weighted)
         start = time.perf_counter()
         estimator = None
         try:
             if data.folds:
-                scores, info = cross_validate(trial, params)
+                scores, info = cross_validate(trial, params, trial_settings)
             else:
-                estimator, info = fit_estimator(spec, data, params, settings, trial, cache=cache)
+                estimator, info = fit_estimator(spec, data, params, trial_settings, trial, cache=cache)
                 scores = _score(estimator, data.X_valid, data.y_valid, data.n_classes, settings, data.target_transform)
         except optuna.TrialPruned:
             raise
@@ -479,10 +487,15 @@ def run_study(
             kept[:] = [BestModel(trial.number, estimator, {**info, "_value": value}, seconds, spill=spill)]
         return value
 
-    if weighted and not study.get_trials(deepcopy=False):
-        # The first trial is unweighted: weights trade precision for recall, and a short search
-        # should not start from the choice that hurts the default F-beta (0.5) the most.
-        study.enqueue_trial({"class_weight": None}, skip_if_exists=True)
+    if not study.get_trials(deepcopy=False):
+        # The first trial is the library's defaults (unweighted: weights trade precision for recall, and a
+        # short search should not start from the choice that hurts the default F-beta 0.5 the most).
+        task = "regression" if not data.n_classes else "binary"
+        first = spec.defaults(task) if spec.defaults is not None else {}
+        if weighted or first:
+            first = {**first, "class_weight": None} if weighted else {k: v for k, v in first.items()
+                                                                      if k != "class_weight"}
+            study.enqueue_trial(first, skip_if_exists=True)
     done = _count(study, FINISHED)
     if done:
         log.info("study %s resumed with %d finished trials; %d to go", settings.study_name, done,
@@ -502,6 +515,8 @@ def run_study(
 
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+# Numbers a trial records that are not validation metrics.
+TRIAL_FACTS = ("fit_seconds", "best_iteration", "threads", "families_searching")
 RUNNING = (optuna.trial.TrialState.RUNNING,)
 
 
@@ -635,7 +650,7 @@ def best_pipeline(
         valid_metrics = _score(estimator, data.X_valid, data.y_valid, data.n_classes, settings, data.target_transform)
     else:
         valid_metrics = {k: float(v) for k, v in best.user_attrs.items()
-                         if isinstance(v, int | float) and k not in ("fit_seconds", "best_iteration")}
+                         if isinstance(v, int | float) and k not in TRIAL_FACTS}
     info = {k: v for k, v in info.items() if not k.startswith("_")}
     if data.target_transform != "none":  # the pipeline predicts on the target's own scale
         estimator = TargetTransformed(estimator, data.target_transform)

@@ -403,3 +403,26 @@ def test_manifest_records_time_and_memory_of_every_stage(smoke_run):
     assert lightgbm["metrics"]["stage_wall_s"][0][1] == stages["search lightgbm"]["wall_s"]
     board = {row["family"]: row for row in report.leaderboard()}
     assert all(board[f]["peak_mb"] == stages[f"search {f}"]["peak_rss_mb"] for f in FAMILIES)
+
+
+def test_the_last_family_searching_fits_on_every_core(tmp_path):
+    """Issue 20: once the other families ended, the one still searching fits on all the cores; families
+    searching at once never hold more threads than there are cores. Read from each trial's record."""
+    import os
+
+    from flows.train import train
+
+    report = train(params=smoke_params(tmp_path, **{
+        "tracking.backend": "none", "models.random_forest.n_trials": 12, "models.lightgbm.enabled": False,
+        "models.xgboost.enabled": False, "models.logistic_regression.n_trials": 1}))
+    cores = os.cpu_count() or 1
+    parallel = min(cores, 2)
+    tables = {f: pd.read_csv(Path(report.run_dir) / "candidates" / f"{f}_trials.csv")
+              for f in ("logistic_regression", "random_forest")}
+    for family, trials in tables.items():
+        for threads, searching in zip(trials["user_attrs_threads"], trials["user_attrs_families_searching"],
+                                      strict=True):
+            assert threads * min(parallel, searching) <= max(cores, min(parallel, searching)), (family, threads)
+    forest = tables["random_forest"]
+    alone = forest[forest["user_attrs_families_searching"] == 1]
+    assert len(alone) and (alone["user_attrs_threads"] == cores).all(), forest

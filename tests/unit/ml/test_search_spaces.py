@@ -403,3 +403,17 @@ def test_early_stopped_xgboost_is_the_model_xgboosts_own_fit_gives(case):
     restored = pickle.loads(pickle.dumps(ours))
     np.testing.assert_array_equal(restored.predict_proba(X_valid), reference.predict_proba(X_valid))
     assert restored.n_classes_ == n_classes and restored.n_features_in_ == reference.n_features_in_
+
+
+@pytest.mark.parametrize("family", list(SEARCH_SPACES))
+def test_the_first_trial_is_the_librarys_defaults_within_the_space(family):
+    """Issue 20: every search starts from the untuned model, so it can only end better on validation."""
+    import warnings
+
+    spec = get_family(family)
+    for task in sorted(spec.tasks):
+        defaults = spec.defaults(task)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # FixedTrial warns about a value outside its distribution
+            params = spec.space(optuna.trial.FixedTrial(defaults), task != "regression")
+        assert params == defaults, (task, params)
