@@ -224,6 +224,8 @@ def search_hyperparameters(job: FamilySearch, data: PreparedData) -> Candidate:
         finally:
             progress.close()
             limits.close()
+            if job.cores is not None:
+                job.cores.end(family)  # no more trials here: the others' next trials take these cores
         candidate = _save_best(job, data, study, kept, tracker, _stopped(job, study, limits))
         logger.info("[%s] best %s=%.4f (trial %d, %s in %.2fs)", family, settings.metric, study.best_value,
                     study.best_trial.number, "refitted" if candidate.refitted else "model kept from the trial",

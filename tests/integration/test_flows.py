@@ -413,7 +413,7 @@ def test_the_last_family_searching_fits_on_every_core(tmp_path):
     from flows.train import train
 
     report = train(params=smoke_params(tmp_path, **{
-        "tracking.backend": "none", "models.random_forest.n_trials": 12, "models.lightgbm.enabled": False,
+        "tracking.backend": "none", "models.random_forest.n_trials": 16, "models.lightgbm.enabled": False,
         "models.xgboost.enabled": False, "models.logistic_regression.n_trials": 1}))
     cores = os.cpu_count() or 1
     parallel = min(cores, 2)
