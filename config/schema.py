@@ -278,7 +278,8 @@ class SearchConfig(_Section):
     parallelism: int | Literal["auto"] = Field(
         "auto",
         description="Families searched at once. auto: as many as there are cores (at most the number "
-        "of families); each family's models get cores // parallelism threads.",
+        "of families). A trial fits on cores // (families searching at once) threads: when a family ends, "
+        "its cores go to those still searching, and the last one fits on every core.",
     )
     executor: Literal["threads", "processes"] = Field(
         "threads",
