@@ -77,8 +77,18 @@ class Board:
             lines = [FamilyLine(**vars(line)) for line in self.families.values()]
             return self.version, self.stage, lines
 
+    def __reduce__(self) -> tuple:
+        # Tasks that search.executor processes sends to another process are pickled with the globals they
+        # use: the board goes by name, and that process reports to its own (its lock does not pickle).
+        return (process_board, ())
+
 
 BOARD = Board()
+
+
+def process_board() -> Board:
+    """This process's board."""
+    return BOARD
 
 
 class _UserErrorsWithoutTraceback(logging.Filter):

@@ -450,6 +450,11 @@ def _search_cache_key(context: Any, parameters: dict) -> str | None:
 def search_family(family: str, run_dir: str, config: TrainConfig, n_jobs: int, subflow: Any) -> Candidate:
     """Run the family's search subflow (`tune_model`) and return its candidate; storage or network
     failures are retried with backoff, any other failure fails the task (never cached)."""
+    if isinstance(subflow, str):  # search.executor processes: the flow by name, imported with its module's types
+        import importlib
+
+        module, _, name = subflow.partition(":")
+        subflow = getattr(importlib.import_module(module), name)
     try:
         state = subflow(family=family, run_dir=run_dir, config=config, n_jobs=n_jobs, return_state=True)
     except Exception as exc:  # the subflow could not even start: the Prefect API is unreachable
@@ -526,9 +531,12 @@ def run_family_searches(config: TrainConfig, paths: RunPaths, plan: SearchPlan, 
         logger.info("time budget %.0f s, shared by expected cost: %s", config.search.time_budget_s,
                     ", ".join(f"{f} {s:.0f} s" for f, s in budget.allotted.items()))
 
+    # Another process gets the subflow by name: pickled by value, its type hints would not resolve there.
+    by_name = subflow if config.search.executor == "threads" else f"{subflow.fn.__module__}:{subflow.fn.__name__}"
+
     def inputs(family: str) -> dict:
         return {"family": family, "run_dir": str(paths.root), "config": config, "n_jobs": plan.threads,
-                "subflow": subflow}
+                "subflow": by_name}
 
     cores = core_share(config, paths)
 

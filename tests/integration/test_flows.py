@@ -405,15 +405,19 @@ def test_manifest_records_time_and_memory_of_every_stage(smoke_run):
     assert all(board[f]["peak_mb"] == stages[f"search {f}"]["peak_rss_mb"] for f in FAMILIES)
 
 
-def test_the_last_family_searching_fits_on_every_core(tmp_path):
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_the_last_family_searching_fits_on_every_core(tmp_path, executor):
     """Issue 20: once the other families ended, the one still searching fits on all the cores; families
-    searching at once never hold more threads than there are cores. Read from each trial's record."""
+    searching at once never hold more threads than there are cores. Read from each trial's record.
+    Family searches in processes share the count too (and the processes executor runs at all)."""
     import os
 
     from flows.train import train
 
     report = train(params=smoke_params(tmp_path, **{
-        "tracking.backend": "none", "models.random_forest.n_trials": 16, "models.lightgbm.enabled": False,
+        "search.executor": executor,
+        "tracking.backend": "none", "models.random_forest.n_trials": 16 if executor == "threads" else 10,
+        "models.lightgbm.enabled": False,
         "models.xgboost.enabled": False, "models.logistic_regression.n_trials": 1}))
     cores = os.cpu_count() or 1
     parallel = min(cores, 2)
