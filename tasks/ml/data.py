@@ -333,7 +333,7 @@ def validate_dataset(
             "data.task: regression (or auto), or bin the target into classes first"
         )
     if task == "regression" or continuous:
-        return _regression_info(frame, target, y, task, why, drop_columns, test_size, valid_size, n_missing_target,
+        return _regression_info(frame, target, y, drop_columns, n_missing_target,
                                 categorical_columns=categorical_columns, datetime=datetime, inf_values=inf_values,
                                 drop_constant=drop_constant, drop_id_like=drop_id_like)
     counts = y.value_counts()
@@ -454,8 +454,7 @@ MIN_REGRESSION_ROWS = 30
 
 
 def _regression_info(
-    frame: pd.DataFrame, target: str, y: pd.Series, task: str, why: str, drop_columns: list[str], test_size: float,
-    valid_size: float, n_missing_target: int, **columns: Any,
+    frame: pd.DataFrame, target: str, y: pd.Series, drop_columns: list[str], n_missing_target: int, **columns: Any,
 ) -> DatasetInfo:
     """DatasetInfo of a regression table (data.task regression, or auto and a target that looks continuous)."""
     if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
@@ -481,12 +480,10 @@ def _regression_info(
                             "data.drop_columns")
     for message in warnings:
         log.warning(message)
-    chosen = "data.task is regression" if task == "regression" else f"target looks like a quantity: {why}"
     summary = {"min": float(values.min()), "median": float(np.median(values)), "mean": float(values.mean()),
                "max": float(values.max()), "std": float(values.std()), "skew": float(pd.Series(values).skew()),
                "distinct": int(np.unique(values).size), "min_abs": float(np.abs(values).min()),
                "median_abs": float(np.median(np.abs(values)))}
-    log.debug("regression: %s", chosen)
     return DatasetInfo(
         target=target, task="regression", classes=[], features=features, numeric_features=numeric,
         categorical_features=categorical, dropped_columns=dropped, n_rows=int(len(frame)),

@@ -7,7 +7,6 @@ ensemble) and the half-width of its conformal interval, fitted on the validation
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +16,6 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from tasks.ml.metrics import compute_regression_metrics, mape_is_meaningful
-
-log = logging.getLogger("gauntlet.regression")
 
 TRANSFORMS = ("none", "log1p")
 
