@@ -171,16 +171,22 @@ def describe_family_search(family: str, run_dir: str, config: TrainConfig, n_job
                         None if shared_study else core_share(config, paths))
 
 
-def core_share(config: TrainConfig, paths: RunPaths) -> CoreShare:
-    """The run's cores as its search plan shares them (the same plan search_all_families made)."""
+def search_plan(config: TrainConfig) -> SearchPlan:
+    """The order, concurrency and threads of the run's family searches on this machine's cores."""
     import os
 
     from tasks.ml.planning import plan_search
 
     families = config.families()
-    plan = plan_search(families, {f: config.models.get(f).n_trials for f in families}, os.cpu_count() or 1,
+    return plan_search(families, {f: config.models.get(f).n_trials for f in families}, os.cpu_count() or 1,
                        config.search.parallelism, config.preprocessing.categorical.encoding)
-    return CoreShare(paths.searches_ended, families, os.cpu_count() or 1, plan.parallel)
+
+
+def core_share(config: TrainConfig, paths: RunPaths) -> CoreShare:
+    """The run's cores as its search plan shares them."""
+    import os
+
+    return CoreShare(paths.searches_ended, config.families(), os.cpu_count() or 1, search_plan(config).parallel)
 
 
 @task(name="prepare_family_data", cache_policy=NO_CACHE)
@@ -633,14 +639,10 @@ def _run_states(runs: list) -> list[tuple[str, str]]:
 def search_all_families(config: TrainConfig, paths: RunPaths, stages: dict[str, dict], subflow: Any
                         ) -> list[Candidate]:
     """The planned searches as the run's `search` stage; fails only when every family failed."""
-    import os
 
-    from tasks.ml.planning import plan_search
     from tasks.stages import AllFamiliesFailed, record_stages
 
-    families = config.families()
-    plan = plan_search(families, {f: config.models.get(f).n_trials for f in families}, os.cpu_count() or 1,
-                       config.search.parallelism, config.preprocessing.categorical.encoding)
+    plan = search_plan(config)
     BOARD.set_stage("search")
     with monitoring.measure("search") as usage:  # measured here: stage() would re-word the errors below
         candidates = run_family_searches(config, paths, plan, subflow)

@@ -44,6 +44,16 @@ def smoke_params(artifacts_dir: Path, **overrides):
     return TrainParameters(config_path=str(SMOKE_YAML), overrides={"artifacts_dir": str(artifacts_dir), **overrides})
 
 
+def shared_dataset(name: str) -> Path:
+    """../shared/datasets/<name>.parquet; the test is skipped, with the reason, when it is absent."""
+    import pytest
+
+    path = SHARED_DATASETS / f"{name}.parquet"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (../shared/datasets is not checked out)")
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

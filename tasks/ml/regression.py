@@ -21,13 +21,13 @@ TRANSFORMS = ("none", "log1p")
 
 
 def forward(y: np.ndarray, transform: str) -> np.ndarray:
-    """The target as the models fit it."""
-    return np.log1p(y) if transform == "log1p" else np.asarray(y, dtype=np.float64)
+    """The target as the models fit it (`y` itself for none)."""
+    return np.log1p(y) if transform == "log1p" else y
 
 
 def inverse(pred: np.ndarray, transform: str) -> np.ndarray:
-    """Model output back on the target's own scale."""
-    return np.expm1(pred) if transform == "log1p" else np.asarray(pred, dtype=np.float64)
+    """Model output back on the target's own scale (`pred` itself for none)."""
+    return np.expm1(pred) if transform == "log1p" else pred
 
 
 class TargetTransformed(RegressorMixin, BaseEstimator):
@@ -66,6 +66,12 @@ SKEW_FOR_LOG = 1.0
 PROBE_ROWS = 20_000
 
 
+def probe_wanted(mode: str, y: np.ndarray, y_min: float | None = None) -> bool:
+    """Whether auto fits the probe: a non-negative target (`y_min`: the whole target's) skewed beyond SKEW_FOR_LOG."""
+    low = float(y.min()) if y_min is None else min(y_min, float(y.min()))
+    return mode == "auto" and low >= 0 and float(pd.Series(y).skew()) > SKEW_FOR_LOG
+
+
 def choose_target_transform(
     mode: str, X_train: Any, y_train: np.ndarray, X_valid: Any, y_valid: np.ndarray, seed: int = 0,
     y_min: float | None = None,
@@ -85,7 +91,7 @@ def choose_target_transform(
     if mode == "log1p":
         return "log1p", "preprocessing.target_transform is log1p"
     skew = float(pd.Series(y_all).skew())
-    if y_min < 0 or not skew > SKEW_FOR_LOG:
+    if not probe_wanted(mode, y_all, y_min):
         return "none", f"the target is not a skewed positive quantity (skew {skew:.2f})"
     from lightgbm import LGBMRegressor
 

@@ -60,7 +60,7 @@ class DataSettings:
     cv_repeats: int = 3
     split_strategy: str = "stratified"
     group_column: str | None = None
-    target_transform: str = "none"  # regression: what the models fit (tasks.ml.regression.forward)
+    target_transform: str = "none"  # regression only: what the models fit (tasks.ml.regression.forward)
 
 
 @dataclass
@@ -118,7 +118,7 @@ def _encode(
         Xf = np.asarray(Xf, dtype=np.float32)
         Xs = np.asarray(Xs, dtype=np.float32) if Xs is not None else None
     Xf, yf = resample(Xf, y_fit, settings.imbalance, settings.seed)
-    return pre, Xf, forward(yf, settings.target_transform) if yf.dtype.kind == "f" else yf, Xs
+    return pre, Xf, yf if settings.target_transform == "none" else forward(yf, settings.target_transform), Xs
 
 
 def _splitter(settings: DataSettings, n_splits: int, repeated: bool, regression: bool = False) -> Any:
@@ -180,9 +180,8 @@ def prepare_data(
         if mode == "cv":
             groups = train[settings.group_column].to_numpy() if settings.split_strategy == "group" else None
             splits = _splitter(settings, settings.cv_folds, False, info.is_regression).split(X_train, y_train, groups)
-            kind = {"time": "time-ordered", "group": "grouped stratified"}.get(settings.split_strategy, "stratified")
-            kind = kind.replace("stratified", "shuffled").replace("grouped shuffled", "grouped") \
-                if info.is_regression and settings.split_strategy != "time" else kind
+            kinds = {"time": "time-ordered", "group": "grouped" if info.is_regression else "grouped stratified"}
+            kind = kinds.get(settings.split_strategy, "shuffled" if info.is_regression else "stratified")
             description = f"{settings.cv_folds}-fold {kind} CV on train"
         X_src, y_src = X_train, y_train
     folds = []
@@ -194,23 +193,22 @@ def prepare_data(
                 f"{sorted(str(info.classes[i]) for i in missing)}; lower search.cv_folds or set it to 0"
             )
         _, Xf, yf, Xs = _encode(spec, info, settings, X_src.iloc[fit_idx], y_src[fit_idx], X_src.iloc[score_idx])
-        folds.append(Fold(Xf, yf, Xs, forward(y_src[score_idx], settings.target_transform) if not n_classes
-                          else y_src[score_idx]))
+        folds.append(Fold(Xf, yf, Xs, forward(y_src[score_idx], settings.target_transform)))
     n_rows = len(train) + (len(valid) if mode == "repeated_cv" else 0)
-    if not n_classes and y_valid is not None:
+    if y_valid is not None:
         y_valid = forward(y_valid, settings.target_transform)
     return PreparedData(pre, Xt, yt, X_valid, y_valid, n_classes, mode, folds, n_rows, description,
-                        settings.target_transform if not n_classes else "none")
+                        settings.target_transform)
 
 
 def probe_target_transform(mode: str, info: DatasetInfo, train: pd.DataFrame, valid: pd.DataFrame,
                            options: PreprocessOptions, seed: int) -> tuple[str, str]:
     """preprocessing.target_transform resolved on this run's splits: (none | log1p, why)."""
-    from tasks.ml.regression import choose_target_transform
+    from tasks.ml.regression import choose_target_transform, probe_wanted
 
     X_train, y_train = features_and_target(train, info)
     X_valid, y_valid = features_and_target(valid, info)
-    if mode == "auto" and y_train.min() >= 0 and pd.Series(np.concatenate([y_train, y_valid])).skew() > 1.0:
+    if probe_wanted(mode, np.concatenate([y_train, y_valid]), info.target_summary.get("min")):  # then encode
         pre = build_preprocessor(info.numeric_features, info.categorical_features, scale=False,
                                  datetime=info.datetime_features, options=options, native=False)
         X_train, X_valid = pre.fit_transform(X_train, y_train), pre.transform(X_valid)

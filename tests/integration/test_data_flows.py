@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from config.paths import PROJECT_ROOT
-from tests.helpers import SHARED_DATASETS, smoke_params
+from tests.helpers import shared_dataset, smoke_params
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -90,11 +90,7 @@ def test_smote_grows_training_rows_only_and_leaves_valid_and_test_byte_identical
 # ------------------------------------------------------------------------ real public tables
 
 
-def shared(name: str) -> Path:
-    path = SHARED_DATASETS / f"{name}.parquet"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (../shared/datasets is not checked out)")
-    return path
+shared = shared_dataset
 
 
 def split_frames(run_dir: Path) -> dict[str, pd.DataFrame]:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tasks import registry
-from tests.helpers import SHARED_DATASETS, comet_archives, smoke_params
+from tests.helpers import comet_archives, shared_dataset, smoke_params
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -161,11 +161,7 @@ def test_ensemble_and_a_lower_is_better_metric_follow_the_challenger_rule(diabet
 # ------------------------------------------------------------------------ real public tables
 
 
-def shared(name: str) -> Path:
-    path = SHARED_DATASETS / f"{name}.parquet"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (../shared/datasets is not checked out)")
-    return path
+shared = shared_dataset
 
 
 @pytest.mark.datasets
