@@ -38,7 +38,7 @@ class FamilySpec:
     name: str
     scale: bool  # needs standardised numeric inputs
     native_categorical: bool  # takes pandas category columns itself (preprocessing encoding native)
-    space: Callable[..., dict[str, Any]]  # (trial, weighted) -> params
+    space: Callable[..., dict[str, Any]]  # (trial, weighted[, n_rows]) -> params
     make: Callable[[dict[str, Any], int, int, int], Any]  # (params, seed, n_jobs, n_classes; 0: regression)
     fit: Callable[[Any, np.ndarray, np.ndarray, FitContext], dict[str, Any]] | None = None  # -> fit info
     cost: float = 1.0  # relative cost of one trial: the planner starts the costliest searches first
@@ -111,8 +111,8 @@ def _fit_random_forest(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitCon
         cap = rf_leaf_cap(estimator.n_estimators, ctx.n_classes)
         if estimator.max_leaf_nodes is None or estimator.max_leaf_nodes > cap:
             estimator.set_params(max_leaf_nodes=cap)
-        if estimator.bootstrap:
-            estimator.set_params(max_samples=RF_MAX_ROWS_PER_TREE / len(y))
+        if estimator.bootstrap:  # the searched share, of the rows a tree may hold at most
+            estimator.set_params(max_samples=(estimator.max_samples or 1.0) * RF_MAX_ROWS_PER_TREE / len(y))
     estimator.fit(X, y)
     return {}
 
@@ -350,8 +350,10 @@ def _defaults(classification: dict[str, Any], regression: dict[str, Any] | None 
 DEFAULTS = {
     "logistic_regression": _defaults({"C": 1.0}),
     "linear": _defaults({"penalty": "l2", "alpha": 1.0}),
-    "random_forest": _defaults({"n_estimators": 100, "max_depth": 20, "min_samples_leaf": 1, "max_features": "sqrt"},
-                               {"n_estimators": 100, "max_depth": 20, "min_samples_leaf": 1, "max_features": 0.5}),
+    "random_forest": _defaults({"n_estimators": 100, "max_depth": 20, "min_samples_leaf": 1, "max_features": "sqrt",
+                                "max_samples": 1.0},
+                               {"n_estimators": 100, "max_depth": 20, "min_samples_leaf": 1, "max_features": 0.5,
+                                "max_samples": 1.0}),
     "lightgbm": _defaults({"learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20, "subsample": 1.0,
                            "colsample_bytree": 1.0, "reg_lambda": 0.001}),
     "xgboost": _defaults({"learning_rate": 0.3, "max_depth": 6, "min_child_weight": 1.0, "subsample": 1.0,

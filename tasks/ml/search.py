@@ -7,6 +7,7 @@ Pipeline (fitted preprocessor + fitted estimator) that takes the raw feature col
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
@@ -436,6 +437,7 @@ def run_study(
     cache = MatrixCache()  # this search's arrays, binned once for XGBoost
     spill = _nbytes(data.X_train) >= SPILL_ABOVE_BYTES
     weighted = settings.imbalance == "auto"
+    space_args = {"n_rows": data.n_train_rows} if "n_rows" in inspect.signature(spec.space).parameters else {}
 
     def cross_validate(trial: optuna.Trial, params: dict[str, Any], settings: SearchSettings
                        ) -> tuple[dict[str, float], dict[str, Any]]:
@@ -461,7 +463,7 @@ def run_study(
         if searching is not None:
             trial.set_user_attr("families_searching", searching)
         trial_settings = settings if n_jobs == settings.n_jobs else replace(settings, n_jobs=n_jobs)
-        params = spec.space(trial, weighted)
+        params = spec.space(trial, weighted, **space_args)
         start = time.perf_counter()
         estimator = None
         try:

@@ -14,7 +14,7 @@ from tasks.ml.search_spaces import SEARCH_SPACES
 FIXED = {
     "logistic_regression": {"C": 0.5, "class_weight": "balanced"},
     "random_forest": {"n_estimators": 50, "max_depth": 4, "min_samples_leaf": 2, "max_features": "sqrt",
-                      "class_weight": None},
+                      "max_samples": 0.5, "class_weight": None},
     "lightgbm": {"learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 10, "subsample": 0.8,
                  "colsample_bytree": 0.8, "reg_lambda": 1.0, "class_weight": None},
     "xgboost": {"learning_rate": 0.1, "max_depth": 3, "min_child_weight": 1.0, "subsample": 0.8,
@@ -30,7 +30,8 @@ def prepared_parts(breast_cancer):
 
 REGRESSION_FIXED = {
     "linear": {"penalty": "elasticnet", "alpha_en": 0.01, "l1_ratio": 0.5},
-    "random_forest": {"n_estimators": 50, "max_depth": 6, "min_samples_leaf": 2, "max_features": 0.5},
+    "random_forest": {"n_estimators": 50, "max_depth": 6, "min_samples_leaf": 2, "max_features": 0.5,
+                      "max_samples": 0.8},
     "lightgbm": {"learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 10, "subsample": 0.8,
                  "colsample_bytree": 0.8, "reg_lambda": 1.0},
     "xgboost": {"learning_rate": 0.1, "max_depth": 3, "min_child_weight": 1.0, "subsample": 0.8,
@@ -255,6 +256,23 @@ def test_random_forest_trees_grow_on_a_capped_bootstrap_sample_on_large_tables(m
     model = spec.make({"n_estimators": 5}, 0, 1, 2)
     spec.fit(model, X, y, estimators.FitContext(None, None, 2))
     assert model.max_samples is None  # small tables: every tree sees a full bootstrap sample
+    monkeypatch.setattr(estimators, "RF_MAX_ROWS_PER_TREE", 100)
+    model = spec.make({"n_estimators": 5, "max_samples": 0.5}, 0, 1, 2)
+    spec.fit(model, X, y, estimators.FitContext(None, None, 2))
+    assert model.max_samples == 0.125  # the searched half, of the 100 rows a tree may hold
+
+
+def test_random_forest_trees_are_fewer_on_large_tables_and_the_search_is_told_the_rows():
+    from tasks.ml.search_spaces import rf_max_trees
+
+    assert rf_max_trees(None) == rf_max_trees(50_000) == 300
+    assert rf_max_trees(112_500) == 200 and rf_max_trees(1_000_000) == 100
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    study = optuna.create_study(sampler=sampler)
+    for _ in range(30):
+        trial = study.ask()
+        assert get_family("random_forest").space(trial, True, n_rows=1_000_000)["n_estimators"] <= 100
+        study.tell(trial, 0.0)
 
 
 def test_random_forest_fits_its_memory_budget_on_large_tables(monkeypatch):
