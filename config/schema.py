@@ -289,8 +289,9 @@ class SearchConfig(_Section):
     time_budget_s: float | None = Field(
         None, gt=0,
         description="Optional wall-clock budget of the whole search, shared among the families by their "
-        "expected cost (trial cost x n_trials); a family that ends early hands its unused time to the "
-        "others. A family it stops is marked `stopped: time budget` (each runs at least one trial). "
+        "expected cost (trial cost x n_trials), then, once families have timed trials, by the seconds "
+        "per trial each measured x the trials it still owes; a family that ends early hands its unused "
+        "time to the others. A family it stops is marked `stopped: time budget` (each runs at least one trial). "
         "Default: none, every family runs its n_trials.",
     )
     trial_workers: int = Field(

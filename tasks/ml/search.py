@@ -604,7 +604,9 @@ def optimize_within_budget(
         failed = states.count(optuna.trial.TrialState.FAIL) - failed_before
         if optuna.trial.TrialState.COMPLETE not in states and failed >= settings.max_failures_before_stop:
             break  # a broken family fails fast
+        started = time.monotonic()
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=list(callbacks), gc_after_trial=False)
+        limits.trial_ended(time.monotonic() - started, owed - 1)
         ran += 1
     return ran
 

@@ -42,6 +42,24 @@ def test_no_family_searches_past_the_budget_s_end_even_with_its_share_left():
     assert budget.share_left("b") == pytest.approx(10.0)
 
 
+def test_the_budget_follows_the_seconds_per_trial_each_family_measures():
+    clock = Clock()
+    # The prior says rf costs 3x lr; the trials say lr is the slow one here.
+    budget = SearchBudget(100, {"rf": 3.0, "lr": 1.0}, parallel=2, clock=clock)
+    assert budget.allotted == pytest.approx({"rf": 100.0, "lr": 50.0})
+    rf, lr = TimeLimits("rf", budget=budget, clock=clock), TimeLimits("lr", budget=budget, clock=clock)
+    clock.now = 10.0
+    rf.trial_ended(1.0, trials_left=10)  # needs 10 s more
+    lr.trial_ended(10.0, trials_left=9)  # needs 90 s more
+    assert budget.need == pytest.approx({"rf": 10.0, "lr": 90.0})
+    left = {f: budget.share_left(f) for f in ("rf", "lr")}
+    assert left["lr"] == pytest.approx(90.0)  # of the 130 s both have left, by need: 13 and 117, capped at 90 s
+    assert left["rf"] == pytest.approx(13.0)
+    assert left["lr"] / left["rf"] > 5  # no longer the prior's 1:3
+    lr.trial_ended(4.0, trials_left=8)  # the pace is a running mean of the last trials: 7 s x 8
+    assert budget.need["lr"] == pytest.approx(56.0)
+
+
 def test_time_limits_name_the_limit_that_stopped_the_family():
     clock = Clock()
     limits = TimeLimits("rf", timeout_s=10, clock=clock)
