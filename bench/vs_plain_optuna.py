@@ -1,17 +1,14 @@
-"""gauntlet's full `train` flow against a plain hand-written Optuna loop, on the same data and budget.
+"""gauntlet's full `train` flow against the Optuna loop a user writes by hand, at equal trials.
 
     .venv/bin/python bench/vs_plain_optuna.py --data ../shared/datasets/adult.parquet --target income \
-        [--trials 20] [--repeat 3] [--set key=value ...]
+        [--trials 20] [--repeat 3] [--metric auto] [--set key=value ...]
 
-The plain loop is what an engineer would write by hand, one process, no Prefect and no tracking:
-one stratified train/valid/test split, one ColumnTransformer fitted once, then for each family a
-seeded TPE study with the same search spaces and trial counts, models using every core
-(n_jobs=-1), LightGBM/XGBoost early-stopped on the valid split with the same patience, the best
-model of each study kept and the champion (best valid F-beta) scored once on the test split.
-
-gauntlet runs `python flows/train.py` (its temporary Prefect server, Comet offline, the local
-registry, evaluation and reports included). The two alternate A/B in fresh processes; the script
-prints each run, both medians, the ratio and both champions' test ROC-AUC.
+Each round runs `gauntlet train` (its temporary Prefect server, Comet offline, the local registry,
+evaluation and reports included; every family runs all its trials), then, in a fresh process, the
+hand-written loop of bench/peers.py on that run's own train/valid/test files: the user's own search
+spaces, four families one after another, every fit on every core, LightGBM/XGBoost early-stopped on
+valid. Both optimise the same metric (`--metric`: auto is gauntlet's default, F-beta 0.5; the loop then
+uses F-beta at threshold 0.5). Prints each round, both medians, the ratio and both champions' test scores.
 """
 
 from __future__ import annotations
@@ -26,128 +23,23 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-FAMILIES = ("logistic_regression", "random_forest", "lightgbm", "xgboost")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import ROOT, Splits, run_gauntlet, user_loop  # noqa: E402
 
 
-def plain_loop(path: str, target: str, n_trials: int, seed: int, patience: int, beta: float) -> dict:
-    """The hand-written baseline. Returns wall seconds, champion, its valid F-beta and test ROC-AUC."""
-    start = time.perf_counter()
-    import lightgbm as lgb
-    import numpy as np
-    import optuna
-    import pandas as pd
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import fbeta_score, roc_auc_score
-    from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-    from xgboost import XGBClassifier
-
-    from tasks.ml.search_spaces import SEARCH_SPACES
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if path.startswith("builtin:"):  # the bundled demo table (scikit-learn's breast cancer)
-        from tasks.ml.data import load_table
-
-        frame = load_table(path)
-    else:
-        frame = pd.read_parquet(path)
-    y = pd.factorize(frame[target], sort=True)[0]  # breast cancer: benign 0, malignant 1 (gauntlet's positive)
-    X = frame.drop(columns=[target])
-    X_rest, X_test, y_rest, y_test = train_test_split(X, y, test_size=0.2, stratify=y, random_state=seed)
-    X_train, X_valid, y_train, y_valid = train_test_split(
-        X_rest, y_rest, test_size=0.25, stratify=y_rest, random_state=seed
-    )
-    numeric = [c for c in X.columns if pd.api.types.is_numeric_dtype(X[c])]
-    categorical = [c for c in X.columns if c not in numeric]
-    pre = ColumnTransformer([
-        ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
-        ("cat", make_pipeline(SimpleImputer(strategy="most_frequent"),
-                              OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5,
-                                            max_categories=50, sparse_output=False)), categorical),
-    ])
-    Xt = pre.fit_transform(X_train).astype(np.float32)
-    Xv = pre.transform(X_valid).astype(np.float32)
-    Xs = pre.transform(X_test).astype(np.float32)
-
-    def fit(family: str, params: dict):
-        if family == "logistic_regression":
-            model = LogisticRegression(max_iter=3000, random_state=seed, **params)
-            return model.fit(Xt, y_train)
-        if family == "random_forest":
-            from sklearn.ensemble import RandomForestClassifier
-
-            return RandomForestClassifier(random_state=seed, n_jobs=-1, **params).fit(Xt, y_train)
-        if family == "lightgbm":
-            model = lgb.LGBMClassifier(n_estimators=2000, subsample_freq=1, random_state=seed, n_jobs=-1,
-                                       verbose=-1, **params)
-            return model.fit(Xt, y_train, eval_X=(Xv,), eval_y=(y_valid,),
-                             callbacks=[lgb.early_stopping(patience, verbose=False)])
-        weight = params.pop("class_weight", None)
-        if weight == "balanced":
-            params["scale_pos_weight"] = float((y_train == 0).sum() / max((y_train == 1).sum(), 1))
-        model = XGBClassifier(n_estimators=2000, tree_method="hist", random_state=seed, n_jobs=-1,
-                              early_stopping_rounds=patience, eval_metric="logloss", **params)
-        return model.fit(Xt, y_train, eval_set=[(Xv, y_valid)], verbose=False)
-
-    best: dict[str, tuple[float, object]] = {}
-    seconds = {}
-    for family in FAMILIES:
-        family_start = time.perf_counter()
-        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-
-        def objective(trial: optuna.Trial, family: str = family) -> float:
-            model = fit(family, SEARCH_SPACES[family](trial, True))
-            score = fbeta_score(y_valid, model.predict(Xv), beta=beta)
-            if family not in best or score > best[family][0]:
-                best[family] = (score, model)
-            return score
-
-        study.optimize(objective, n_trials=n_trials)
-        seconds[family] = round(time.perf_counter() - family_start, 1)
-    champion = max(best, key=lambda f: best[f][0])
-    model = best[champion][1]
-    test_auc = roc_auc_score(y_test, model.predict_proba(Xs)[:, 1])
-    return {"wall": time.perf_counter() - start, "champion": champion,
-            "valid_fbeta": best[champion][0], "test_roc_auc": float(test_auc), "search_seconds": seconds}
+def loop_metric(metric: str) -> str:
+    return "roc_auc" if metric == "roc_auc" else "fbeta"
 
 
-def run_plain(args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--plain-only", "--data", args.data, "--target", args.target,
-           "--trials", str(args.trials)]
+def run_user_loop(run_dir: Path, trials: int, metric: str) -> dict:
+    """The loop in a fresh process (imports included in its wall time, as gauntlet's are)."""
+    cmd = [sys.executable, __file__, "--loop-only", str(run_dir), "--trials", str(trials), "--metric", metric]
     start = time.perf_counter()
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if out.returncode != 0:
         raise SystemExit(f"plain loop failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["wall"] = wall  # the whole process, imports included, like gauntlet's
-    return result
-
-
-def run_gauntlet(args: argparse.Namespace) -> dict:
-    with tempfile.TemporaryDirectory(prefix="gauntlet-bench-") as tmp:
-        data = args.data if args.data.startswith("builtin:") else str(Path(args.data).resolve())
-        sets = [f"artifacts_dir={tmp}", f"data.path={data}", f"data.target={args.target}"]
-        for family in FAMILIES:
-            sets += [f"models.{family}.n_trials={args.trials}", f"models.{family}.timeout_s=null"]
-        cmd = [sys.executable, "flows/train.py", "--config", args.config]
-        for item in sets + args.overrides:
-            cmd += ["--set", item]
-        start = time.perf_counter()
-        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "COMET_API_KEY": ""})
-        wall = time.perf_counter() - start
-        if out.returncode != 0:
-            raise SystemExit(f"gauntlet failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
-        (run,) = (Path(tmp) / "runs").iterdir()
-        report = json.loads((run / "report.json").read_text())
-    champion = report["champion"]
-    searches = {c["family"]: c.get("search_seconds") for c in report["candidates"]}
-    return {"wall": wall, "champion": champion, "test_roc_auc": report["test_metrics"].get("roc_auc"),
-            "registered": report.get("registered"), "search_seconds": searches}
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "wall": wall}
 
 
 def main() -> int:
@@ -156,26 +48,28 @@ def main() -> int:
     parser.add_argument("--target", default="income")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--metric", default="auto", help="evaluation.comparison_metric for both sides")
     parser.add_argument("--config", default="config/train.yaml")
     parser.add_argument("--set", action="append", default=[], dest="overrides", help="extra gauntlet overrides")
-    parser.add_argument("--plain-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--loop-only", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.plain_only:
-        sys.path.insert(0, str(ROOT))
-        print(json.dumps(plain_loop(args.data, args.target, args.trials, seed=42, patience=50, beta=0.5)))
+    if args.loop_only:
+        result = user_loop(Splits(Path(args.loop_only)), args.trials, metric=loop_metric(args.metric))
+        print(json.dumps(result))
         return 0
 
-    print(f"{Path(args.data).name}, {args.trials} trials per family, {os.cpu_count()} cores, {args.repeat} A/B rounds")
+    print(f"{Path(args.data).name}, {args.trials} trials per family, {os.cpu_count()} cores, {args.repeat} rounds")
     plain, ours = [], []
     for i in range(args.repeat):
-        p = run_plain(args)
-        plain.append(p)
-        print(f"round {i + 1} plain   : {p['wall']:6.1f} s, champion {p['champion']}, test ROC-AUC "
-              f"{p['test_roc_auc']:.4f}; search s {p['search_seconds']}", flush=True)
-        g = run_gauntlet(args)
+        with tempfile.TemporaryDirectory(prefix="gauntlet-bench-") as tmp:
+            g = run_gauntlet(args.data, args.target, args.trials, Path(tmp), args.metric, args.overrides, args.config)
+            p = run_user_loop(g["run_dir"], args.trials, args.metric)
         ours.append(g)
+        plain.append(p)
         print(f"round {i + 1} gauntlet: {g['wall']:6.1f} s, champion {g['champion']}, test ROC-AUC "
               f"{g['test_roc_auc']:.4f}, registered {g['registered']}; search s {g['search_seconds']}", flush=True)
+        print(f"round {i + 1} plain   : {p['wall']:6.1f} s, champion {p['champion']}, test ROC-AUC "
+              f"{p['test_roc_auc']:.4f}; search s {p['search_seconds']}", flush=True)
     mp = statistics.median(r["wall"] for r in plain)
     mg = statistics.median(r["wall"] for r in ours)
     ap = statistics.median(r["test_roc_auc"] for r in plain)
