@@ -333,6 +333,24 @@ def apply_gate(run: EvaluationInputs, scores: TestScores, fairness: Fairness) ->
     return GateResult(gate, previous)
 
 
+def _gate_again(run: EvaluationInputs, scores: TestScores, fairness: Fairness, gate: GateResult,
+                current: int | None) -> dict[str, Any] | None:
+    """Under the registry lock: when another run moved 'champion' since this run's gate read it, the gate
+    is decided again against that champion, so that a weaker model never replaces a stronger one."""
+    ev = run.config.evaluation
+    if current == gate.previous or not ev.compare_with_champion:
+        return None
+    incumbent_value, incumbent_problem = _score_incumbent(run, current, scores.test) if current else (None, None)
+    decision = decide_gate(
+        run.metric, run.direction, ev.deployment_threshold, scores.metrics[run.metric], incumbent_version=current,
+        incumbent_value=incumbent_value, incumbent_problem=incumbent_problem, min_improvement=ev.min_improvement,
+        fairness_problem=fairness.problem)
+    get_run_logger().info("gate, again: 'champion' moved to %s meanwhile: %s", current, decision.reason)
+    if not decision.passed:
+        raise registry.AliasMoved(decision.reason)
+    return {"gate": decision.model_dump(mode="json")}
+
+
 def _score_incumbent(run: EvaluationInputs, version: int, test: pd.DataFrame) -> tuple[float | None, str | None]:
     """The registered champion's metric on this run's test split, or (None, why it cannot be compared)."""
     info, ev = run.info, run.config.evaluation
@@ -549,7 +567,8 @@ def register_champion(run: EvaluationInputs, champion: Champion, decision: Decis
             try:
                 version = registry.register_model(
                     root, name, production.model if production else decision, model_card=files.card,
-                    extra_files=extra_files, refuse_identical=True, metadata={
+                    extra_files=extra_files, refuse_identical=True,
+                    recheck=lambda current: _gate_again(run, scores, fairness, gate, current), metadata={
                         "family": cand.family, "run_id": paths.run_id, "run_dir": str(paths.root),
                         "metric": run.metric, "direction": run.direction, "valid_metrics": cand.valid_metrics,
                         "test_metrics": scores.metrics, "test_intervals": intervals, "params": cand.best_params,
@@ -566,11 +585,11 @@ def register_champion(run: EvaluationInputs, champion: Champion, decision: Decis
                         "packages": manifest["packages"], "tracking_key": cand.tracking_key,
                         **({"onnx": onnx[1]} if onnx is not None else {}), **({"refit": refit} if refit else {}),
                     })
-            except registry.IdenticalModel as same:  # adds nothing; the champion stays
+            except (registry.IdenticalModel, registry.AliasMoved) as same:  # adds nothing; the champion stays
                 note = str(same)
         stages["register"] = usage.record
         if note:
-            logger.warning("not registered: %s; 'champion' stays at %s", note, gate.previous)
+            logger.warning("not registered: %s; 'champion' stays at %s", note, registry.get_alias(root, name))
         else:
             logger.info("registered %s version %d; 'champion' moved from %s", name, version,
                         f"version {gate.previous}" if gate.previous else "nowhere (first champion)")

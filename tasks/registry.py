@@ -125,6 +125,11 @@ class IdenticalModel(RegistryError):
         self.version = version
 
 
+class AliasMoved(RegistryError):
+    """The alias moved while the model was being gated, and against the version it points at now the
+    model does not pass: nothing is registered."""
+
+
 def find_versions(root: str | Path, model_name: str, **fields: Any) -> list[int]:
     """The versions whose metadata holds all of `fields` (e.g. run_id=..., model_sha256=...)."""
     found = []
@@ -160,9 +165,13 @@ def register_model(
     alias: str | None = "champion",
     extra_files: dict[str, bytes] | None = None,
     refuse_identical: bool = False,
+    recheck: Callable[[int | None], dict[str, Any] | None] | None = None,
 ) -> int:
     """Add a version, complete before it becomes visible, and move `alias` to it; returns the version.
     `refuse_identical`: raise IdenticalModel, adding nothing, when a version holds the same model bytes.
+    `recheck`: called under the model's lock with the version `alias` points at now, so that the gate's
+    comparison and the alias move are one step; it raises (AliasMoved) to add nothing, or returns
+    metadata to update (the gate decided again against a champion registered meanwhile).
 
     `extra_files` (e.g. model.onnx) go into the version, their sha256 recorded. The alias history gets
     the gate's reason (`metadata["gate"]["reason"]`) when there is one.
@@ -184,6 +193,8 @@ def register_model(
             same = find_versions(root, model_name, model_sha256=sha) if refuse_identical else []
             if same:
                 raise IdenticalModel(model_name, same[-1])
+            if recheck is not None:
+                metadata = {**metadata, **(recheck(get_aliases(root, model_name).get(alias or CHAMPION)) or {})}
             versions = list_versions(root, model_name)
             version = (versions[-1] if versions else 0) + 1
             full = {
