@@ -35,6 +35,19 @@ def preflight(config: TrainConfig) -> None:
         check_writable(folder, key)
     check_storage(config.study_storage)
     check_table(config)
+    check_registry(config)
+
+
+def check_registry(config: TrainConfig) -> None:
+    """The model's aliases and its champion's metadata read cleanly: a damaged file stops the run now, not
+    at the gate after the whole search."""
+    from tasks import registry
+
+    root, name = config.registry_dir, config.model_name
+    if (Path(root) / name).is_dir():
+        current = registry.get_alias(root, name)
+        if current is not None and config.evaluation.compare_with_champion:
+            registry.read_metadata(root, name, current)
 
 
 def check_writable(folder: Path, key: str) -> None:

@@ -27,10 +27,11 @@ from typing import Any, NoReturn
 import numpy as np
 import pandas as pd
 from filelock import FileLock
+from pydantic import BaseModel, ConfigDict, RootModel, StrictInt, ValidationError
 
 from config.errors import GauntletError, RegistryError
 from tasks.modeling import load_pipeline, save_pipeline
-from tasks.runs import read_json, write_json
+from tasks.runs import write_json
 
 log = logging.getLogger("gauntlet.registry")
 
@@ -101,9 +102,41 @@ def _champion_moved_at(root: str | Path, model_name: str) -> str:
     return ""
 
 
+class _Aliases(RootModel[dict[str, StrictInt]]):
+    pass
+
+
+class _Metadata(BaseModel):
+    """What every reader of a version's metadata.json relies on; the rest is free."""
+
+    model_config = ConfigDict(extra="allow")
+    model_name: str
+    version: StrictInt
+    model_file: str = "model.pkl"
+    model_sha256: str
+    features: list[str | int]
+    classes: list[Any]  # empty for a regression
+
+
+def _validated(path: Path, schema: type[BaseModel], fix: str) -> Any:
+    """A registry JSON file read and checked; a damaged one is one line naming the file and the fix."""
+    try:
+        return schema.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "the file"
+        raise RegistryError(f"the registry file {path} is damaged ({where}: {first['msg'].lower()}); {fix}") from None
+    except OSError as exc:
+        raise RegistryError(f"the registry file {path} cannot be read ({exc.strerror}); {fix}") from None
+
+
 def get_aliases(root: str | Path, model_name: str) -> dict[str, int]:
     path = _model_dir(root, model_name) / ALIASES
-    return {k: int(v) for k, v in read_json(path).items()} if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    fix = ("run `gauntlet registry verify`, then restore it from a backup, or delete it and point the alias "
+           f"again with `gauntlet registry promote {model_name} VERSION`")
+    return dict(_validated(path, _Aliases, fix).root)
 
 
 def get_alias(root: str | Path, model_name: str, alias: str = "champion") -> int | None:
@@ -114,7 +147,9 @@ def read_metadata(root: str | Path, model_name: str, version: int) -> dict[str, 
     path = _model_dir(root, model_name) / str(version) / "metadata.json"
     if not path.is_file():
         raise RegistryError(f"model {model_name!r} has no version {version} in {root}")
-    return read_json(path)
+    fix = (f"run `gauntlet registry verify`, then restore the version from a backup, or remove its folder "
+           f"{path.parent} and point 'champion' elsewhere with `gauntlet registry promote {model_name} VERSION`")
+    return _validated(path, _Metadata, fix).model_dump()
 
 
 class IdenticalModel(RegistryError):
@@ -542,10 +577,13 @@ def _version_problem(root: str | Path, model_name: str, version: int) -> str | N
     if not folder.is_dir():
         return "does not exist"
     try:
-        metadata = read_json(folder / "metadata.json")
+        metadata = _Metadata.model_validate_json((folder / "metadata.json").read_bytes()).model_dump()
         expected = {metadata["model_file"]: metadata["model_sha256"], **metadata.get("files_sha256", {})}
         if int(metadata["version"]) != version:
             raise ValueError(f"metadata says version {metadata['version']}")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return f"metadata.json damaged ({'.'.join(map(str, first['loc'])) or 'the file'}: {first['msg'].lower()})"
     except Exception as exc:
         return f"metadata unreadable ({type(exc).__name__}: {exc})"
     bad = [f for f, sha in expected.items() if not (folder / f).is_file() or file_sha256(folder / f) != sha]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -176,3 +177,59 @@ def test_a_full_disk_while_registering_keeps_the_old_champion(workspace, monkeyp
     assert snapshot(workspace / "registry") == before
     assert not list((workspace / "registry" / MODEL).glob(".staging-*"))
     assert reg.verify(workspace / "registry") == []
+
+
+def _damage_metadata(key):
+    def damage(model_dir: Path) -> Path:
+        path = model_dir / "1" / "metadata.json"
+        meta = json.loads(path.read_text())
+        del meta[key]
+        path.write_text(json.dumps(meta))
+        return path
+    return damage
+
+
+def _write_aliases(text):
+    def damage(model_dir: Path) -> Path:
+        (model_dir / "aliases.json").write_text(text(model_dir / "aliases.json"))
+        return model_dir / "aliases.json"
+    return damage
+
+
+DAMAGES = {
+    "truncated aliases.json": _write_aliases(lambda p: p.read_text()[: len(p.read_text()) // 2]),
+    "an alias that is not a number": _write_aliases(lambda p: '{"champion": "one"}'),
+    "a list in place of the aliases": _write_aliases(lambda p: '["champion", 1]'),
+    "metadata without model_sha256": _damage_metadata("model_sha256"),
+    "metadata without features": _damage_metadata("features"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_registry_file_is_one_line_from_train_predict_and_serve(
+    damage, workspace, tmp_path, monkeypatch, capsys
+):
+    """Each command names the damaged file and the fix, exit code 2, no traceback; train before any search."""
+    from gauntlet.cli import main
+    from tasks.ml.data import load_table
+
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(workspace / "registry", artifacts / "registry")
+    damaged = DAMAGES[damage](artifacts / "registry" / MODEL)
+    rows = tmp_path / "rows.csv"
+    load_table("builtin:breast_cancer").drop(columns=["diagnosis"]).head(5).to_csv(rows, index=False)
+    commands = {
+        "train": lambda: run_command(monkeypatch, capsys, f"artifacts_dir={artifacts}"),
+        "predict": lambda: (main(["predict", "--input", str(rows), "--output", str(tmp_path / "p.csv"),
+                                  "--registry", str(artifacts / "registry")]), capsys.readouterr().err),
+        "serve": lambda: (main(["serve", "--registry", str(artifacts / "registry"), "--port", "9"]),
+                          capsys.readouterr().err),
+    }
+    for command, run in commands.items():
+        code, err = run()
+        last = [line for line in err.strip().splitlines() if line.strip()][-1]
+        assert code == 2, f"{command}: {err[-2000:]}"
+        assert last.startswith("error: ") and str(damaged) in last and "gauntlet registry verify" in last, last
+        assert "Traceback" not in err, f"{command}: {err[-2000:]}"
+    assert not (artifacts / "runs").exists()  # train stopped before its run began
+    assert any(str(damaged.parent.name) in p or "aliases" in p for p in registry.verify(artifacts / "registry"))

@@ -175,7 +175,7 @@ def test_promote_refuses_a_missing_or_damaged_version_and_changes_nothing(damage
     assert len(err.splitlines()) == 1 and err.startswith("error: ")
     expected = {"missing version": "has no version 9 in .*; promote one of its versions \\(1-3\\)",
                 "corrupted model": "model.pkl missing or failing its sha256; promote another version",
-                "unreadable metadata": "metadata unreadable .*; promote another version"}[damage]
+                "unreadable metadata": "metadata.json damaged .*; promote another version"}[damage]
     with pytest.raises(RegistryError, match=expected):
         registry.promote(root, MODEL, int(version))
     assert state(root) == before and registry.get_alias(root, MODEL) == 3
