@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger, tags
 from config.schema import TrainParameters
 from flows.evaluate import evaluate
 from flows.tune import tune_model
+from tasks import stopping
 from tasks.data import make_splits, preflight
 from tasks.ml.results import EvalReport
 from tasks.runs import RunPaths, dataset_name, finish_run, new_run_id, train_run_name
@@ -30,6 +31,9 @@ from tasks.stages import stage
 @flow(name="train", flow_run_name=train_run_name, log_prints=True)
 def train(params: TrainParameters = TrainParameters()) -> EvalReport:  # noqa: B008 - an immutable default
     """Split the table, search every enabled family concurrently, evaluate, gate and register."""
+    # SIGINT/SIGTERM (Ctrl-C, a worker cancelling the run) stop the searches at their next trial instead of
+    # Prefect's SIGTERM bridge, which raised in the main thread while the search threads ran on.
+    stopping.install()
     with stage("parameters"):
         config = params.to_config()  # a bad parameter fails here, before any work
         preflight(config)

@@ -93,6 +93,10 @@ def run(argv: list[str] | None = None) -> None:
     from gauntlet.runtime import configure_environment
 
     configure_environment()
+    if argv and argv[0] == "train":
+        from tasks import stopping
+
+        stopping.install()  # from the first second: Ctrl-C during the imports stops the run as cleanly
     if argv and argv[0] in SERVER_COMMANDS and not {"-h", "--help"} & set(argv):
         from gauntlet import local_server
 
@@ -120,9 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         return registry(argv[1:], prog="gauntlet registry")
     args = parser().parse_args(argv)
     from config.errors import GauntletError
+    from tasks.stopping import Stopped
 
     try:
         return COMMANDS[args.command](args)
+    except Stopped as exc:  # asked to stop: its own line and exit code (130 SIGINT, 143 SIGTERM)
+        print(str(exc), file=sys.stderr, flush=True)
+        return exc.exit_code
     except GauntletError as exc:
         return fail(exc)
 
@@ -130,11 +138,13 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args: argparse.Namespace) -> int:
     from config.schema import TrainParameters
     from gauntlet import local_server
+    from tasks import stopping
     from tasks.data import preflight
     from tasks.progress import Display
 
     params = TrainParameters.from_cli(args.config, args.overrides)
     preflight(params.to_config())  # fails in a second, before Prefect and training start
+    stopping.install()  # Ctrl-C / SIGTERM: searches stop at their next trial, nothing is registered
     _preload(params.to_config())  # while the local server boots
     local_server.wait_until_ready()
     from flows.train import train
@@ -145,6 +155,7 @@ def _train(args: argparse.Namespace) -> int:
         train.serve(name="served", cron=args.cron, parameters={"params": params.model_dump(mode="json")},
                     tags=["gauntlet", "served"])
         return 0
+    stopping.check()  # asked to stop while setting up: no run begins
     with Display("off" if args.quiet else "auto"):
         report = train(params=params)
     print_summary(report)

@@ -121,6 +121,7 @@ def start_early() -> str | None:
              "--log-level", "error", "--lifespan", "on"],
             env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509 - no threads yet
+            start_new_session=True,  # a Ctrl-C at the terminal stops the run, which still reports to its server
         )
     url = f"http://127.0.0.1:{port}/api"
     os.environ["PREFECT_API_URL"] = url  # before Prefect is imported: every client here, and child processes

@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from config.errors import GauntletError
 from config.schema import TrainConfig
-from tasks import monitoring, registry
+from tasks import monitoring, registry, stopping
 from tasks import reporting as rep
 from tasks.ml import evaluation as ev_ml
 from tasks.ml.data import DatasetInfo, encode_target, features_and_target, read_parquet
@@ -555,6 +555,7 @@ def register_champion(run: EvaluationInputs, champion: Champion, decision: Decis
                       intervals: dict, fairness: Fairness, gate: GateResult, files: ReportFiles,
                       production: Production | None, onnx: tuple[bytes | None, dict] | None) -> Registration:
     """A new registry version when the gate passed ('champion' moves to it), and the model card."""
+    stopping.check()  # a run asked to stop registers nothing
     logger, paths, info, manifest = get_run_logger(), run.paths, run.info, run.manifest
     root, name, cand, ev = run.config.registry_dir, run.config.model_name, champion.candidate, run.config.evaluation
     version, stages, note = None, dict(production.stages) if production else {}, None

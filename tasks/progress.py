@@ -97,7 +97,10 @@ class _UserErrorsWithoutTraceback(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         from config.errors import GauntletError
+        from tasks import stopping
 
+        if stopping.requested() and record.levelno >= logging.WARNING and "Stopped" in record.getMessage():
+            return False  # each task and flow failing on the stop: the command says it once, at its end
         if record.exc_info and isinstance(record.exc_info[1], GauntletError):
             record.exc_info, record.exc_text = None, None
         return True

@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from config.errors import GauntletError
 from config.schema import TrainConfig
-from tasks import monitoring
+from tasks import monitoring, stopping
 from tasks.ml.budget import SearchBudget, TimeLimits, raise_hint, stop_note
 from tasks.ml.data import DatasetInfo, read_parquet, release_memory
 from tasks.ml.estimators import FamilySpec, get_family
@@ -470,6 +470,7 @@ def search_family(family: str, run_dir: str, config: TrainConfig, n_jobs: int, s
         raise
     if state.is_completed():
         return state.result()
+    stopping.check()  # stopped, not failed: no error line, no failed candidate
     exc = state.result(raise_on_failure=False)
     message = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else (state.message or "failed")
     if isinstance(exc, BaseException) and type(exc).__name__ in TRANSIENT_ERRORS:
@@ -558,6 +559,7 @@ def run_family_searches(config: TrainConfig, paths: RunPaths, plan: SearchPlan, 
 
     with threadpool_limits(limits=plan.threads), runner_type(max_workers=plan.parallel) as runner:
         outcomes = run_all(plan.order, refresh=False)
+        stopping.check()  # nothing is retried or evaluated after a stop
         adopted = {f: _adopt(o, paths) for f, o in outcomes.items() if isinstance(o, Candidate)}
         gone = [f for f, candidate in adopted.items() if candidate is None]
         # A cached search that a time limit cut short resumes its study instead of being reused.

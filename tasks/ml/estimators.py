@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import optuna
 
+from tasks import stopping
 from tasks.ml.search_spaces import SEARCH_SPACES
 
 
@@ -73,6 +74,7 @@ def _report(trial: optuna.Trial, step: int, loss: float) -> None:
     Optuna's integration callbacks refuse a loss when the study maximises (F-beta, AUC...), so
     the loss is negated for maximising studies: the pruner only compares trials at equal steps.
     """
+    stopping.check()  # a stop asked for interrupts the fit at this round
     if not is_report_step(step):
         return
     maximize = trial.study.direction == optuna.study.StudyDirection.MAXIMIZE

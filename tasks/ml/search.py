@@ -25,6 +25,7 @@ from sklearn.pipeline import Pipeline
 
 from config.errors import ConfigError
 from config.schema import hide_password
+from tasks import stopping
 from tasks.ml.budget import TimeLimits
 from tasks.ml.data import DatasetInfo, features_and_target
 from tasks.ml.estimators import FamilySpec, FitContext, MatrixCache
@@ -593,7 +594,9 @@ def optimize_within_budget(
     limits = limits or TimeLimits("", timeout_s=settings.timeout_s)
     ran = 0
     failed_before = _count(study, (optuna.trial.TrialState.FAIL,))
+    callbacks = [*callbacks, _count_finished]
     while True:
+        stopping.check()  # a stop asked for ends the search here: finished trials stay in the study
         trials = study.get_trials(deepcopy=False)
         states = [t.state for t in trials]
         owed = settings.n_trials - sum(s in FINISHED for s in states) - states.count(optuna.trial.TrialState.RUNNING)
@@ -605,10 +608,15 @@ def optimize_within_budget(
         if optuna.trial.TrialState.COMPLETE not in states and failed >= settings.max_failures_before_stop:
             break  # a broken family fails fast
         started = time.monotonic()
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=list(callbacks), gc_after_trial=False)
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
         limits.trial_ended(time.monotonic() - started, owed - 1)
         ran += 1
     return ran
+
+
+def _count_finished(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    if trial.state in FINISHED:
+        stopping.trial_finished()
 
 
 def wait_for_other_workers(
