@@ -44,9 +44,25 @@ $(BIN)/python:
 		{ echo "error: gauntlet needs Python >= 3.11; run with PYTHON=/path/to/python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall whenever pyproject.toml changes.
+# uv installs the same wheels several times faster than pip (bench/README.md: set-up). It is taken from
+# PATH, else fetched into the venv; pip installs wherever uv is unavailable or fails (INSTALLER=pip: always).
+INSTALLER ?= uv
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+define install
+	@if [ "$(INSTALLER)" = uv ] && { command -v uv >/dev/null || $(PIP) uv >/dev/null 2>&1; }; then \
+		echo "installing $(1) with uv"; \
+		$$(command -v uv || echo $(BIN)/uv) pip install --quiet --python $(BIN)/python $(1) || \
+		{ echo "uv failed; installing with pip"; $(PIP) $(1); }; \
+	else echo "installing $(1) with pip"; $(PIP) $(1); fi
+endef
+
+# Reinstall whenever pyproject.toml changes; training needs only the package, the tests its dev extra.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(call install,-e .)
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(call install,-e '.[dev]')
 	@touch $@
 
 # Migrate Prefect's database once, before the first flow run (a fresh database otherwise races
@@ -73,10 +89,10 @@ predict: setup
 # Flows wait on servers and subprocesses much of the time: two workers (test files spread
 # between them) halve the suite's wall time on 2 cores. TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
-test: setup
+test: setup $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup $(VENV)/.installed-dev
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 server: setup
@@ -94,7 +110,7 @@ deploy: setup
 worker: setup
 	PREFECT_API_URL=$(SERVER_API) $(BIN)/gauntlet worker --pool gauntlet-process
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
 # docs/configuration.md is generated; tests/test_config_reference.py fails when it is stale.
