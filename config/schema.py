@@ -681,7 +681,10 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}; pass --config with an existing YAML file")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                              f"{exc.start}); save it as UTF-8") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
         if not isinstance(raw, dict):

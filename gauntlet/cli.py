@@ -11,6 +11,7 @@ import atexit
 import gc
 import os
 import sys
+import warnings
 from typing import Any
 
 SERVER_COMMANDS = ("train", "evaluate", "predict", "tune")  # those that run flows
@@ -93,6 +94,8 @@ def run(argv: list[str] | None = None) -> None:
     from gauntlet.runtime import configure_environment
 
     configure_environment()
+    # Libraries' unclosed sockets and files, reported when collected: noise on a user's terminal.
+    warnings.filterwarnings("ignore", category=ResourceWarning)
     if argv and argv[0] == "train":
         from tasks import stopping
 

@@ -50,7 +50,7 @@ def check_registry(config: TrainConfig) -> None:
             registry.read_metadata(root, name, current)
 
 
-def check_writable(folder: Path, key: str) -> None:
+def check_writable(folder: Path, key: str, fix: str | None = None) -> None:
     """`folder`, or the nearest folder above it that exists (nothing is created here), takes a file:
     a read-only disk or a path through a file fails now, not when the first result is saved."""
     existing = folder.absolute()
@@ -62,8 +62,8 @@ def check_writable(folder: Path, key: str) -> None:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".gauntlet-write-check-"):
             pass
     except OSError as exc:
-        raise ConfigError(f"{key} {folder} is not writable ({exc.strerror or type(exc).__name__}); choose a "
-                          f"folder you can write to with --set {key}=PATH") from None
+        fix = fix or f"choose a folder you can write to with --set {key}=PATH"
+        raise ConfigError(f"{key} {folder} is not writable ({exc.strerror or type(exc).__name__}); {fix}") from None
 
 
 def check_table(config: TrainConfig) -> None:

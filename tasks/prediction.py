@@ -51,10 +51,16 @@ def preflight(input_path: str, output_path: str, registry_dir: str, model_name: 
     table_format(output_path)  # a wrong output suffix fails now, not after the scoring
     if Path(output_path).resolve() == Path(input_path).resolve():
         raise DataError(f"--output {output_path} is the input file; choose another output path")
+    from tasks.data import check_writable
+
+    # Before scoring every row: a folder that takes no file (read-only, /proc, a file in the path) fails now.
+    check_writable(Path(output_path).parent, "--output", "choose an output path in a folder you can write to")
     name = registry.resolve_model_name(registry_dir, model_name, latest=True)
     found = registry.resolve_version(registry_dir, name, alias, version)
     schema = InputSchema.from_metadata(registry.read_metadata(registry_dir, name, found))
     columns, rows = input_columns(input_path)
+    if rows == 0:
+        raise DataError(f"input file {input_path} holds no rows (a header only); pass a file with rows to score")
     extra = schema.check_columns(columns)
     unknown = [c for c in keep_columns if c not in columns]
     if unknown:

@@ -241,6 +241,7 @@ def register_model(
                 "model_sha256": sha,
                 **({"files_sha256": files} if files else {}),
             }
+            _Metadata.model_validate(full)  # what readers rely on is there before anything is written
             write_json(staging / "metadata.json", full, durable=True)
             (staging / "MODEL_CARD.md").write_text(model_card.replace("{version}", str(version)))
             _fsync_dir(staging)

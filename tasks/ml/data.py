@@ -149,15 +149,17 @@ def table_columns(path: str | Path, *, what: str = "data file",
             index = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
             columns, rows = [str(n) for n in schema.names if n not in index], parquet.metadata.num_rows
         elif name.endswith((".csv", ".csv.gz", ".csv.zip", ".tsv")):
-            header = pd.read_csv(file, sep="\t" if ".tsv" in name else ",", header=None, nrows=1, dtype=str,
+            header = pd.read_csv(file, sep="\t" if ".tsv" in name else ",", header=None, nrows=2, dtype=str,
                                  keep_default_na=False)
-            columns, rows = [str(c) for c in header.iloc[0]], None
+            columns, rows = [str(c) for c in header.iloc[0]], (0 if len(header) < 2 else None)
         else:
             raise DataError(f"unsupported file type {file.suffix!r} for {path}; use .csv, .csv.gz, .tsv or .parquet")
     except DataError:
         raise
     except pd.errors.EmptyDataError:
         raise DataError(f"{what} {path} has no header row (empty); {fix}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(not_utf8(path, what, exc.object[exc.start])) from None
     except Exception as exc:  # pyarrow/pandas raise many types for unreadable files
         raise DataError(f"cannot read {what} {path}: {_first_line(exc)}; check that the file is a valid "
                         "CSV or Parquet table") from None
@@ -177,13 +179,25 @@ def load_table(path: str) -> pd.DataFrame:
     try:
         if name.endswith((".parquet", ".pq")):
             return read_parquet(file)
-        return pd.read_csv(file, sep="\t" if ".tsv" in name else ",", engine="pyarrow")
+        frame = pd.read_csv(file, sep="\t" if ".tsv" in name else ",", engine="pyarrow")
     except Exception as exc:  # pyarrow/pandas raise many types for unreadable files
         message = _first_line(exc)
         if "Expected" in message and "columns" in message:  # a ragged row
             raise DataError(f"cannot read {path}: {message}; every row needs the header's {len(columns)} "
                             "fields: fix that row (a stray separator, or quote fields that hold one)") from None
         raise DataError(f"cannot read {path}: {message}; check that the file is a valid table") from None
+    for column in frame.select_dtypes(include="object").columns:  # pyarrow keeps text that is not UTF-8 as bytes
+        values = [v for v in frame[column] if isinstance(v, bytes)]
+        if values:
+            bad = next((b for v in values for b in v if b >= 0x80), 0x80)
+            raise DataError(not_utf8(path, "data file", bad, column))
+    return frame
+
+
+def not_utf8(path: str | Path, what: str, byte: int, column: str | None = None) -> str:
+    where = f" (column {column!r})" if column is not None else ""
+    return (f"{what} {path} is not UTF-8 text{where}: byte {byte:#04x} is not UTF-8, as in a latin-1 or "
+            f"Windows-1252 file; save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
 
 
 def data_sha256(path: str, frame: pd.DataFrame) -> str:

@@ -205,8 +205,13 @@ def read_chunks(path: str | Path, columns: list[str], chunk_rows: int) -> Iterat
     with open(path, "rb") as raw:
         reader = pd.read_csv(raw, sep=_sep(path), usecols=columns, chunksize=chunk_rows,
                              compression="gzip" if compressed else None, low_memory=False)
-        for frame in reader:
-            yield frame, min(raw.tell() / size, 1.0)
+        try:
+            for frame in reader:
+                yield frame, min(raw.tell() / size, 1.0)
+        except UnicodeDecodeError as exc:
+            from tasks.ml.data import not_utf8
+
+            raise SchemaError(not_utf8(path, "input file", exc.object[exc.start])) from None
 
 
 class PredictionWriter:

@@ -107,6 +107,9 @@ CASES = [
      ["preprocessing.inf_values=error"], "column 'x2' holds 3 infinite values; replace them, or set preprocessing.inf_values"),
     ("duplicate column names", lambda d: write(d / "dup.csv", text="x1,x1,y\n" + "1,2,a\n3,4,b\n" * 30), [],
      "duplicate column names ['x1'] in {d}/dup.csv; rename them so every column is unique"),
+    ("latin-1 csv", lambda d: write(d / "latin1.csv", text=b"x1,x2,city,y\n" + b"".join(
+        b"%d,%d,M\xfcnchen,%s\n" % (i, i * 2, b"ab"[i % 2:i % 2 + 1]) for i in range(60))), [],
+     "latin1.csv is not UTF-8 text: byte 0xfc is not UTF-8, as in a latin-1 or Windows-1252 file; save it as UTF-8"),
     ("unknown config key", None, ["search.n_trails=3"], "search.n_trails: unknown key; allowed keys here:"),
     ("wrong type in config", None, ["models.lightgbm.n_trials=many"],
      "models.lightgbm.n_trials: Input should be a valid integer, unable to parse string as an integer (got 'many')"),
@@ -233,3 +236,41 @@ def test_a_damaged_registry_file_is_one_line_from_train_predict_and_serve(
         assert "Traceback" not in err, f"{command}: {err[-2000:]}"
     assert not (artifacts / "runs").exists()  # train stopped before its run began
     assert any(str(damaged.parent.name) in p or "aliases" in p for p in registry.verify(artifacts / "registry"))
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    from gauntlet.cli import main
+
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes("data:\n  path: builtin:breast_cancer\n  target: diagnosis  # r\u00e9sultat\n".encode("latin-1"))
+    code = main(["train", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip() == (f"error: config file {config} is not UTF-8 text (byte 0xe9 at offset 60); save it as UTF-8")
+
+
+@pytest.mark.parametrize("case", ["output folder takes no file", "header only", "latin-1"])
+def test_prediction_input_and_output_problems_are_named_before_scoring(case, workspace, tmp_path, capsys):
+    from gauntlet.cli import main
+    from tasks.ml.data import load_table
+
+    rows = load_table("builtin:breast_cancer").drop(columns=["diagnosis"]).head(5)
+    source, output = tmp_path / "rows.csv", tmp_path / "out.csv"
+    rows.to_csv(source, index=False)
+    if case == "output folder takes no file":
+        (tmp_path / "a-file").write_text("not a folder")
+        output, expected = tmp_path / "a-file" / "out.csv", "--output " + str(tmp_path / "a-file")
+    elif case == "header only":
+        source.write_text(",".join(rows.columns) + "\n")
+        expected = "holds no rows (a header only)"
+    else:
+        text = source.read_text().splitlines()
+        source.write_bytes(("\n".join(text[:3]) + "\n").encode() + text[3].replace(text[3][:1], "\u00fc", 1).encode(
+            "latin-1") + b"\n")
+        expected = "is not UTF-8 text"
+    code = main(["predict", "--input", str(source), "--output", str(output), "--registry", str(workspace / "registry")])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    assert last.startswith("error: ") and expected in last, last
+    assert not output.exists()

@@ -44,14 +44,14 @@ KILLED_REGISTRATION = textwrap.dedent("""
                 stop_here()
             real_write(path, payload, durable)
         registry.write_json = write
-    registry.register_model(root, "m", {"weights": [2.0]}, {"note": "second"})
+    registry.register_model(root, "m", {"weights": [2.0]}, {"note": "second", "features": ["x"], "classes": [0, 1]})
 """)
 
 
 @pytest.mark.parametrize("step", ["model file", "metadata", "alias"])
 def test_a_registration_killed_at_any_step_leaves_a_complete_champion(step, tmp_path, monkeypatch):
     root = tmp_path / "registry"
-    assert registry.register_model(root, "m", {"weights": [1.0]}, {"note": "first"}) == 1
+    assert registry.register_model(root, "m", {"weights": [1.0]}, meta(note="first")) == 1
     flag = tmp_path / "reached"
     proc = subprocess.Popen([sys.executable, "-c", KILLED_REGISTRATION, str(root), step, str(flag)],
                             cwd=PROJECT_ROOT, stderr=subprocess.PIPE, text=True)
@@ -72,7 +72,7 @@ def test_a_registration_killed_at_any_step_leaves_a_complete_champion(step, tmp_
     assert bool(leftovers) == (step != "alias")
     # The next registration works, and clears what the killed one left once it is old enough.
     monkeypatch.setattr(registry, "STALE_STAGING_S", -1)
-    version = registry.register_model(root, "m", {"weights": [3.0]}, {"note": "third"})
+    version = registry.register_model(root, "m", {"weights": [3.0]}, meta(note="third"))
     assert registry.get_alias(root, "m") == version and registry.load_model(root, "m").pipeline == {"weights": [3.0]}
     assert not list((root / "m").glob(".staging-*")) and registry.verify(root) == []
 
@@ -82,8 +82,13 @@ CONCURRENT_REGISTRATIONS = textwrap.dedent("""
     from tasks import registry
     root, who = sys.argv[1], sys.argv[2]
     for i in range(6):
-        registry.register_model(root, "m", {"who": who, "i": i}, {"who": who, "i": i})
+        registry.register_model(root, "m", {"who": who, "i": i}, {"who": who, "i": i, "features": ["x"], "classes": [0, 1]})
 """)
+
+
+def meta(**fields):
+    """The metadata every registry reader relies on (features, classes), plus the test's own fields."""
+    return {"features": ["x"], "classes": [0, 1], **fields}
 
 
 def test_two_processes_registering_at_once_get_distinct_complete_versions(tmp_path):
@@ -151,9 +156,9 @@ def test_a_stale_staging_folder_is_left_alone_while_young(tmp_path):
     root = tmp_path / "registry"
     young = root / "m" / ".staging-someone-else-writing"
     young.mkdir(parents=True)
-    registry.register_model(root, "m", {"w": 1}, {})
+    registry.register_model(root, "m", {"w": 1}, meta())
     assert young.exists()  # another process may be writing it right now
     old = time.time() - registry.STALE_STAGING_S - 60
     os.utime(young, (old, old))
-    registry.register_model(root, "m", {"w": 2}, {})
+    registry.register_model(root, "m", {"w": 2}, meta())
     assert not young.exists()
