@@ -93,6 +93,12 @@ class DataConfig(_Section):
         description="Binary tasks: the class scored as positive. Default: 1/True when the labels "
         "are 0/1 or booleans, otherwise the last label in sorted order.",
     )
+    normalize_labels: bool = Field(
+        False,
+        description="Classification: merge target labels that differ only by case or surrounding spaces "
+        "(`yes`, `Yes`, ` yes`) into their most frequent spelling. Default: they stay apart, with a warning "
+        "naming each group.",
+    )
     sample_rows: int | None = Field(
         None, ge=100,
         description="Train on a seeded sample (split.seed) of this many rows, stratified by the target "

@@ -99,6 +99,11 @@ def load_dataset(path: str, config: TrainConfig | None = None) -> pd.DataFrame:
 
 @task(name="validate_dataset", cache_policy=NO_CACHE)
 def validate_dataset(frame: pd.DataFrame, config: TrainConfig) -> DatasetInfo:
+    target = config.data.target
+    if config.data.normalize_labels and target in frame.columns and config.data.task != "regression":
+        frame[target], merged = ml_data.normalize_labels(frame[target])
+        for group in merged:
+            get_run_logger().info("data.normalize_labels: target labels %s merged into %r", group, group[0])
     info = ml_data.validate_dataset(
         frame,
         config.data.target,

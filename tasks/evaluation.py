@@ -429,7 +429,7 @@ def write_reports(run: EvaluationInputs, champion: Champion, decision: DecisionM
         plot(y_test, y_pred if key == "confusion_matrix" else proba, info.classes, paths.reports / f"{key}.png")
     figures = ["confusion_matrix", "roc_curve", "pr_curve", "calibration_curve", *explanations.figures]
     tables = {"classification_report": rep.classification_report_table(y_test, y_pred, info.classes),
-              **explanations.tables, **{f"fairness_{c}": t for c, t in fairness.tables.items()}}
+              **explanations.tables, **{f"fairness_{rep.file_safe(c)}": t for c, t in fairness.tables.items()}}
     predictions = pd.DataFrame(proba, columns=[f"proba_{c}" for c in info.classes])
     predictions.insert(0, "predicted", [info.classes[k] for k in y_pred])
     predictions.insert(0, "actual", scores.test[info.target].to_numpy())

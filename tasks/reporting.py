@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from pathlib import Path
@@ -313,6 +314,14 @@ def format_tracking(report: EvalReport) -> str | None:
         return None
     return (f"Tracking: Comet online failed for {len(kept)} of {len(notes)} experiments; nothing was lost, "
             "they were kept as offline archives:\n  " + "\n  ".join(kept))
+
+
+def file_safe(name: object) -> str:
+    """A column name as part of a file name: `region/zone` -> `region_zone-1a2b3c` (the hash keeps two
+    names that differ only in unsafe characters apart)."""
+    text = str(name)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "column"
+    return safe if safe == text else f"{safe}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
 
 
 def publish_prefect_artifacts(

@@ -175,6 +175,9 @@ class ModelHolder:
             except RegistryError:
                 return False
         target = registry.get_alias(self.root, self.name, self.alias)
+        if target is not None and target == self.version and self.reload_error:
+            log.info("alias %r points at the served version %d again", self.alias, target)
+            self.reload_error = None  # /health is ok again: the version that failed is no longer wanted
         if target is None or target == self.version:
             return False
         try:
@@ -280,6 +283,8 @@ def create_app(holder: ModelHolder, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             return error(400, f"the body is not valid JSON ({exc}); send a JSON list of row objects")
+        except RecursionError:
+            return error(400, "the body nests JSON too deeply to read; send a JSON list of flat row objects")
         served = holder.current  # this request's version, whatever the reload thread does meanwhile
         if served is None:
             return no_model_yet()

@@ -350,6 +350,10 @@ def validate_dataset(
         return _regression_info(frame, target, y, drop_columns, n_missing_target,
                                 categorical_columns=categorical_columns, datetime=datetime, inf_values=inf_values,
                                 drop_constant=drop_constant, drop_id_like=drop_id_like)
+    unused = []
+    if isinstance(y.dtype, pd.CategoricalDtype):  # a category level no row holds is not a class
+        unused = [_plain(c) for c in y.cat.categories if not (y == c).any()]
+        y = y.cat.remove_unused_categories()
     counts = y.value_counts()
     if len(counts) < 2:
         raise DataError(
@@ -390,6 +394,11 @@ def validate_dataset(
         classes = sorted(labels, key=str)
 
     warnings: list[str] = []
+    for group in label_groups(y):
+        warnings.append(f"target labels {group} differ only by case or surrounding spaces and are "
+                        "separate classes; set data.normalize_labels: true to merge them")
+    if unused:
+        warnings.append(f"target {target!r} is a category with level(s) no row holds, ignored: {unused[:10]}")
     features, numeric, categorical, datetimes, dropped = _feature_columns(
         frame, target, drop_columns, categorical_columns, datetime, inf_values, drop_constant, drop_id_like, warnings)
     check_leakage(frame, target, features, numeric, len(counts))
@@ -460,7 +469,18 @@ def _feature_columns(
         if n_inf:
             warnings.append(f"column {col!r} holds {n_inf} infinite values; they are treated as missing "
                             "(preprocessing.inf_values)")
+        finite = values[np.isfinite(values)]
+        largest = float(np.abs(finite).max()) if finite.size else 0.0
+        if largest > MAX_FEATURE_MAGNITUDE:
+            raise DataError(
+                f"column {col!r} holds values up to {largest:.3g}, beyond what the models compute with (float32, "
+                f"squares and sums overflow past about {MAX_FEATURE_MAGNITUDE:.0e}); rescale it (a log, or a "
+                "division by a power of ten), or list it in data.drop_columns")
     return features, numeric, categorical, datetimes, dropped
+
+
+# Features are float32 in every family (3.4e38 at most): past this, sums and products overflow to inf.
+MAX_FEATURE_MAGNITUDE = 1e30
 
 
 # Rows with a target value a regression needs: enough for train, valid and test to each hold a few.
@@ -640,6 +660,23 @@ def _plain(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------- splitting
+
+
+def label_groups(y: pd.Series) -> list[list[Any]]:
+    """Text labels that differ only by case or surrounding spaces: each group, most frequent first."""
+    counts = y.dropna().value_counts()
+    groups: dict[str, list[Any]] = {}
+    for label in counts.index:
+        if isinstance(label, str):
+            groups.setdefault(label.strip().casefold(), []).append(label)
+    return [labels for labels in groups.values() if len(labels) > 1]
+
+
+def normalize_labels(y: pd.Series) -> tuple[pd.Series, list[list[Any]]]:
+    """`y` with each group of `label_groups` merged into its most frequent spelling; the groups merged."""
+    groups = label_groups(y)
+    mapping = {label: group[0] for group in groups for label in group[1:]}
+    return (y.astype(object).replace(mapping) if mapping else y), groups
 
 
 def encode_target(y: pd.Series, classes: list[Any]) -> np.ndarray:

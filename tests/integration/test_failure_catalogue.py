@@ -105,6 +105,8 @@ CASES = [
      "column 'x3' holds numbers but 1 of its cells are not (row 17: 'n/a!' counting rows from 0); fix or blank"),
     ("inf values refused", lambda d: write(d / "t.parquet", table(x2=[np.inf] * 3 + [0.5] * 57)),
      ["preprocessing.inf_values=error"], "column 'x2' holds 3 infinite values; replace them, or set preprocessing.inf_values"),
+    ("values beyond float32", lambda d: write(d / "t.parquet", table(x2=[1e300] * 3 + [0.5] * 57)), [],
+     "column 'x2' holds values up to 1e+300, beyond what the models compute with (float32"),
     ("duplicate column names", lambda d: write(d / "dup.csv", text="x1,x1,y\n" + "1,2,a\n3,4,b\n" * 30), [],
      "duplicate column names ['x1'] in {d}/dup.csv; rename them so every column is unique"),
     ("latin-1 csv", lambda d: write(d / "latin1.csv", text=b"x1,x2,city,y\n" + b"".join(
@@ -274,3 +276,51 @@ def test_prediction_input_and_output_problems_are_named_before_scoring(case, wor
     assert code == 2 and "Traceback" not in err, err[-2000:]
     assert last.startswith("error: ") and expected in last, last
     assert not output.exists()
+
+
+def test_a_sensitive_column_named_like_a_path_gets_a_safe_report_file(tmp_path):
+    """Issue 21, case 7: a column named `region/zone` became a folder in the report's file name."""
+    from flows.train import train
+    from tasks.ml.data import load_table
+    from tests.helpers import smoke_params
+
+    frame = load_table("builtin:breast_cancer")
+    frame["region/zone"] = np.where(np.arange(len(frame)) % 2, "north/east", "south")
+    frame.to_parquet(tmp_path / "cancer.parquet")
+    report = train(params=smoke_params(tmp_path, **{
+        "data.path": str(tmp_path / "cancer.parquet"), "evaluation.sensitive_columns": ["region/zone"],
+        "models.random_forest.enabled": False, "models.lightgbm.enabled": False, "models.xgboost.enabled": False,
+        "tracking.backend": "none"}))
+    files = [p.name for p in (Path(report.run_dir) / "reports").glob("fairness_*.csv")]
+    assert len(files) == 1 and files[0].startswith("fairness_region_zone-"), files
+    assert set(pd.read_csv(Path(report.run_dir) / "reports" / files[0])["group"]) == {"north/east", "south"}
+
+
+def test_an_unused_level_of_a_category_target_is_ignored_with_a_warning():
+    """Issue 21, case 8: a category target with a level no row holds was refused as a class with 0 rows."""
+    from tasks.ml.data import validate_dataset
+
+    frame = table()
+    frame["y"] = pd.Categorical(frame["y"], categories=["a", "b", "never"])
+    info = validate_dataset(frame, "y")
+    assert info.classes == ["a", "b"] and info.task == "binary"
+    assert "target 'y' is a category with level(s) no row holds, ignored: ['never']" in info.warnings
+
+
+def test_labels_that_differ_only_by_case_or_spaces_warn_and_merge_on_request():
+    """Issue 21, case 6: `yes`, `Yes`, ` yes`, `YES ` trained silently as separate classes."""
+    from config.schema import load_config
+    from tasks import data
+    from tasks.ml.data import validate_dataset
+
+    frame = table(y=["yes", "Yes", " yes", "YES ", "no", "No"] * 10)
+    info = validate_dataset(frame, "y")
+    assert len(info.classes) == 6
+    assert any("['yes', 'Yes', ' yes', 'YES ']" in w or "differ only by case" in w and "' yes'" in w
+               for w in info.warnings), info.warnings
+    assert any("['no', 'No']" in w and "data.normalize_labels: true" in w for w in info.warnings), info.warnings
+    config = load_config(PROJECT_ROOT / "config" / "smoke.yaml", {"data.target": "y", "data.normalize_labels": True})
+    merged = data.validate_dataset(frame.copy(), config)
+    assert merged.task == "binary" and len(merged.classes) == 2 and set(merged.classes) <= {"yes", "Yes", " yes",
+                                                                                           "YES ", "no", "No"}
+    assert not any("differ only by case" in w for w in merged.warnings)

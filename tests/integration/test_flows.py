@@ -416,7 +416,7 @@ def test_the_last_family_searching_fits_on_every_core(tmp_path, executor):
 
     report = train(params=smoke_params(tmp_path, **{
         "search.executor": executor,
-        "tracking.backend": "none", "models.random_forest.n_trials": 16 if executor == "threads" else 24,
+        "tracking.backend": "none", "models.random_forest.n_trials": 16,
         "models.lightgbm.enabled": False,
         "models.xgboost.enabled": False, "models.logistic_regression.n_trials": 1}))
     cores = os.cpu_count() or 1

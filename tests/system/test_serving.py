@@ -102,6 +102,9 @@ def test_bad_requests_get_the_right_4xx(service, registry_copy):
     big = httpx.post(f"{service.url}/predict", json=[row] * 400, timeout=10)  # about 400 kB > 200 kB
     assert big.status_code == 413 and "over the limit" in big.json()["detail"]
     assert httpx.post(f"{service.url}/predict", json=[]).status_code == 422
+    deep = httpx.post(f"{service.url}/predict", content=b"[" * 5000 + b"]" * 5000, timeout=10,
+                      headers={"content-type": "application/json"})
+    assert deep.status_code == 400 and "too deeply" in deep.json()["detail"]
     assert httpx.post(f"{service.url}/predict", json={"rows": [row]}).status_code == 422
     assert httpx.get(f"{service.url}/health").json()["status"] == "ok"  # still serving after all that
 
@@ -189,6 +192,11 @@ def test_alias_move_is_followed_without_dropping_requests(registry_copy, tmp_pat
         while httpx.get(f"{running.url}/health").json()["status"] != "degraded" and time.monotonic() < deadline:
             time.sleep(0.1)
         health = httpx.get(f"{running.url}/health").json()
+        reg.set_alias(registry, name, "champion", second)  # back to the served version: healthy again
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{running.url}/health").json()["status"] != "ok" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        healthy_again = httpx.get(f"{running.url}/health").json()
         stop.set()
         thread.join()
     finally:
@@ -196,6 +204,8 @@ def test_alias_move_is_followed_without_dropping_requests(registry_copy, tmp_pat
     assert set(statuses) == {200} and len(statuses) > 10  # no request failed across the swap
     assert versions[0] == first and versions[-1] == second and sorted(set(versions)) == [first, second]
     assert health["model_version"] == second and "fails its checksum" in health["reload_error"]
+    assert healthy_again["status"] == "ok" and healthy_again["reload_error"] is None
+    assert healthy_again["model_version"] == second
     assert "failed to load" in running.log.read_text()
 
 
