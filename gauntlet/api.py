@@ -64,7 +64,7 @@ def train(data: str | Path | pd.DataFrame, target: str | None = None, *, config:
 
     values = dict(overrides or {})
     if target is not None:
-        values["data.target"] = target
+        values["data.target"] = str(target)  # an integer column name is "0" once saved as Parquet
     params = TrainParameters(config_path=str(config or DEFAULT_CONFIG_PATH), overrides=values)
     if isinstance(data, pd.DataFrame):
         values["data.path"] = str(_save_frame(data, params.to_config().artifacts_dir))
@@ -82,7 +82,7 @@ def _save_frame(frame: pd.DataFrame, artifacts_dir: str) -> Path:
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_suffix(".tmp")
-        frame.to_parquet(temp, index=False)
+        frame.rename(columns=str).to_parquet(temp, index=False)  # Parquet names are text: 0 becomes "0"
         temp.replace(path)
     return path
 

@@ -651,6 +651,8 @@ class RegisteredModel:
         return list(self.metadata["features"])
 
     def _inputs(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if not all(isinstance(c, str) for c in frame.columns):  # integer names: trained as text (Parquet's)
+            frame = frame.rename(columns=str)
         missing = [c for c in self.features if c not in frame.columns]
         if missing:
             raise RegistryError(

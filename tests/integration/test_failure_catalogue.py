@@ -324,3 +324,21 @@ def test_labels_that_differ_only_by_case_or_spaces_warn_and_merge_on_request():
     assert merged.task == "binary" and len(merged.classes) == 2 and set(merged.classes) <= {"yes", "Yes", " yes",
                                                                                            "YES ", "no", "No"}
     assert not any("differ only by case" in w for w in merged.warnings)
+
+
+def test_integer_column_names_train_and_predict(tmp_path):
+    """Issue 21, case 7: a table whose column names are integers (a DataFrame, or Parquet written from one)."""
+    import gauntlet
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(150, 3)))
+    frame[3] = np.where(frame[0] + rng.normal(scale=0.5, size=150) > 0, "a", "b")
+    overrides = {"artifacts_dir": str(tmp_path), "tracking.backend": "none", "search.storage": "none",
+                 "models.random_forest.enabled": False, "models.xgboost.enabled": False,
+                 "models.lightgbm.enabled": False, "models.logistic_regression.n_trials": 2,
+                 "evaluation.deployment_threshold": 0.0, "evaluation.explain": False}
+    report = gauntlet.train(frame, target=3, config=PROJECT_ROOT / "config" / "smoke.yaml", overrides=overrides)
+    assert report.registered
+    model = gauntlet.load_model(registry=tmp_path / "registry")
+    assert model.features == ["0", "1", "2"]
+    assert set(model.predict(frame.drop(columns=[3]))) <= {"a", "b"}  # integer names, as trained
