@@ -86,11 +86,11 @@ serve: setup
 predict: setup
 	$(BIN)/gauntlet predict --input $(INPUT) --output $(OUTPUT) $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
-# Flows wait on servers and subprocesses much of the time: two workers (test files spread
-# between them) halve the suite's wall time on 2 cores. TEST_WORKERS=0 runs it in one process.
+# Flows wait on servers and subprocesses much of the time: two workers (tests spread, an idle
+# worker takes the other's queued tests) halve the wall time on 2 cores. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: setup $(VENV)/.installed-dev
-	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal) $(PYTEST_ARGS)
 
 test-fast: setup $(VENV)/.installed-dev
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
