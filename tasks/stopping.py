@@ -62,8 +62,10 @@ def reset() -> None:
 
 
 def _handle(signum: int, frame: object) -> None:
-    if _event.is_set():  # the second signal: at once
-        os._exit(128 + signum)
+    if _event.is_set():  # the second signal: the default action, at once (the shell sees 128 + signum)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     request(signum)
     print(f"{signal.Signals(signum).name} received: stopping at the next trial boundary "
           "(finished trials are kept); send it again to exit at once", file=sys.stderr, flush=True)
