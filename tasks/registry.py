@@ -118,14 +118,17 @@ class _Metadata(BaseModel):
     classes: list[Any]  # empty for a regression
 
 
+def _first_problem(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    return f"{'.'.join(map(str, first['loc'])) or 'the file'}: {first['msg'].lower()}"
+
+
 def _validated(path: Path, schema: type[BaseModel], fix: str) -> Any:
     """A registry JSON file read and checked; a damaged one is one line naming the file and the fix."""
     try:
         return schema.model_validate_json(path.read_bytes())
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "the file"
-        raise RegistryError(f"the registry file {path} is damaged ({where}: {first['msg'].lower()}); {fix}") from None
+        raise RegistryError(f"the registry file {path} is damaged ({_first_problem(exc)}); {fix}") from None
     except OSError as exc:
         raise RegistryError(f"the registry file {path} cannot be read ({exc.strerror}); {fix}") from None
 
@@ -583,8 +586,7 @@ def _version_problem(root: str | Path, model_name: str, version: int) -> str | N
         if int(metadata["version"]) != version:
             raise ValueError(f"metadata says version {metadata['version']}")
     except ValidationError as exc:
-        first = exc.errors()[0]
-        return f"metadata.json damaged ({'.'.join(map(str, first['loc'])) or 'the file'}: {first['msg'].lower()})"
+        return f"metadata.json damaged ({_first_problem(exc)})"
     except Exception as exc:
         return f"metadata unreadable ({type(exc).__name__}: {exc})"
     bad = [f for f, sha in expected.items() if not (folder / f).is_file() or file_sha256(folder / f) != sha]
