@@ -55,12 +55,6 @@ def trial_finished() -> None:
         _state["trials"] += 1
 
 
-def reset() -> None:
-    """Forget a stop (tests; a process that runs several trainings)."""
-    _event.clear()
-    _state.update(signal=None, trials=0)
-
-
 def _handle(signum: int, frame: object) -> None:
     if _event.is_set():  # the second signal: the default action, at once (the shell sees 128 + signum)
         signal.signal(signum, signal.SIG_DFL)

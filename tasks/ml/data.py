@@ -186,10 +186,10 @@ def load_table(path: str) -> pd.DataFrame:
             raise DataError(f"cannot read {path}: {message}; every row needs the header's {len(columns)} "
                             "fields: fix that row (a stray separator, or quote fields that hold one)") from None
         raise DataError(f"cannot read {path}: {message}; check that the file is a valid table") from None
-    for column in frame.select_dtypes(include="object").columns:  # pyarrow keeps text that is not UTF-8 as bytes
-        values = [v for v in frame[column] if isinstance(v, bytes)]
-        if values:
-            bad = next((b for v in values for b in v if b >= 0x80), 0x80)
+    for column in frame.select_dtypes(include="object").columns:
+        head = frame[column].dropna().head(100)  # pyarrow reads a column holding text that is not UTF-8 as bytes
+        if any(isinstance(v, bytes) for v in head):
+            bad = next((b for v in frame[column] if isinstance(v, bytes) for b in v if b >= 0x80), 0x80)
             raise DataError(not_utf8(path, "data file", bad, column))
     return frame
 
