@@ -33,7 +33,11 @@ def train(params: TrainParameters = TrainParameters()) -> EvalReport:  # noqa: B
     """Split the table, search every enabled family concurrently, evaluate, gate and register."""
     # SIGINT/SIGTERM (Ctrl-C, a worker cancelling the run) stop the searches at their next trial instead of
     # Prefect's SIGTERM bridge, which raised in the main thread while the search threads ran on.
-    stopping.install()
+    with stopping.handling():
+        return _train(params)
+
+
+def _train(params: TrainParameters) -> EvalReport:
     with stage("parameters"):
         config = params.to_config()  # a bad parameter fails here, before any work
         preflight(config)

@@ -8,11 +8,13 @@ Stdlib only; the handlers are installed by the command (`gauntlet train`) or the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 
 from config.errors import GauntletError
 
@@ -72,11 +74,35 @@ class _DropStopTracebacks(logging.Filter):
         return not (_event.is_set() or (record.exc_info and isinstance(record.exc_info[1], Stopped)))
 
 
+_FILTER = _DropStopTracebacks()
+
+
 def install() -> bool:
     """SIGINT and SIGTERM request a stop (main thread only; returns whether the handlers were installed)."""
     if threading.current_thread() is not threading.main_thread():
         return False
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _handle)
-    logging.getLogger("optuna.study._optimize").addFilter(_DropStopTracebacks())
+    logging.getLogger("optuna.study._optimize").addFilter(_FILTER)
     return True
+
+
+@contextlib.contextmanager
+def handling() -> Iterator[None]:
+    """Install the handlers for one run (the train flow) and put the previous ones back after it.
+
+    A stop an earlier run in this process received (a notebook's interrupted train()) is forgotten on
+    entry. Under `gauntlet train`, which installed the handlers first, this changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is _handle:
+        yield
+        return
+    _event.clear()
+    _state.update(signal=None, trials=0)
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    install()
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
