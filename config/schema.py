@@ -99,6 +99,14 @@ class DataConfig(_Section):
         "(`yes`, `Yes`, ` yes`) into their most frequent spelling. Default: they stay apart, with a warning "
         "naming each group.",
     )
+    na_values: list[str] | None = Field(
+        None,
+        description="Cell values read as missing, the same way in training, batch prediction and REST (compared "
+        "after stripping spaces; an empty cell is always missing). Default: pandas' tokens `#N/A`, `#N/A N/A`, "
+        "`#NA`, `-1.#IND`, `-1.#QNAN`, `-NaN`, `-nan`, `1.#IND`, `1.#QNAN`, `<NA>`, `N/A`, `NA`, `NULL`, `NaN`, "
+        "`None`, `n/a`, `nan`, `null`. Training warns when a text column holds one of them; set e.g. `['']` to "
+        "keep `None` or `NA` as real categories. Recorded with the model.",
+    )
     sample_rows: int | None = Field(
         None, ge=100,
         description="Train on a seeded sample (split.seed) of this many rows, stratified by the target "

@@ -84,9 +84,14 @@ def check_table(config: TrainConfig) -> None:
 
 @task(name="load_dataset", cache_policy=NO_CACHE)
 def load_dataset(path: str, config: TrainConfig | None = None) -> pd.DataFrame:
-    frame = ml_data.load_table(path)
+    frame = ml_data.load_table(path, config.data.na_values if config is not None else None)
     logger = get_run_logger()
     logger.info("loaded %s: %d rows x %d columns", path, len(frame), frame.shape[1])
+    target = config.data.target if config is not None else None
+    warnings = [ml_data.token_warning(column, counts) for column, counts in frame.attrs.get("na_tokens", {}).items()
+                if column != target]
+    for message in warnings:
+        logger.warning(message)
     n = config.data.sample_rows if config is not None else None
     if n and len(frame) > n and config.data.target in frame.columns:
         total = len(frame)
@@ -94,6 +99,7 @@ def load_dataset(path: str, config: TrainConfig | None = None) -> pd.DataFrame:
                                     stratify=config.split.strategy in ("stratified", "random"))
         logger.info("trained on a sample: %d of %d rows (data.sample_rows, seed %d)", len(frame), total,
                     config.split.seed)
+    frame.attrs = {"read_warnings": warnings}
     return frame
 
 
@@ -120,6 +126,7 @@ def validate_dataset(frame: pd.DataFrame, config: TrainConfig) -> DatasetInfo:
         drop_constant=config.preprocessing.drop_constant,
         drop_id_like=config.preprocessing.drop_id_like,
     )
+    info.warnings[:0] = frame.attrs.get("read_warnings", [])  # logged by load_dataset
     message = ml_data.imbalance_message(info, config.preprocessing.imbalance.method,
                                         config.preprocessing.imbalance.warn_below)
     logger = get_run_logger()

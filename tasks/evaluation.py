@@ -582,7 +582,8 @@ def register_champion(run: EvaluationInputs, champion: Champion, decision: Decis
                             "calibration_rows": decision.calibration_rows, "method": "split-conformal",
                             "test_coverage": scores.metrics["interval_coverage"]}}
                            if isinstance(decision, RegressionModel) else {}),
-                        "fairness": fairness.summaries, "input_schema": schema_metadata(scores.X_test, info),
+                        "fairness": fairness.summaries,
+                        "input_schema": schema_metadata(scores.X_test, info, run.config.data.na_values),
                         "packages": manifest["packages"], "tracking_key": cand.tracking_key,
                         **({"onnx": onnx[1]} if onnx is not None else {}), **({"refit": refit} if refit else {}),
                     })

@@ -100,7 +100,8 @@ def score_file(input_path: str, output_path: str, registry_dir: str, model_name:
     writer = PredictionWriter(output_path)
     start, last_report, done = time.perf_counter(), 0.0, 0
     try:
-        for chunk, fraction in read_chunks(input_path, [*schema.names, *keep_columns], chunk_rows):
+        for chunk, fraction in read_chunks(input_path, [*schema.names, *keep_columns], chunk_rows,
+                                              schema.na_values):
             scored = score_frame(model, schema, chunk, version, first_row=done)
             for column in reversed(keep_columns):
                 scored.insert(0, column, chunk[column].to_numpy())

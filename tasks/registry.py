@@ -660,7 +660,9 @@ class RegisteredModel:
             raise RegistryError(
                 f"input lacks {len(missing)} feature column(s) the model was trained on: {missing[:10]}"
             )
-        return frame[self.features]
+        from tasks.ml.scoring import InputSchema
+
+        return InputSchema.from_metadata(self.metadata).prepare(frame)  # read as batch and REST read rows
 
     @property
     def is_regression(self) -> bool:

@@ -14,13 +14,12 @@ import math
 import sys
 import threading
 from dataclasses import dataclass
-from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pandas as pd
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from config.errors import GauntletError, RegistryError
 from tasks import registry
@@ -103,12 +102,28 @@ def _number(value: Any) -> float | None:
 MAX_ABS_NUMBER = 1e30
 Number = Annotated[float, Field(ge=-MAX_ABS_NUMBER, le=MAX_ABS_NUMBER, allow_inf_nan=False)]
 
-_KIND_TYPES = {
-    "numeric": (Number | None, f"a number within +-{MAX_ABS_NUMBER:g}, or null when missing"),
-    "categorical": (str | int | Number | bool | None, "a category (text or a code), or null when missing"),
-    "datetime": (datetime | date | None, "a date or date-time in ISO 8601, e.g. 2024-05-31, or null when missing"),
-    "unknown": (str | int | float | bool | None, "a value as in the training data, or null"),
-}
+# Values are checked for their JSON type here and read by InputSchema.prepare, as batch reads a file's
+# cells: a number sent as text, a missing-value token (the model's data.na_values) and a date with an
+# offset included. Text is stripped first, as cells are.
+IsoDateTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+def _stripped(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _kind_type(kind: str, tokens: list[str]) -> tuple[Any, str]:
+    if kind == "numeric":
+        token = Literal[tuple(tokens)]  # type: ignore[valid-type]
+        return (Annotated[Number | token | None, BeforeValidator(_stripped)],
+                f"a number within +-{MAX_ABS_NUMBER:g} (text such as \"3.5\" too), or null or a missing-value "
+                "token when missing")
+    if kind == "categorical":
+        return str | int | Number | bool | None, "a category (text or a code), or null when missing"
+    if kind == "datetime":
+        return (IsoDateTime | None, "a date or date-time in ISO 8601, e.g. 2024-05-31 or 2024-10-27T02:30:00+01:00 "
+                                    "(an offset is converted to UTC), or null when missing")
+    return str | int | float | bool | None, "a value as in the training data, or null"
 
 
 @dataclass(frozen=True)
@@ -126,7 +141,7 @@ class Served:
         schema = InputSchema.from_metadata(model.metadata)
         fields = {}
         for i, column in enumerate(schema.columns):
-            kind_type, description = _KIND_TYPES.get(column.kind, _KIND_TYPES["unknown"])
+            kind_type, description = _kind_type(column.kind, schema.na_values)
             fields[f"f{i}"] = (kind_type, Field(..., alias=column.name, description=description))
         row = create_model("Row", __config__=ConfigDict(extra="ignore", populate_by_name=False), **fields)
         rows = TypeAdapter(list[row])

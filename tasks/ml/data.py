@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from config.errors import DataError
+from tasks.ml import values as cells
 
 log = logging.getLogger("gauntlet.data")
 
@@ -169,17 +170,25 @@ def table_columns(path: str | Path, *, what: str = "data file",
     return columns, rows
 
 
-def load_table(path: str) -> pd.DataFrame:
-    """Read a CSV or Parquet file (pyarrow engine), or a bundled demo table `builtin:NAME`."""
+def load_table(path: str, na_values: list[str] | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet file (pyarrow engine), or a bundled demo table `builtin:NAME`.
+
+    Cells equal to a token of `na_values` (default values.DEFAULT_NA_VALUES; compared after stripping
+    spaces) are missing, in text columns of either format: prediction reads them the same way. The tokens
+    found in text columns, as written, are in `frame.attrs["na_tokens"]` ({column: {token: count}}).
+    """
     if path.startswith(BUILTIN_PREFIX):
         return load_builtin(path[len(BUILTIN_PREFIX) :])
+    tokens = cells.tokens_of(na_values)
     file = Path(path)
     columns, _ = table_columns(file)
     name = file.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):
-            return read_parquet(file)
-        frame = pd.read_csv(file, sep="\t" if ".tsv" in name else ",", engine="pyarrow")
+            frame = read_parquet(file)
+        else:
+            frame = pd.read_csv(file, sep="\t" if ".tsv" in name else ",", engine="pyarrow",
+                                keep_default_na=False, na_values=sorted(tokens))
     except Exception as exc:  # pyarrow/pandas raise many types for unreadable files
         message = _first_line(exc)
         if "Expected" in message and "columns" in message:  # a ragged row
@@ -191,7 +200,35 @@ def load_table(path: str) -> pd.DataFrame:
         if any(isinstance(v, bytes) for v in head):
             bad = next((b for v in frame[column] if isinstance(v, bytes) for b in v if b >= 0x80), 0x80)
             raise DataError(not_utf8(path, "data file", bad, column))
+    found = _tokens_as_written(file, frame, tokens, name.endswith((".parquet", ".pq")))
+    for column in frame.columns:  # tokens with spaces around them, and Parquet text cells
+        if cells.is_text(frame[column]):
+            frame[column] = cells.read_text_column(frame[column], tokens)
+    frame.attrs["na_tokens"] = {c: n for c, n in found.items() if cells.is_text(frame[c])}  # categories only
     return frame
+
+
+def _tokens_as_written(file: Path, frame: pd.DataFrame, tokens: frozenset[str],
+                       parquet: bool) -> dict[str, dict[str, int]]:
+    """{text column: {token: count}}: the non-empty missing-value tokens its cells held before reading."""
+    text = [c for c in frame.columns if cells.is_text(frame[c])]
+    if parquet:
+        found = {c: cells.tokens_found(frame[c], tokens) for c in text}
+    else:  # the reader already made them missing: read the text columns that have missing cells as written
+        suspects = [c for c in text if frame[c].isna().any()]
+        if not suspects:
+            return {}
+        raw = pd.read_csv(file, sep="\t" if ".tsv" in file.name.lower() else ",", engine="pyarrow", dtype=str,
+                          keep_default_na=False, na_values=[], usecols=suspects)
+        found = {c: cells.tokens_found(raw[c], tokens) for c in suspects}
+    return {str(c): counts for c, counts in found.items() if counts}
+
+
+def token_warning(column: str, counts: dict[str, int]) -> str:
+    """The training warning for a text column whose cells held missing-value tokens."""
+    shown = ", ".join(f"{token!r} ({n} rows)" for token, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return (f"column {column!r}: {shown} read as missing (data.na_values); if that is a real category, set "
+            f"data.na_values without it, e.g. --set 'data.na_values=[\"\"]'")
 
 
 def not_utf8(path: str | Path, what: str, byte: int, column: str | None = None) -> str:

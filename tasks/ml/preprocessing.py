@@ -29,6 +29,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler, TargetEncoder
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from tasks.ml.values import as_datetimes
+
 MISSING = "__missing__"
 INFREQUENT = "__infrequent__"
 ENCODINGS = ("onehot", "ordinal", "target", "native")
@@ -153,13 +155,7 @@ class DatetimeFeatures(TransformerMixin, BaseEstimator):
 
     @staticmethod
     def _as_datetime(series: pd.Series) -> pd.Series:
-        if pd.api.types.is_datetime64_any_dtype(series.dtype):
-            values = series
-        else:  # dates as text or datetime.date objects; unparseable -> missing
-            values = pd.to_datetime(series, errors="coerce", format="mixed")
-        if getattr(values.dt, "tz", None) is not None:
-            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-        return values
+        return as_datetimes(series)[0]  # offsets -> UTC; unparseable -> missing (scoring refuses them first)
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> DatetimeFeatures:
         X = pd.DataFrame(X)

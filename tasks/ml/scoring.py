@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from config.errors import DataError
+from tasks.ml import values as cells
 from tasks.ml.data import table_columns
 
 KINDS = ("numeric", "categorical", "datetime")
@@ -37,12 +38,23 @@ class Column:
     dtype: str  # the pandas dtype in training, e.g. float32, int64, object, datetime64[ns]
 
 
-def schema_metadata(frame: pd.DataFrame, info: Any) -> dict[str, Any]:
-    """The `input_schema` entry of a registry version: the features as the model was trained on them."""
+def schema_metadata(frame: pd.DataFrame, info: Any, na_values: list[str] | None = None) -> dict[str, Any]:
+    """The `input_schema` entry of a registry version: the features as the model was trained on them, and
+    the missing-value tokens they were read with."""
     kinds = {**{c: "numeric" for c in info.numeric_features}, **{c: "categorical" for c in info.categorical_features},
              **{c: "datetime" for c in info.datetime_features}}
-    return {"columns": [{"name": c, "kind": kinds.get(c, "unknown"), "dtype": str(frame[c].dtype)}
-                        for c in info.features]}
+    return {"columns": [{"name": c, "kind": kinds.get(c, "unknown"), "dtype": _dtype_name(frame[c])}
+                        for c in info.features],
+            "na_values": sorted(cells.tokens_of(na_values))}
+
+
+def _dtype_name(series: pd.Series) -> str:
+    """The column's dtype; "bool" for booleans with missing values too (pandas holds those as object)."""
+    if pd.api.types.is_object_dtype(series.dtype):
+        present = series.dropna()
+        if len(present) and all(isinstance(v, bool | np.bool_) for v in present):
+            return "bool"
+    return str(series.dtype)
 
 
 def _example(values: pd.Series) -> str:
@@ -53,15 +65,18 @@ def _example(values: pd.Series) -> str:
 class InputSchema:
     """The features a registry version expects, and how input is checked and converted for it."""
 
-    def __init__(self, columns: list[Column]) -> None:
+    def __init__(self, columns: list[Column], na_values: list[str] | None = None) -> None:
         self.columns = columns
         self.names = [c.name for c in columns]
+        self.na_values = sorted(cells.tokens_of(na_values))  # a version without them was read with the defaults
+        self.tokens = cells.tokens_of(na_values)
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any]) -> InputSchema:
         recorded = metadata.get("input_schema")
         if recorded:
-            return cls([Column(c["name"], c["kind"], c["dtype"]) for c in recorded["columns"]])
+            return cls([Column(c["name"], c["kind"], c["dtype"]) for c in recorded["columns"]],
+                       recorded.get("na_values"))
         return cls([Column(name, "unknown", "") for name in metadata["features"]])
 
     def check_columns(self, names: list[str]) -> list[str]:
@@ -78,11 +93,11 @@ class InputSchema:
         return [str(c) for c in names if str(c) not in wanted]
 
     def prepare(self, frame: pd.DataFrame, first_row: int = 0) -> pd.DataFrame:
-        """The feature columns in training order, converted to the training schema.
+        """The feature columns in training order, read as training read them (tasks/ml/values.py).
 
         Raises SchemaError for a missing column, a numeric value that does not parse or a date that is
-        not one. Numbers keep their training dtype where nothing is lost (so predictions match training);
-        categories pass as they are. `first_row`: the frame's first row in the whole input, for messages.
+        not one. Numbers keep their training dtype where nothing is lost (so predictions match training).
+        `first_row`: the frame's first row in the whole input, for messages.
         """
         self.check_columns(list(frame.columns))
         out = {}
@@ -90,34 +105,28 @@ class InputSchema:
             out[column.name] = self._convert(frame[column.name], column, first_row)
         return pd.DataFrame(out, index=frame.index, copy=False)
 
-    @staticmethod
-    def _convert(series: pd.Series, column: Column, first_row: int) -> pd.Series:
+    def _convert(self, series: pd.Series, column: Column, first_row: int) -> pd.Series:
         if column.kind == "numeric":
-            if pd.api.types.is_bool_dtype(series.dtype) or not pd.api.types.is_numeric_dtype(series.dtype):
-                text = series.astype(object).map(lambda v: (v.strip() or None) if isinstance(v, str) else v)
-                text = text.where(text.notna(), None)  # blank cells are missing values
-                converted = pd.to_numeric(text, errors="coerce")
-                _refuse(series, converted.isna() & text.notna(), column, first_row, "numbers",
-                        "fix or blank them")
-                series = converted
-            return _as_training_dtype(series, column.dtype)
+            converted, bad = cells.as_numbers(series, self.tokens)
+            _refuse(series, bad, column, first_row, "numbers", "fix or blank them")
+            return _as_training_dtype(converted, column.dtype)
         if column.kind == "datetime":
-            if pd.api.types.is_datetime64_any_dtype(series.dtype):
-                return series
-            parsed = pd.to_datetime(series, errors="coerce", format="mixed")
-            _refuse(series, parsed.isna() & series.notna() & (series.astype(str).str.strip() != ""), column,
-                    first_row, "dates", "use ISO dates such as 2024-05-31 or blank the cell")
-            return parsed
-        return series  # categorical (compared as text by the pipeline) or unknown: as it is
+            converted, bad = cells.as_datetimes(series, self.tokens)
+            _refuse(series, bad, column, first_row, "dates",
+                    "use ISO 8601 such as 2024-05-31 or 2024-05-31T14:00:00+02:00, or blank the cell")
+            return converted
+        if column.kind == "categorical":  # compared as text by the pipeline
+            return cells.as_categories(series, self.tokens, column.dtype)
+        return series  # unknown (a version registered before schemas): as it is
 
 
-def _refuse(series: pd.Series, bad: pd.Series, column: Column, first_row: int, expected: str, fix: str) -> None:
+def _refuse(series: pd.Series, bad: np.ndarray, column: Column, first_row: int, expected: str, fix: str) -> None:
     """SchemaError naming the column, the first offending row and its value, when any value is `bad`."""
     if not bad.any():
         return
-    position = first_row + int(np.argmax(bad.to_numpy()))
+    position = first_row + int(np.argmax(bad))
     raise SchemaError(f"column {column.name!r} must hold {expected}, but row {position} holds "
-                      f"{_example(series[bad])} ({int(bad.sum())} such value(s)); {fix}",
+                      f"{_example(series[np.asarray(bad)])} ({int(bad.sum())} such value(s)); {fix}",
                       column=column.name, row=position)
 
 
@@ -186,8 +195,10 @@ def _sep(path: str | Path) -> str:
     return "\t" if Path(path).name.lower().endswith(".tsv") else ","
 
 
-def read_chunks(path: str | Path, columns: list[str], chunk_rows: int) -> Iterator[tuple[pd.DataFrame, float]]:
-    """(chunk, fraction of the file read) for the given columns, `chunk_rows` rows at a time."""
+def read_chunks(path: str | Path, columns: list[str], chunk_rows: int,
+                na_values: list[str] | None = None) -> Iterator[tuple[pd.DataFrame, float]]:
+    """(chunk, fraction of the file read) for the given columns, `chunk_rows` rows at a time. A CSV's
+    cells equal to a token of `na_values` (the model's) are missing; `InputSchema.prepare` reads the rest."""
     path = Path(path)
     if table_format(path) == "parquet":
         import pyarrow.parquet as pq
@@ -204,7 +215,8 @@ def read_chunks(path: str | Path, columns: list[str], chunk_rows: int) -> Iterat
     compressed = path.name.lower().endswith(".gz")
     with open(path, "rb") as raw:
         reader = pd.read_csv(raw, sep=_sep(path), usecols=columns, chunksize=chunk_rows,
-                             compression="gzip" if compressed else None, low_memory=False)
+                             compression="gzip" if compressed else None, low_memory=False,
+                             keep_default_na=False, na_values=sorted(cells.tokens_of(na_values)))
         try:
             for frame in reader:
                 yield frame, min(raw.tell() / size, 1.0)

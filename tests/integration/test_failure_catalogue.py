@@ -342,3 +342,82 @@ def test_integer_column_names_train_and_predict(tmp_path):
     model = gauntlet.load_model(registry=tmp_path / "registry")
     assert model.features == ["0", "1", "2"]
     assert set(model.predict(frame.drop(columns=[3]))) <= {"a", "b"}  # integer names, as trained
+
+
+def _offset_rows(n_per_change: int = 90) -> pd.DataFrame:
+    """Hourly Europe/Paris timestamps written with their UTC offsets, across both 2024 DST changes, and
+    cells holding None, NA and nothing in a numeric and a categorical column."""
+    rng = np.random.default_rng(1)
+    times = [*pd.date_range("2024-03-30 12:00", periods=n_per_change, freq="h", tz="Europe/Paris"),
+             *pd.date_range("2024-10-26 12:00", periods=n_per_change, freq="h", tz="Europe/Paris")]
+    n = len(times)
+    x1 = rng.normal(size=n)
+    channel = rng.choice(["web", "store", "phone"], size=n).astype(object)
+    x2 = rng.normal(size=n).round(3).astype(object)
+    for i, token in zip(range(0, n, 7), ["None", "NA", "", " NA "] * n):
+        channel[i] = token
+        x2[i + 3] = token
+    y = np.where(x1 + (channel == "web") + rng.normal(scale=0.7, size=n) > 0.5, "yes", "no")
+    return pd.DataFrame({"at": [t.isoformat() for t in times], "x1": x1, "x2": x2, "channel": channel, "y": y})
+
+
+def test_offset_datetimes_across_dst_train_batch_score_and_rest_agree(tmp_path):
+    """Issue 21, case 2 and 3: a CSV with Europe/Paris offsets across a DST change trains, batch-scores
+    itself and is accepted by REST; rows holding None, NA and empty cells get identical probabilities."""
+    from fastapi.testclient import TestClient
+
+    import gauntlet
+    from flows.predict import predict
+    from tasks.serving import ModelHolder, create_app
+
+    rows = _offset_rows()
+    assert {"+01:00", "+02:00"} <= {t[-6:] for t in rows["at"]}
+    (tmp_path / "rows.csv").write_text(rows.to_csv(index=False))
+    overrides = {"artifacts_dir": str(tmp_path / "artifacts"), "tracking.backend": "none", "search.storage": "none",
+                 "models.random_forest.enabled": False, "models.xgboost.enabled": False,
+                 "models.lightgbm.enabled": False, "models.logistic_regression.n_trials": 2,
+                 "evaluation.deployment_threshold": 0.0, "evaluation.explain": False}
+    report = gauntlet.train(tmp_path / "rows.csv", target="y", config=PROJECT_ROOT / "config" / "smoke.yaml",
+                            overrides=overrides)
+    assert report.registered
+    registry_dir = tmp_path / "artifacts" / "registry"
+    model = gauntlet.load_model(registry=registry_dir)
+    at = model.metadata["input_schema"]["columns"][0]
+    assert at["name"] == "at" and at["kind"] == "datetime" and at["dtype"].endswith(", UTC]"), at
+    manifest = json.loads((Path(report.run_dir) / "manifest.json").read_text())
+    warned = [w for w in manifest["dataset"]["warnings"] if w.startswith("column 'channel'")]
+    assert warned and "'None'" in warned[0] and "data.na_values" in warned[0], manifest["dataset"]["warnings"]
+
+    predict(input_path=str(tmp_path / "rows.csv"), output_path=str(tmp_path / "scored.csv"),
+            registry_dir=str(registry_dir))
+    batch = pd.read_csv(tmp_path / "scored.csv")
+    assert len(batch) == len(rows)
+
+    sent = rows.drop(columns=["y"]).astype(object).to_dict(orient="records")  # text cells as written
+    for row in sent[14::28]:
+        assert row["channel"] == ""
+        row["channel"] = None  # JSON null, as a client sends a missing value; other empty cells stay ""
+    client = TestClient(create_app(ModelHolder(registry_dir, reload_every_s=None)))
+    answer = client.post("/predict", json=sent)
+    assert answer.status_code == 200, answer.text
+    rest = pd.DataFrame([p["probabilities"] for p in answer.json()["predictions"]])
+    for label in ("no", "yes"):
+        assert rest[label].tolist() == batch[f"proba_{label}"].tolist()
+    assert [p["prediction"] for p in answer.json()["predictions"]] == batch["prediction"].tolist()
+
+
+def test_missing_value_tokens_are_configurable_and_named_at_training(tmp_path):
+    """Issue 21, case 3: a real category called "None" was silently made missing; data.na_values decides."""
+    from tasks.ml.data import load_table, token_warning
+
+    rows = _offset_rows(20)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    read = load_table(str(tmp_path / "rows.csv"))
+    assert read["channel"].isna().sum() == (rows["channel"].str.strip().isin(["None", "NA", ""])).sum() == 6
+    assert read.attrs["na_tokens"]["channel"] == {"None": 2, "NA": 2, " NA ": 1}
+    assert read["x2"].dtype == "float64" and read["x2"].isna().sum() == 6  # " NA " in numbers is missing too
+    assert "'None' (2 rows)" in token_warning("channel", read.attrs["na_tokens"]["channel"])
+    kept = load_table(str(tmp_path / "rows.csv"), na_values=[""])
+    assert {"None", "NA", " NA "} <= set(kept["channel"].dropna()) and kept["channel"].isna().sum() == 1
+    rows.astype({"x2": str}).to_parquet(tmp_path / "rows.parquet")  # Parquet text cells are read the same way
+    assert load_table(str(tmp_path / "rows.parquet"))["channel"].isna().sum() == read["channel"].isna().sum()
