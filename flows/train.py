@@ -16,6 +16,8 @@ if __name__ == "__main__":  # python flows/train.py: the command line sets the p
     run(["train", *sys.argv[1:]])
 
 from prefect import flow, get_run_logger, tags
+from prefect.runtime import deployment
+from prefect.states import Cancelled
 
 from config.schema import TrainParameters
 from flows.evaluate import evaluate
@@ -34,7 +36,12 @@ def train(params: TrainParameters = TrainParameters()) -> EvalReport:  # noqa: B
     # SIGINT/SIGTERM (Ctrl-C, a worker cancelling the run) stop the searches at their next trial instead of
     # Prefect's SIGTERM bridge, which raised in the main thread while the search threads ran on.
     with stopping.handling():
-        return _train(params)
+        try:
+            return _train(params)
+        except stopping.Stopped as exc:
+            if deployment.id is None:
+                raise  # a local run: the command prints the line and exits 130 / 143
+            return Cancelled(message=str(exc))  # a deployment's run cancelled from the UI or the API
 
 
 def _train(params: TrainParameters) -> EvalReport:

@@ -6,6 +6,7 @@ is final for its family only. A family whose identical search finished in an ear
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -46,7 +47,7 @@ from tasks.ml.search import (
 )
 from tasks.modeling import file_sha256, save_pipeline
 from tasks.progress import BOARD
-from tasks.runs import RunPaths, dataset_info, read_json, write_candidate
+from tasks.runs import RunPaths, dataset_info, read_manifest, write_candidate
 from tasks.tracking import Tracker, start_tracker
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -163,7 +164,7 @@ def describe_family_search(family: str, run_dir: str, config: TrainConfig, n_job
         raise GauntletError("trial workers need a shared study: set search.storage to a journal file or "
                             "postgresql://...")
     paths = RunPaths(run_dir)
-    manifest = read_json(paths.manifest)
+    manifest = read_manifest(paths)
     get_family(family)
     settings, data_settings = search_settings(config, family, manifest, n_jobs)
     return FamilySearch(family, paths, config, manifest, dataset_info(manifest), settings, data_settings,
@@ -225,8 +226,9 @@ def search_hyperparameters(job: FamilySearch, data: PreparedData) -> Candidate:
         progress = TrialProgress(family, settings.metric, settings.n_trials, tracker, logger)
         limits = TimeLimits(family, settings.timeout_s, _budget_for(job))
         try:
-            study, kept = run_study(job.spec, data, settings, callbacks=[progress], limits=limits,
-                                    threads=_thread_count(job, logger))
+            with stopping.in_child():  # search.executor processes: inside Prefect's engines, which take SIGTERM
+                study, kept = run_study(job.spec, data, settings, callbacks=[progress], limits=limits,
+                                        threads=_thread_count(job, logger))
         finally:
             progress.close()
             limits.close()
@@ -443,7 +445,7 @@ def _search_cache_key(context: Any, parameters: dict) -> str | None:
     family = parameters["family"]
     if config.study_storage is None:
         return None  # an in-memory study cannot be resumed: nothing to reuse either
-    manifest = read_json(RunPaths(parameters["run_dir"]).manifest)
+    manifest = read_manifest(RunPaths(parameters["run_dir"]))
     model_cfg = config.models.get(family)
     key = [study_name(config, family, manifest["data"]["sha256"]), model_cfg.n_trials, model_cfg.timeout_s,
            config.search.time_budget_s, config.study_storage, config.tracking.backend]
@@ -458,6 +460,11 @@ def search_family(family: str, run_dir: str, config: TrainConfig, n_jobs: int, s
     failures are retried with backoff, any other failure fails the task (never cached)."""
     if isinstance(subflow, str):  # search.executor processes: the flow by name, imported with its module's types
         import importlib
+
+        if stopping.install_in_child():
+            from tasks.progress import quiet_stop_logs
+
+            quiet_stop_logs()  # this process's Prefect console: no traceback per task the stop ends
 
         module, _, name = subflow.partition(":")
         subflow = getattr(importlib.import_module(module), name)
@@ -557,8 +564,11 @@ def run_family_searches(config: TrainConfig, paths: RunPaths, plan: SearchPlan, 
             cores.end(family_of[future.task_run_id])
         return {f: future.result(raise_on_failure=False) for f, future in futures.items()}
 
-    with threadpool_limits(limits=plan.threads), runner_type(max_workers=plan.parallel) as runner:
+    relay = stopping.relaying() if config.search.executor == "processes" else contextlib.nullcontext()
+    with threadpool_limits(limits=plan.threads), runner_type(max_workers=plan.parallel) as runner, relay:
         outcomes = run_all(plan.order, refresh=False)
+        if stopping.requested():  # search processes counted their own trials
+            stopping.trial_finished(sum(o.trials for o in outcomes.values() if isinstance(o, stopping.Stopped)))
         stopping.check()  # nothing is retried or evaluated after a stop
         adopted = {f: _adopt(o, paths) for f, o in outcomes.items() if isinstance(o, Candidate)}
         gone = [f for f, candidate in adopted.items() if candidate is None]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -19,17 +20,21 @@ from collections.abc import Iterator
 from config.errors import GauntletError
 
 _event = threading.Event()
-_state = {"signal": None, "trials": 0}
+_state = {"signal": None, "trials": 0, "relay": False}
 _lock = threading.Lock()
 
 
 class Stopped(GauntletError):
     """The run was asked to stop (a signal, or Prefect's cancellation)."""
 
-    def __init__(self, signum: int | None = None) -> None:
+    def __init__(self, signum: int | None = None, trials: int | None = None) -> None:
         self.signum = signum if signum is not None else _state["signal"] or signal.SIGINT
+        self.trials = trials if trials is not None else _state["trials"]
         name = signal.Signals(self.signum).name
-        super().__init__(f"stopped by {name} after {_state['trials']} trials; rerun to resume")
+        super().__init__(f"stopped by {name} after {self.trials} trials; rerun to resume")
+
+    def __reduce__(self) -> tuple:  # from a search process back to the run (search.executor processes)
+        return (Stopped, (self.signum, self.trials))
 
     @property
     def exit_code(self) -> int:
@@ -52,9 +57,9 @@ def check() -> None:
         raise Stopped()
 
 
-def trial_finished() -> None:
+def trial_finished(count: int = 1) -> None:
     with _lock:
-        _state["trials"] += 1
+        _state["trials"] += count
 
 
 def _handle(signum: int, frame: object) -> None:
@@ -63,6 +68,8 @@ def _handle(signum: int, frame: object) -> None:
         os.kill(os.getpid(), signum)
         return
     request(signum)
+    if _state["relay"]:  # search.executor processes: the searches run in child processes of this one
+        _relay()
     print(f"{signal.Signals(signum).name} received: stopping at the next trial boundary "
           "(finished trials are kept); send it again to exit at once", file=sys.stderr, flush=True)
 
@@ -87,22 +94,78 @@ def install() -> bool:
     return True
 
 
+def _handle_in_child(signum: int, frame: object) -> None:
+    request(signum)  # the parent process decides when to give up at once
+
+
+def install_in_child() -> bool:
+    """A search process's SIGINT requests a stop for its whole task (Prefect's engines leave SIGINT alone)."""
+    if threading.current_thread() is not threading.main_thread() or multiprocessing.parent_process() is None:
+        return False
+    signal.signal(signal.SIGINT, _handle_in_child)
+    return True
+
+
+@contextlib.contextmanager
+def in_child() -> Iterator[None]:
+    """Around a search in a child process (search.executor processes): SIGINT (a terminal's Ctrl-C, or
+    relayed by the parent) and SIGTERM stop it at its next trial. Prefect's engines around it install a
+    SIGTERM bridge that would raise in the middle of a trial: the handlers are installed innermost."""
+    if threading.current_thread() is not threading.main_thread() or multiprocessing.parent_process() is None:
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, _handle_in_child)
+    logging.getLogger("optuna.study._optimize").addFilter(_FILTER)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def _relay() -> None:
+    """SIGINT to this process's multiprocessing children: outside a search (between Prefect's engines) their
+    SIGTERM raises, SIGINT never does."""
+    for child in multiprocessing.active_children():
+        with contextlib.suppress(OSError):
+            os.kill(child.pid, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def relaying() -> Iterator[None]:
+    """While inside, a signal this process receives is passed on to its multiprocessing children."""
+    _state["relay"] = True
+    try:
+        if _event.is_set():  # asked before the children existed
+            _relay()
+        yield
+    finally:
+        _state["relay"] = False
+
+
 @contextlib.contextmanager
 def handling() -> Iterator[None]:
     """Install the handlers for one run (the train flow) and put the previous ones back after it.
 
-    A stop an earlier run in this process received (a notebook's interrupted train()) is forgotten on
-    entry. Under `gauntlet train`, which installed the handlers first, this changes nothing.
+    Prefect's flow engine puts its own SIGTERM bridge in first, which raises in the main thread while the
+    search threads run on: the handlers are installed again here. A stop an earlier run in this process
+    received (a notebook's interrupted train()) is forgotten on entry; under `gauntlet train`, which
+    installed the handlers before the flow, a stop it received while setting up is kept.
     """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is _handle:
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _event.clear()
-    _state.update(signal=None, trials=0)
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    if previous[signal.SIGINT] is not _handle:
+        _event.clear()
+        _state.update(signal=None, trials=0)
     install()
     try:
         yield
     finally:
         for signum, handler in previous.items():
+            if getattr(handler, "__module__", "").startswith("prefect."):
+                continue  # the flow engine's bridge: ours stay until the engine puts back what it found
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)

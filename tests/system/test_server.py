@@ -269,6 +269,60 @@ def test_trial_workers_run_on_the_work_pool_and_share_the_study(deployed, tmp_pa
     assert helpers and all(h["state"]["type"] == "COMPLETED" for h in helpers)
 
 
+def test_cancelling_a_train_run_stops_its_search_and_ends_cancelled(deployed, tmp_path):
+    """Issue 21, case 1: Prefect's cancellation (the UI's Cancel button sets CANCELLING; the worker then sends
+    the run's process SIGTERM) stops the searches at their next trial: the run ends CANCELLED within seconds,
+    its finished trials kept, nothing registered."""
+    api, env, logs, _ = deployed
+    if "PREFECT_SERVER_DATABASE_CONNECTION_URL" in env:
+        pytest.skip("the server's database does not matter here: run once, on SQLite")
+    params = {"params": {"config_path": "config/smoke.yaml", "models": ["logistic_regression", "lightgbm"],
+                         "n_trials": 300, "overrides": {"artifacts_dir": str(tmp_path), "tracking.backend": "none",
+                                                        "search.storage": "auto"}}}
+    response = trigger(api, "train/manual", params)
+    assert response.status_code == 201, response.text
+    flow_run_id = response.json()["id"]
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("optuna/*.journal")) and time.monotonic() < deadline:  # trials are running
+        time.sleep(0.5)
+    time.sleep(2)
+    asked = time.monotonic()
+    response = api_call("POST", f"{api}/flow_runs/{flow_run_id}/set_state", timeout=10,
+                        json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True})
+    assert response.status_code in (200, 201), response.text
+    run = wait_final(api, flow_run_id, timeout=90)
+    worker_log = (logs / "worker.log").read_text()[-3000:]
+    assert run["state"]["type"] == "CANCELLED", run["state"]["message"] + "\n" + worker_log
+    assert "stopped by SIGTERM after" in run["state"]["message"], run["state"]["message"]
+    print(f"cancel asked to CANCELLED in {time.monotonic() - asked:.1f}s")
+    assert not (tmp_path / "registry").exists() or not list((tmp_path / "registry").rglob("metadata.json"))
+    assert list(tmp_path.glob("optuna/*.journal"))  # the finished trials stay for a rerun
+
+
+def test_make_worker_stops_on_sigterm_within_10_s(deployed, tmp_path):
+    """Issue 21, case 1: `make worker` (gauntlet worker: Prefect's process worker) ignored SIGTERM for 20+ s."""
+    api, env, _, _ = deployed
+    if "PREFECT_SERVER_DATABASE_CONNECTION_URL" in env:
+        pytest.skip("the server's database does not matter here: run once, on SQLite")
+    log = tmp_path / "worker.log"
+    worker = subprocess.Popen([str(BIN / "gauntlet"), "worker", "--pool", "gauntlet-process"], cwd=PROJECT_ROOT,
+                              env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "started" not in log.read_text() and time.monotonic() < deadline:
+            assert worker.poll() is None, log.read_text()
+            time.sleep(0.2)
+        assert "started" in log.read_text(), log.read_text()
+        asked = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=10)
+        print(f"worker: SIGTERM to exit in {time.monotonic() - asked:.1f} s, code {worker.returncode}")
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
 def test_the_api_wants_the_auth_string_health_excepted(deployed):
     api, _, _, _ = deployed
     assert httpx.post(f"{api}/flows/filter", json={}, timeout=10).status_code == 401
