@@ -15,3 +15,7 @@ class DataError(GauntletError, ValueError):
 
 class RegistryError(GauntletError):
     """The model registry is missing a model, or a file in it fails its checksum."""
+
+
+class RunFileError(GauntletError):
+    """A run's own file (manifest.json, config.json, a candidate) is missing or damaged."""

@@ -39,7 +39,7 @@ from tasks.ml.results import Candidate, EvalReport, GateDecision
 from tasks.ml.scoring import schema_metadata
 from tasks.ml.search import refit_on_rows
 from tasks.modeling import load_pipeline, save_pipeline
-from tasks.runs import RunPaths, dataset_info, load_run_config, read_candidates, read_json
+from tasks.runs import RunPaths, dataset_info, load_run_config, read_candidates, read_manifest
 from tasks.tracking import prune_offline_archives, start_tracker
 
 
@@ -133,7 +133,7 @@ def read_run(run_dir: str, overrides: dict[str, Any] | None = None) -> Evaluatio
     when nothing can win or a split or sensitive column is missing."""
     paths = RunPaths(run_dir).for_new_evaluation()
     config = load_run_config(paths, overrides)
-    manifest = read_json(paths.manifest)
+    manifest = read_manifest(paths)
     info = dataset_info(manifest)
     config = config.for_task(info.task)  # evaluation's auto metric resolved for the run's task
     candidates = read_candidates(paths)

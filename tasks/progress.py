@@ -109,6 +109,36 @@ class _UserErrorsWithoutTraceback(logging.Filter):
 USER_ERRORS = _UserErrorsWithoutTraceback()
 
 
+def _prefect_console_handlers() -> list[logging.Handler]:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    found: dict[int, logging.Handler] = {}
+    for logger in [logging.getLogger(), *[logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler):
+                found[id(handler)] = handler
+    return list(found.values())
+
+
+def quiet_stop_logs() -> None:
+    """In a search process (search.executor processes): its console, like the run's, says nothing of a stop."""
+    for handler in _prefect_console_handlers():
+        handler.addFilter(USER_ERRORS)
+
+
+class _OneLinePerFailedTrial(logging.Filter):
+    """Optuna's warning for a failed trial without its traceback: one line per trial on a quiet or live
+    console (the error is kept in the trial's `error` attribute and named if the family fails)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+FAILED_TRIALS = _OneLinePerFailedTrial()
+OPTUNA_TRIALS_LOGGER = "optuna.study._optimize"
+
+
 class Display:
     """Shows `BOARD` while a command runs: mode 'live', 'plain' or 'off' ('auto': live on a terminal)."""
 
@@ -128,6 +158,7 @@ class Display:
         self._quiet_user_errors()
         if self.mode in ("live", "off"):
             self._hold_console_logs(logging.WARNING)
+            logging.getLogger(OPTUNA_TRIALS_LOGGER).addFilter(FAILED_TRIALS)
         if self.mode != "off":
             self._thread = threading.Thread(target=self._live if self.mode == "live" else self._plain,
                                             name="progress-display", daemon=True)
@@ -142,16 +173,10 @@ class Display:
             handler.setLevel(level)
         for handler in self._filtered:
             handler.removeFilter(USER_ERRORS)
+        logging.getLogger(OPTUNA_TRIALS_LOGGER).removeFilter(FAILED_TRIALS)
 
     def _console_handlers(self) -> list[logging.Handler]:
-        from prefect.logging.handlers import PrefectConsoleHandler
-
-        found: dict[int, logging.Handler] = {}
-        for logger in [logging.getLogger(), *[logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]]:
-            for handler in getattr(logger, "handlers", []):
-                if isinstance(handler, PrefectConsoleHandler):
-                    found[id(handler)] = handler
-        return list(found.values())
+        return _prefect_console_handlers()
 
     def _quiet_user_errors(self) -> None:
         """A bad input's one-line error, not Prefect's traceback of it, while the command runs."""

@@ -13,6 +13,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from config.errors import RunFileError
 from config.paths import PROJECT_ROOT
 from config.schema import TrainConfig
 from tasks.ml.data import DatasetInfo
@@ -88,8 +91,65 @@ def write_json(path: Path, payload: Any, durable: bool = False) -> None:
         raise
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Data(_Record):
+    path: str
+    sha256: str
+
+
+class _Dataset(_Record):
+    target: str
+    task: str
+    classes: list[Any]
+    features: list[str]
+    numeric_features: list[str]
+    categorical_features: list[str]
+
+
+class Manifest(_Record):
+    """What the readers of a run's manifest.json rely on; the rest is free."""
+
+    data: _Data
+    dataset: _Dataset
+    splits: dict[str, Any]
+    config_hash: str
+    packages: dict[str, str]
+
+
+def _fix(path: Path) -> str:
+    run = path.parent.parent if path.parent.name == "candidates" else path.parent
+    return f"restore it from a backup, or train again (the run {run.name} cannot be evaluated as it is)"
+
+
+def read_json(path: Path, schema: type[BaseModel] | None = None) -> Any:
+    """A run file's JSON; RunFileError (one line naming the file and the fix) when it is missing, is not
+    JSON or lacks what `schema` requires."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise RunFileError(f"the run file {path} is missing; {_fix(path)}") from None
+    except OSError as exc:
+        raise RunFileError(f"the run file {path} cannot be read ({exc.strerror}); {_fix(path)}") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RunFileError(f"the run file {path} is damaged (not JSON: {first}); {_fix(path)}") from None
+    if schema is not None:
+        try:
+            schema.model_validate(payload)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(map(str, problem["loc"])) or "the file"
+            raise RunFileError(f"the run file {path} is damaged ({where}: {problem['msg'].lower()}); "
+                               f"{_fix(path)}") from None
+    return payload
+
+
+def read_manifest(paths: RunPaths) -> dict[str, Any]:
+    return read_json(paths.manifest, Manifest)
 
 
 def package_versions() -> dict[str, str]:
@@ -149,7 +209,7 @@ def read_candidates(paths: RunPaths) -> list[Candidate]:
     files = list(paths.candidates.glob("*.json")) if paths.candidates.is_dir() else []
     order = {name: i for i, name in enumerate(FAMILIES)}
     files.sort(key=lambda f: (order.get(f.stem, len(order)), f.stem))
-    return [Candidate.model_validate(read_json(f)) for f in files]
+    return [Candidate.model_validate(read_json(f, Candidate)) for f in files]
 
 
 def dataset_name(config: TrainConfig) -> str:

@@ -15,7 +15,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import pandas as pd
 from fastapi import Request
@@ -108,16 +108,19 @@ Number = Annotated[float, Field(ge=-MAX_ABS_NUMBER, le=MAX_ABS_NUMBER, allow_inf
 IsoDateTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
 
-def _stripped(value: Any) -> Any:
-    return value.strip() if isinstance(value, str) else value
-
-
 def _kind_type(kind: str, tokens: list[str]) -> tuple[Any, str]:
     if kind == "numeric":
-        token = Literal[tuple(tokens)]  # type: ignore[valid-type]
-        return (Annotated[Number | token | None, BeforeValidator(_stripped)],
+        words = frozenset(tokens)
+
+        def read(value: Any) -> Any:  # a missing-value token is null; other text is parsed as a number
+            if isinstance(value, str):
+                value = value.strip()
+                return None if value in words else value
+            return value
+
+        return (Annotated[Number | None, BeforeValidator(read)],
                 f"a number within +-{MAX_ABS_NUMBER:g} (text such as \"3.5\" too), or null or a missing-value "
-                "token when missing")
+                "token (the model's data.na_values, e.g. \"NA\") when missing")
     if kind == "categorical":
         return str | int | Number | bool | None, "a category (text or a code), or null when missing"
     if kind == "datetime":

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from config.errors import GauntletError
 from tasks import monitoring
 from tasks.progress import BOARD
-from tasks.runs import RunPaths, read_json, write_json
+from tasks.runs import RunPaths, read_manifest, write_json
 
 
 class AllFamiliesFailed(GauntletError):
@@ -49,6 +49,6 @@ def disk_problem(exc: OSError) -> str:
 
 def record_stages(paths: RunPaths, stages: dict[str, dict]) -> None:
     """The stages' figures into the run's manifest.json (`stages`)."""
-    manifest = read_json(paths.manifest)
+    manifest = read_manifest(paths)
     manifest["stages"] = stages
     write_json(paths.manifest, manifest)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -72,8 +74,10 @@ def test_evaluate_cli_on_a_run_without_candidates(tmp_path):
     run = tmp_path / "20260101-000000-abcdef-x"
     run.mkdir()
     (run / "config.json").write_text("{}")
-    (run / "manifest.json").write_text('{"dataset": {"target": "y", "task": "binary", "classes": [0, 1], '
-                                       '"features": ["a"], "numeric_features": ["a"], "categorical_features": []}}')
+    (run / "manifest.json").write_text(json.dumps({
+        "dataset": {"target": "y", "task": "binary", "classes": [0, 1], "features": ["a"], "numeric_features": ["a"],
+                    "categorical_features": []},
+        "data": {"path": "t.csv", "sha256": "0" * 64}, "splits": {}, "config_hash": "0", "packages": {}}))
     out = run_cli("--run", str(run), script="flows/evaluate.py")
     assert out.returncode == 2, out.stderr[-2000:]
     assert "no candidate has a usable validation fbeta" in last_line(out.stderr)

@@ -240,6 +240,44 @@ def test_a_damaged_registry_file_is_one_line_from_train_predict_and_serve(
     assert any(str(damaged.parent.name) in p or "aliases" in p for p in registry.verify(artifacts / "registry"))
 
 
+RUN_DAMAGES = {
+    "truncated manifest": lambda run: _cut(run / "manifest.json"),
+    "manifest without the data hash": lambda run: _edit(run / "manifest.json", lambda m: m["data"].pop("sha256")),
+    "candidate without its family": lambda run: _edit(next((run / "candidates").glob("*.json")),
+                                                      lambda c: c.pop("family")),
+    "missing manifest": lambda run: (run / "manifest.json").unlink() or run / "manifest.json",
+}
+
+
+def _cut(path: Path) -> Path:
+    path.write_bytes(path.read_bytes()[:40])
+    return path
+
+
+def _edit(path: Path, change) -> Path:
+    payload = json.loads(path.read_text())
+    change(payload)
+    path.write_text(json.dumps(payload))
+    return path
+
+
+@pytest.mark.parametrize("damage", list(RUN_DAMAGES))
+def test_a_damaged_run_file_is_one_line_from_evaluate(damage, workspace, tmp_path, capsys):
+    """Issue 21, case 5: a run's manifest or candidate file read by `gauntlet evaluate` is validated."""
+    from gauntlet.cli import main
+
+    source = next(p for p in sorted((workspace / "runs").iterdir()) if list(p.glob("candidates/*.json")))
+    run = tmp_path / source.name
+    shutil.copytree(source, run)
+    damaged = RUN_DAMAGES[damage](run)
+    code = main(["evaluate", "--run", str(run)])
+    err = capsys.readouterr().err
+    last = [line for line in err.strip().splitlines() if line.strip()][-1]
+    assert code == 2, err[-2000:]
+    assert last.startswith("error: the run file ") and str(damaged) in last and "train again" in last, last
+    assert "Traceback" not in err, err[-2000:]
+
+
 def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
     from gauntlet.cli import main
 
@@ -354,7 +392,8 @@ def _offset_rows(n_per_change: int = 90) -> pd.DataFrame:
     x1 = rng.normal(size=n)
     channel = rng.choice(["web", "store", "phone"], size=n).astype(object)
     x2 = rng.normal(size=n).round(3).astype(object)
-    for i, token in zip(range(0, n, 7), ["None", "NA", "", " NA "] * n):
+    for k, i in enumerate(range(0, n, 7)):
+        token = ["None", "NA", "", " NA "][k % 4]
         channel[i] = token
         x2[i + 3] = token
     y = np.where(x1 + (channel == "web") + rng.normal(scale=0.7, size=n) > 0.5, "yes", "no")

@@ -97,6 +97,29 @@ def test_quiet_holds_back_everything_below_warnings():
         logger.removeHandler(handler)
 
 
+def test_quiet_shows_a_failed_trial_as_one_line_without_its_traceback():
+    """Issue 21, case 8: `--quiet` printed Optuna's traceback for every failed trial."""
+    import optuna
+
+    seen = io.StringIO()
+    handler = logging.StreamHandler(seen)
+    optuna.logging.get_logger("optuna").addHandler(handler)
+
+    def objective(trial):
+        raise ValueError("this family cannot fit")
+
+    try:
+        for mode, traceback in (("off", False), ("plain", True)):
+            seen.truncate(0)
+            with Display(mode, stream=io.StringIO()):
+                study = optuna.create_study()
+                study.optimize(objective, n_trials=1, catch=(ValueError,))
+            assert "Trial 0 failed" in seen.getvalue() and "this family cannot fit" in seen.getvalue()
+            assert ("Traceback" in seen.getvalue()) is traceback, (mode, seen.getvalue())
+    finally:
+        optuna.logging.get_logger("optuna").removeHandler(handler)
+
+
 def test_plain_lines_are_rate_limited_but_never_miss_the_end():
     stream = io.StringIO()
     with Display("plain", stream=stream, plain_every_s=60):
