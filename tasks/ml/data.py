@@ -195,7 +195,7 @@ def load_table(path: str, na_values: list[str] | None = None) -> pd.DataFrame:
             raise DataError(f"cannot read {path}: {message}; every row needs the header's {len(columns)} "
                             "fields: fix that row (a stray separator, or quote fields that hold one)") from None
         raise DataError(f"cannot read {path}: {message}; check that the file is a valid table") from None
-    for column in frame.select_dtypes(include="object").columns:
+    for column in [c for c in frame.columns if frame[c].dtype == object]:
         head = frame[column].dropna().head(100)  # pyarrow reads a column holding text that is not UTF-8 as bytes
         if any(isinstance(v, bytes) for v in head):
             bad = next((b for v in frame[column] if isinstance(v, bytes) for b in v if b >= 0x80), 0x80)
