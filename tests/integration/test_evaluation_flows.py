@@ -140,48 +140,6 @@ def test_champion_vs_challenger_weak_then_strong_then_weak(tmp_path):
     assert f"{again.gate.test_value:.4f}" in saved["gate"]["reason"]
 
 
-@pytest.mark.parametrize("first", ["weak", "strong"])
-def test_two_concurrent_trainings_leave_the_alias_on_the_better_model(tmp_path, monkeypatch, first):
-    """Both gates are decided (no champion yet) before either registers; `first` registers first. The
-    comparison is made again under the registry lock, so the alias ends on the stronger model either way."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from flows.train import train
-    from tasks.ml.data import load_table
-
-    mean_and_worst = [c for c in load_table("builtin:breast_cancer").columns if c.startswith(("mean ", "worst "))]
-    weak = {"data.drop_columns": mean_and_worst, "evaluation.deployment_threshold": 0.3,
-            "models.random_forest.enabled": False, "models.xgboost.enabled": False,
-            "models.lightgbm.enabled": False, "tracking.backend": "none", "evaluation.explain": False}
-    strong = {**weak, "data.drop_columns": []}
-    real, both_gated, first_done = registry.register_model, threading.Barrier(2), threading.Event()
-
-    def in_order(root, name, pipeline, metadata, **options):
-        both_gated.wait(timeout=300)
-        kind = "weak" if len(metadata["features"]) < 20 else "strong"
-        if kind != first:
-            first_done.wait(timeout=300)
-        try:
-            return real(root, name, pipeline, metadata, **options)
-        finally:
-            first_done.set()
-
-    monkeypatch.setattr(registry, "register_model", in_order)
-    with ThreadPoolExecutor(2) as pool:
-        reports = dict(zip(("weak", "strong"), pool.map(lambda o: train(params=smoke_params(tmp_path, **o)),
-                                                        (weak, strong)), strict=True))
-    root, name = tmp_path / "registry", "breast_cancer-diagnosis"
-    assert reports["weak"].gate.passed and reports["strong"].gate.passed  # each gate saw no champion
-    champion = registry.read_metadata(root, name, registry.get_alias(root, name))
-    assert champion["run_id"] == reports["strong"].run_id
-    if first == "weak":  # the stronger one beat the weak champion registered meanwhile
-        assert registry.list_versions(root, name) == [1, 2] and "beats the champion v1" in champion["gate"]["reason"]
-    else:  # the weaker one, gated again against the strong champion, adds nothing
-        assert registry.list_versions(root, name) == [1] and not reports["weak"].registered
-        assert "champion stays at v1" in reports["weak"].registry_note
-
-
 def test_rerunning_or_reevaluating_never_adds_a_version(tmp_path):
     """The same run twice ties: the champion stays. Re-evaluating a registered run, even with a
     lower threshold, adds no version and leaves the run's own report as it was."""

@@ -1,6 +1,8 @@
 """The bad-input catalogue: every case ends the command `python flows/train.py` with one line that
 names the problem and the fix (exit code 2), before any training, and leaves the registry and the
-earlier runs of the same artifacts folder exactly as they were.
+earlier runs of the same artifacts folder exactly as they were. Issue 21's numbered cases each have a
+test here (1: stopping, 2-3: one reading of a row, 4: the atomic gate, 5: damaged files, 6: labels,
+7: column names, 8: the small ones; REST's deep JSON and /health are in tests/system/test_serving.py).
 
 The command runs in this process (`flows.train.main`, on the session's Prefect test server): a
 subprocess per case would spend 3-5 s importing for nothing. `tests/integration/test_cli.py` runs the real
@@ -12,7 +14,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -460,3 +468,127 @@ def test_missing_value_tokens_are_configurable_and_named_at_training(tmp_path):
     assert {"None", "NA", " NA "} <= set(kept["channel"].dropna()) and kept["channel"].isna().sum() == 1
     rows.astype({"x2": str}).to_parquet(tmp_path / "rows.parquet")  # Parquet text cells are read the same way
     assert load_table(str(tmp_path / "rows.parquet"))["channel"].isna().sum() == read["channel"].isna().sum()
+
+
+# --- Issue 21, case 1: a training asked to stop (Ctrl-C, SIGTERM), as a terminal and a process manager do ---
+
+FAMILIES = ("logistic_regression", "lightgbm")  # LightGBM: a stop also reaches into its fits
+
+
+def _start(artifacts: Path, home: Path, quiet: bool, *extra: str, trials: int = 300) -> subprocess.Popen:
+    cmd = [sys.executable, "flows/train.py", "--config", "config/smoke.yaml", "--set", f"artifacts_dir={artifacts}",
+           "--set", "search.storage=auto", "--set", "tracking.backend=none", *(["--quiet"] if quiet else []), *extra]
+    for family in FAMILIES:
+        cmd += ["--set", f"models.{family}.n_trials={trials}"]
+    cmd += ["--set", "models.random_forest.enabled=false", "--set", "models.xgboost.enabled=false"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "COMET_API_KEY")}
+    return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env={**env, "PREFECT_HOME": str(home)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # its own group: a terminal's
+
+
+def _sizes(artifacts: Path) -> dict[Path, int]:
+    folder = artifacts / "optuna"
+    return {p: p.stat().st_size for p in folder.glob("*.journal")} if folder.is_dir() else {}
+
+
+def _wait_for_trials(artifacts: Path, process: subprocess.Popen, timeout_s: float = 120) -> None:
+    """Until every family's study holds trials, and one has grown by a few in this process (a family whose
+    300 trials ended before an earlier stop is reused, not searched)."""
+    before, deadline = _sizes(artifacts), time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        now = _sizes(artifacts)
+        if len(now) == len(FAMILIES) and any(size > before.get(p, 0) + 2000 for p, size in now.items()):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no trials within {timeout_s} s: {process.communicate()[1][-3000:]}")
+
+
+def _processes_with(home: Path) -> list[int]:
+    """Processes whose environment names this test's PREFECT_HOME (the run and its local server)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if f"PREFECT_HOME={home}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_ctrl_c_then_sigterm_stop_the_run_and_a_rerun_resumes(tmp_path):
+    """Issue 21, case 1: Ctrl-C (SIGINT to the process group) and SIGTERM end a long search at the next trial
+    boundary with one line, exit code 130 / 143, no process left, nothing registered; the same command again
+    resumes the studies."""
+    artifacts, home = tmp_path / "artifacts", tmp_path / "prefect"
+    run = _start(artifacts, home, quiet=True)
+    _wait_for_trials(artifacts, run)
+    os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C at a terminal sends
+    out, err = run.communicate(timeout=60)
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert run.returncode == 130, err[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("stopped by SIGINT after ") and "rerun to resume" in lines[0], err
+    assert "Traceback" not in out + err and "Logging error" not in out + err
+    time.sleep(1)
+    assert _processes_with(home) == []  # the local Prefect server went with the run
+    assert not (artifacts / "registry").exists()  # nothing registered
+
+    # The searches in child processes this time: the run passes a SIGTERM sent to it alone on to them.
+    again = _start(artifacts, home, False, "--set", "search.executor=processes", trials=3000)  # no GIL: faster
+    _wait_for_trials(artifacts, again)
+    asked = time.monotonic()
+    again.send_signal(signal.SIGTERM)  # a process manager's stop: to the process only
+    out, err = again.communicate(timeout=60)
+    print(f"SIGTERM to exit: {time.monotonic() - asked:.1f} s")
+    assert again.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("stopped by SIGTERM after ")
+    numbers = [int(n) for n in re.findall(r"\] trial (\d+) \(", out + err)]
+    assert numbers and min(numbers) > 0, numbers[:5]  # each study went on from its finished trials
+    assert "Traceback" not in out + err and "Logging error" not in out + err
+    time.sleep(1)
+    assert _processes_with(home) == [] and not (artifacts / "registry").exists()
+
+
+# --- Issue 21, case 4: the champion comparison and the alias move under one lock ---
+
+
+@pytest.mark.parametrize("first", ["weak", "strong"])
+def test_two_concurrent_trainings_leave_the_alias_on_the_better_model(tmp_path, monkeypatch, first):
+    """Both gates are decided (no champion yet) before either registers; `first` registers first. The
+    comparison is made again under the registry lock, so the alias ends on the stronger model either way."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flows.train import train
+    from tasks.ml.data import load_table
+    from tests.helpers import smoke_params
+
+    mean_and_worst = [c for c in load_table("builtin:breast_cancer").columns if c.startswith(("mean ", "worst "))]
+    weak = {"data.drop_columns": mean_and_worst, "evaluation.deployment_threshold": 0.3,
+            "models.random_forest.enabled": False, "models.xgboost.enabled": False,
+            "models.lightgbm.enabled": False, "tracking.backend": "none", "evaluation.explain": False}
+    strong = {**weak, "data.drop_columns": []}
+    real, both_gated, first_done = registry.register_model, threading.Barrier(2), threading.Event()
+
+    def in_order(root, name, pipeline, metadata, **options):
+        both_gated.wait(timeout=300)
+        kind = "weak" if len(metadata["features"]) < 20 else "strong"
+        if kind != first:
+            first_done.wait(timeout=300)
+        try:
+            return real(root, name, pipeline, metadata, **options)
+        finally:
+            first_done.set()
+
+    monkeypatch.setattr(registry, "register_model", in_order)
+    with ThreadPoolExecutor(2) as pool:
+        reports = dict(zip(("weak", "strong"), pool.map(lambda o: train(params=smoke_params(tmp_path, **o)),
+                                                        (weak, strong)), strict=True))
+    root, name = tmp_path / "registry", "breast_cancer-diagnosis"
+    assert reports["weak"].gate.passed and reports["strong"].gate.passed  # each gate saw no champion
+    champion = registry.read_metadata(root, name, registry.get_alias(root, name))
+    assert champion["run_id"] == reports["strong"].run_id
+    if first == "weak":  # the stronger one beat the weak champion registered meanwhile
+        assert registry.list_versions(root, name) == [1, 2] and "beats the champion v1" in champion["gate"]["reason"]
+    else:  # the weaker one, gated again against the strong champion, adds nothing
+        assert registry.list_versions(root, name) == [1] and not reports["weak"].registered
+        assert "champion stays at v1" in reports["weak"].registry_note
