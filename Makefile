@@ -46,12 +46,14 @@ $(BIN)/python:
 
 # uv installs the same wheels several times faster than pip (bench/README.md: set-up). It is taken from
 # PATH, else fetched into the venv; pip installs wherever uv is unavailable or fails (INSTALLER=pip: always).
+# Bytecode is compiled at install, as pip does: where PYTHONDONTWRITEBYTECODE is set (CI), every process
+# would otherwise compile its imports again (7.5 s instead of 3.5 s to import the libraries a run uses).
 INSTALLER ?= uv
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 define install
 	@if [ "$(INSTALLER)" = uv ] && { command -v uv >/dev/null || $(PIP) uv >/dev/null 2>&1; }; then \
 		echo "installing $(1) with uv"; \
-		$$(command -v uv || echo $(BIN)/uv) pip install --quiet --python $(BIN)/python $(1) || \
+		$$(command -v uv || echo $(BIN)/uv) pip install --quiet --compile-bytecode --python $(BIN)/python $(1) || \
 		{ echo "uv failed; installing with pip"; $(PIP) $(1); }; \
 	else echo "installing $(1) with pip"; $(PIP) $(1); fi
 endef
@@ -59,6 +61,7 @@ endef
 # Reinstall whenever pyproject.toml changes; training needs only the package, the tests its dev extra.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(call install,-e .)
+	@$(BIN)/python -m compileall -q config flows tasks gauntlet
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

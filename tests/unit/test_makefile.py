@@ -35,7 +35,7 @@ def test_predict_and_serve_take_a_model_name():
 
 def test_training_installs_the_package_alone_and_the_tests_add_the_dev_extra():
     train, test = dry_run("-B", "train"), dry_run("-B", "test")
-    assert "install --quiet --python .venv/bin/python -e ." in train and "[dev]" not in train
+    assert "install --quiet --compile-bytecode --python .venv/bin/python -e ." in train and "[dev]" not in train
     assert "-e '.[dev]'" in test
     # uv first (from PATH, else fetched), pip wherever uv is unavailable or fails; INSTALLER=pip: pip only.
     assert "with uv" in train and "uv failed; installing with pip" in train
