@@ -475,7 +475,7 @@ def test_missing_value_tokens_are_configurable_and_named_at_training(tmp_path):
 FAMILIES = ("logistic_regression", "lightgbm")  # LightGBM: a stop also reaches into its fits
 
 
-def _start(artifacts: Path, home: Path, quiet: bool, *extra: str, trials: int = 300) -> subprocess.Popen:
+def _start(artifacts: Path, home: Path, quiet: bool, *extra: str, trials: int = 3000) -> subprocess.Popen:
     cmd = [sys.executable, "flows/train.py", "--config", "config/smoke.yaml", "--set", f"artifacts_dir={artifacts}",
            "--set", "search.storage=auto", "--set", "tracking.backend=none", *(["--quiet"] if quiet else []), *extra]
     for family in FAMILIES:
@@ -493,7 +493,7 @@ def _sizes(artifacts: Path) -> dict[Path, int]:
 
 def _wait_for_trials(artifacts: Path, process: subprocess.Popen, timeout_s: float = 120) -> None:
     """Until every family's study holds trials, and one has grown by a few in this process (a family whose
-    300 trials ended before an earlier stop is reused, not searched)."""
+    trials all ended before an earlier stop is reused, not searched)."""
     before, deadline = _sizes(artifacts), time.monotonic() + timeout_s
     while time.monotonic() < deadline and process.poll() is None:
         now = _sizes(artifacts)
@@ -520,6 +520,17 @@ def test_ctrl_c_then_sigterm_stop_the_run_and_a_rerun_resumes(tmp_path):
     boundary with one line, exit code 130 / 143, no process left, nothing registered; the same command again
     resumes the studies."""
     artifacts, home = tmp_path / "artifacts", tmp_path / "prefect"
+    try:
+        _stop_twice(artifacts, home)
+    finally:  # a failed check leaves no run, server or search process behind
+        for pid in _processes_with(home):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _stop_twice(artifacts: Path, home: Path) -> None:
     run = _start(artifacts, home, quiet=True)
     _wait_for_trials(artifacts, run)
     os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C at a terminal sends
@@ -533,7 +544,7 @@ def test_ctrl_c_then_sigterm_stop_the_run_and_a_rerun_resumes(tmp_path):
     assert not (artifacts / "registry").exists()  # nothing registered
 
     # The searches in child processes this time: the run passes a SIGTERM sent to it alone on to them.
-    again = _start(artifacts, home, False, "--set", "search.executor=processes", trials=3000)  # no GIL: faster
+    again = _start(artifacts, home, False, "--set", "search.executor=processes")
     _wait_for_trials(artifacts, again)
     asked = time.monotonic()
     again.send_signal(signal.SIGTERM)  # a process manager's stop: to the process only
