@@ -140,6 +140,18 @@ def trigger(api: str, name: str, parameters: dict) -> httpx.Response:
                     timeout=30)
 
 
+def trigger_training(api: str, env: dict, tmp_path: Path, models: list[str], n_trials: int, **overrides) -> str:
+    """A train/manual run of config/smoke.yaml on the SQLite server only (the database does not matter to
+    what the caller checks); returns the flow run's id."""
+    if "PREFECT_SERVER_DATABASE_CONNECTION_URL" in env:
+        pytest.skip("the server's database does not matter here: run once, on SQLite")
+    params = {"params": {"config_path": "config/smoke.yaml", "models": models, "n_trials": n_trials,
+                         "overrides": {"artifacts_dir": str(tmp_path), "tracking.backend": "none", **overrides}}}
+    response = trigger(api, "train/manual", params)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
 def wait_final(api: str, flow_run_id: str, timeout: float = 420) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -274,14 +286,8 @@ def test_cancelling_a_train_run_stops_its_search_and_ends_cancelled(deployed, tm
     the run's process SIGTERM) stops the searches at their next trial: the run ends CANCELLED within seconds,
     its finished trials kept, nothing registered."""
     api, env, logs, _ = deployed
-    if "PREFECT_SERVER_DATABASE_CONNECTION_URL" in env:
-        pytest.skip("the server's database does not matter here: run once, on SQLite")
-    params = {"params": {"config_path": "config/smoke.yaml", "models": ["logistic_regression", "lightgbm"],
-                         "n_trials": 300, "overrides": {"artifacts_dir": str(tmp_path), "tracking.backend": "none",
-                                                        "search.storage": "auto"}}}
-    response = trigger(api, "train/manual", params)
-    assert response.status_code == 201, response.text
-    flow_run_id = response.json()["id"]
+    flow_run_id = trigger_training(api, env, tmp_path, ["logistic_regression", "lightgbm"], 3000,
+                                   **{"search.storage": "auto"})
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("optuna/*.journal")) and time.monotonic() < deadline:  # trials are running
         time.sleep(0.5)
@@ -335,14 +341,8 @@ def test_a_run_on_a_worker_survives_the_server_restarting(deployed, tmp_path):
     """The server goes away for several seconds in the middle of a training run on the worker, and
     comes back on the same database: Prefect's client retries, the run completes and registers."""
     api, env, logs, restart = deployed
-    if "PREFECT_SERVER_DATABASE_CONNECTION_URL" in env:
-        pytest.skip("the server's database does not matter here: run once, on SQLite")
-    params = {"params": {"config_path": "config/smoke.yaml", "models": ["random_forest", "logistic_regression"],
-                         "n_trials": 40, "overrides": {"artifacts_dir": str(tmp_path), "tracking.backend": "none",
-                                                       "search.pruner": "none"}}}
-    response = trigger(api, "train/manual", params)
-    assert response.status_code == 201, response.text
-    run_id = response.json()["id"]
+    run_id = trigger_training(api, env, tmp_path, ["random_forest", "logistic_regression"], 40,
+                              **{"search.pruner": "none"})
     deadline = time.monotonic() + 180
     while not list(tmp_path.glob("runs/*/splits/test.parquet")) and time.monotonic() < deadline:
         time.sleep(0.5)  # the searches have begun once the splits are written
