@@ -1,5 +1,13 @@
 """Errors that end a run with one readable line (the CLI prints `error: <message>`, exit 2)."""
 
+from typing import Any
+
+
+def first_problem(exc: Any) -> str:
+    """A pydantic ValidationError's first problem in a few words: `data.sha256: field required`."""
+    first = exc.errors()[0]
+    return f"{'.'.join(map(str, first['loc'])) or 'the file'}: {first['msg'].lower()}"
+
 
 class GauntletError(Exception):
     """A problem the user can fix; the message names it and says how."""

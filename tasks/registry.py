@@ -29,7 +29,7 @@ import pandas as pd
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, RootModel, StrictInt, ValidationError
 
-from config.errors import GauntletError, RegistryError
+from config.errors import GauntletError, RegistryError, first_problem
 from tasks.modeling import load_pipeline, save_pipeline
 from tasks.runs import write_json
 
@@ -118,17 +118,12 @@ class _Metadata(BaseModel):
     classes: list[Any]  # empty for a regression
 
 
-def _first_problem(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    return f"{'.'.join(map(str, first['loc'])) or 'the file'}: {first['msg'].lower()}"
-
-
 def _validated(path: Path, schema: type[BaseModel], fix: str) -> Any:
     """A registry JSON file read and checked; a damaged one is one line naming the file and the fix."""
     try:
         return schema.model_validate_json(path.read_bytes())
     except ValidationError as exc:
-        raise RegistryError(f"the registry file {path} is damaged ({_first_problem(exc)}); {fix}") from None
+        raise RegistryError(f"the registry file {path} is damaged ({first_problem(exc)}); {fix}") from None
     except OSError as exc:
         raise RegistryError(f"the registry file {path} cannot be read ({exc.strerror}); {fix}") from None
 
@@ -586,7 +581,7 @@ def _version_problem(root: str | Path, model_name: str, version: int) -> str | N
         if int(metadata["version"]) != version:
             raise ValueError(f"metadata says version {metadata['version']}")
     except ValidationError as exc:
-        return f"metadata.json damaged ({_first_problem(exc)})"
+        return f"metadata.json damaged ({first_problem(exc)})"
     except Exception as exc:
         return f"metadata unreadable ({type(exc).__name__}: {exc})"
     bad = [f for f, sha in expected.items() if not (folder / f).is_file() or file_sha256(folder / f) != sha]

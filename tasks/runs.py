@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from config.errors import RunFileError
+from config.errors import RunFileError, first_problem
 from config.paths import PROJECT_ROOT
 from config.schema import TrainConfig
 from tasks.ml.data import DatasetInfo
@@ -141,10 +141,7 @@ def read_json(path: Path, schema: type[BaseModel] | None = None) -> Any:
         try:
             schema.model_validate(payload)
         except ValidationError as exc:
-            problem = exc.errors()[0]
-            where = ".".join(map(str, problem["loc"])) or "the file"
-            raise RunFileError(f"the run file {path} is damaged ({where}: {problem['msg'].lower()}); "
-                               f"{_fix(path)}") from None
+            raise RunFileError(f"the run file {path} is damaged ({first_problem(exc)}); {_fix(path)}") from None
     return payload
 
 
