@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from tasks.stopping import OPTUNA_TRIALS_LOGGER
+
 
 @dataclass
 class FamilyLine:
@@ -136,7 +138,6 @@ class _OneLinePerFailedTrial(logging.Filter):
 
 
 FAILED_TRIALS = _OneLinePerFailedTrial()
-OPTUNA_TRIALS_LOGGER = "optuna.study._optimize"
 
 
 class Display:

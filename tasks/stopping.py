@@ -82,6 +82,12 @@ class _DropStopTracebacks(logging.Filter):
 
 
 _FILTER = _DropStopTracebacks()
+OPTUNA_TRIALS_LOGGER = "optuna.study._optimize"  # where Optuna logs each failed trial
+
+
+def _in_search_process() -> bool:
+    """The main thread of a search's child process (search.executor processes)."""
+    return threading.current_thread() is threading.main_thread() and multiprocessing.parent_process() is not None
 
 
 def install() -> bool:
@@ -90,7 +96,7 @@ def install() -> bool:
         return False
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _handle)
-    logging.getLogger("optuna.study._optimize").addFilter(_FILTER)
+    logging.getLogger(OPTUNA_TRIALS_LOGGER).addFilter(_FILTER)
     return True
 
 
@@ -100,7 +106,7 @@ def _handle_in_child(signum: int, frame: object) -> None:
 
 def install_in_child() -> bool:
     """A search process's SIGINT requests a stop for its whole task (Prefect's engines leave SIGINT alone)."""
-    if threading.current_thread() is not threading.main_thread() or multiprocessing.parent_process() is None:
+    if not _in_search_process():
         return False
     signal.signal(signal.SIGINT, _handle_in_child)
     return True
@@ -111,13 +117,13 @@ def in_child() -> Iterator[None]:
     """Around a search in a child process (search.executor processes): SIGINT (a terminal's Ctrl-C, or
     relayed by the parent) and SIGTERM stop it at its next trial. Prefect's engines around it install a
     SIGTERM bridge that would raise in the middle of a trial: the handlers are installed innermost."""
-    if threading.current_thread() is not threading.main_thread() or multiprocessing.parent_process() is None:
+    if not _in_search_process():
         yield
         return
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     for signum in previous:
         signal.signal(signum, _handle_in_child)
-    logging.getLogger("optuna.study._optimize").addFilter(_FILTER)
+    logging.getLogger(OPTUNA_TRIALS_LOGGER).addFilter(_FILTER)
     try:
         yield
     finally:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from config.errors import DataError
 from tasks.ml import values as cells
-from tasks.ml.data import table_columns
+from tasks.ml.data import not_utf8, table_columns
 
 KINDS = ("numeric", "categorical", "datetime")
 
@@ -68,8 +68,8 @@ class InputSchema:
     def __init__(self, columns: list[Column], na_values: list[str] | None = None) -> None:
         self.columns = columns
         self.names = [c.name for c in columns]
-        self.na_values = sorted(cells.tokens_of(na_values))  # a version without them was read with the defaults
-        self.tokens = cells.tokens_of(na_values)
+        self.tokens = cells.tokens_of(na_values)  # a version without them was read with the defaults
+        self.na_values = sorted(self.tokens)
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any]) -> InputSchema:
@@ -221,8 +221,6 @@ def read_chunks(path: str | Path, columns: list[str], chunk_rows: int,
             for frame in reader:
                 yield frame, min(raw.tell() / size, 1.0)
         except UnicodeDecodeError as exc:
-            from tasks.ml.data import not_utf8
-
             raise SchemaError(not_utf8(path, "input file", exc.object[exc.start])) from None
 
 

@@ -1,4 +1,4 @@
-"""One reading of a cell for training, batch prediction and REST (docs/data.md: missing values and dates).
+"""One reading of a cell for training, batch prediction and REST (docs/failure-behaviour.md: what input is accepted).
 
 A value reaches a model from a CSV cell, a Parquet column or a JSON field. Whatever its way in, it is
 read here, driven by the column's training kind and dtype: missing-value tokens (`data.na_values`,
@@ -45,9 +45,7 @@ def tokens_found(series: pd.Series, tokens: frozenset[str]) -> dict[str, int]:
     """How often each non-empty token occurs in a text column, as written (for the training warning)."""
     if not is_text(series):
         return {}
-    values = series.dropna()
-    counts = values[values.map(lambda v: isinstance(v, str) and v.strip() in tokens and v.strip() != "")]
-    return {str(k): int(v) for k, v in counts.value_counts().items()}
+    return {str(k): int(v) for k, v in series[missing_text(series, tokens - {""})].value_counts().items()}
 
 
 def as_categories(series: pd.Series, tokens: frozenset[str], dtype: str = "") -> pd.Series:
@@ -86,9 +84,7 @@ def as_numbers(series: pd.Series, tokens: frozenset[str]) -> tuple[pd.Series, np
     """Numbers, text included ("3.5", " 7 "); tokens -> NaN. Returns (values, cells that are not numbers)."""
     if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
         return series, np.zeros(len(series), dtype=bool)
-    text = series.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
-    given = text.notna().to_numpy() & ~missing_text(text, tokens)
-    text = text.where(given, None)
+    text, given = _given(series, tokens)
     converted = pd.to_numeric(text, errors="coerce")
     return converted, given & converted.isna().to_numpy()
 
@@ -130,14 +126,19 @@ def as_datetimes(series: pd.Series, tokens: frozenset[str] = frozenset({""})) ->
         values = series
         bad = np.zeros(len(series), dtype=bool)
     else:
-        text = series.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
-        given = text.notna().to_numpy() & ~missing_text(text, tokens)
-        text = text.where(given, None)
+        text, given = _given(series, tokens)
         values = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
         bad = given & values.isna().to_numpy()
     if getattr(values.dt, "tz", None) is not None:
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
     return values, bad
+
+
+def _given(series: pd.Series, tokens: frozenset[str]) -> tuple[pd.Series, np.ndarray]:
+    """(values with text stripped and tokens made missing, where a value was given)."""
+    text = series.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
+    given = text.notna().to_numpy() & ~missing_text(text, tokens)
+    return text.where(given, None), given
 
 
 def _dtype(dtype: str) -> np.dtype | None:
