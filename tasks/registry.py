@@ -647,7 +647,8 @@ class RegisteredModel:
     def features(self) -> list[str]:
         return list(self.metadata["features"])
 
-    def _inputs(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def _inputs(self, frame: pd.DataFrame, read: bool = True) -> pd.DataFrame:
+        """The feature columns, read as batch and REST read rows; `read=False`: already read that way."""
         if not all(isinstance(c, str) for c in frame.columns):  # integer names: trained as text (Parquet's)
             frame = frame.rename(columns=str)
         missing = [c for c in self.features if c not in frame.columns]
@@ -655,9 +656,11 @@ class RegisteredModel:
             raise RegistryError(
                 f"input lacks {len(missing)} feature column(s) the model was trained on: {missing[:10]}"
             )
+        if not read:
+            return frame[self.features]
         from tasks.ml.scoring import InputSchema
 
-        return InputSchema.from_metadata(self.metadata).prepare(frame)  # read as batch and REST read rows
+        return InputSchema.from_metadata(self.metadata).prepare(frame)
 
     @property
     def is_regression(self) -> bool:
@@ -685,19 +688,23 @@ class RegisteredModel:
                                 "prediction intervals are for regression; use predict_proba")
         return self.pipeline.predict_interval(self._inputs(frame))
 
-    def predict_both(self, frame: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-        """(labels, probabilities) from one pass of the pipeline. A registered DecisionModel's labels
-        are its probabilities through its own threshold: exactly what its `predict` computes."""
+    def predict_both(self, frame: pd.DataFrame, read: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
+        """(labels, probabilities) with the rows read once. A registered DecisionModel's labels are its
+        probabilities through its own threshold: exactly what its `predict` computes. `read=False`: the
+        rows were read already (`InputSchema.prepare`, as batch and REST do)."""
         from tasks.ml.evaluation import DecisionModel
         from tasks.ml.metrics import predict_labels
 
+        X = self._inputs(frame, read)
         if self.is_regression:
-            interval = self.predict_interval(frame)
+            interval = self.pipeline.predict_interval(X)
             return interval["prediction"].to_numpy(), interval
-        if not isinstance(self.pipeline, DecisionModel):
-            return self.predict(frame), self.predict_proba(frame)
-        proba = self.predict_proba(frame)
-        encoded = predict_labels(proba.to_numpy(), self.pipeline.threshold)
+        proba = pd.DataFrame(self.pipeline.predict_proba(X), columns=[str(c) for c in self.classes],
+                             index=frame.index)
+        if isinstance(self.pipeline, DecisionModel):
+            encoded = predict_labels(proba.to_numpy(), self.pipeline.threshold)
+        else:
+            encoded = self.pipeline.predict(X)
         return np.asarray(self.classes, dtype=object)[np.asarray(encoded, dtype=int)], proba
 
 

@@ -149,7 +149,7 @@ def prediction_frame(model: Any, features: pd.DataFrame, version: int | None) ->
     """`prediction` (the original label), `proba_<class>` for each class, `model_version`; a regression's:
     `prediction` (a number), `prediction_lower`, `prediction_upper`, `model_version`."""
     try:
-        labels, proba = model.predict_both(features)
+        labels, proba = model.predict_both(features, read=False)  # score_frame read them
     except ValueError as exc:  # e.g. a number so large that scaling it overflows to infinity
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SchemaError(f"the model cannot score these rows ({first}); look for extreme values, far outside "
