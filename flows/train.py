@@ -27,7 +27,7 @@ from tasks.data import make_splits, preflight
 from tasks.ml.results import EvalReport
 from tasks.runs import RunPaths, dataset_name, finish_run, new_run_id, train_run_name
 from tasks.search import search_all_families
-from tasks.stages import stage
+from tasks.stages import stage, without_heartbeats
 
 
 @flow(name="train", flow_run_name=train_run_name, log_prints=True)
@@ -55,6 +55,6 @@ def _train(params: TrainParameters) -> EvalReport:
         info = make_splits(config, paths, stages)
         config = config.for_task(info.task)  # auto settings resolved for the task the table holds
         search_all_families(config, paths, stages, subflow=tune_model)
-        with stage("evaluate", stages):
+        with stage("evaluate", stages), without_heartbeats():
             report = evaluate(run_dir=str(paths.root))  # the config the run recorded
         return finish_run(paths, report, stages)

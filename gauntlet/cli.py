@@ -144,6 +144,7 @@ def _train(args: argparse.Namespace) -> int:
     from tasks import stopping
     from tasks.data import preflight
     from tasks.progress import Display
+    from tasks.stages import without_heartbeats
 
     params = TrainParameters.from_cli(args.config, args.overrides)
     preflight(params.to_config())  # fails in a second, before Prefect and training start
@@ -159,7 +160,8 @@ def _train(args: argparse.Namespace) -> int:
                     tags=["gauntlet", "served"])
         return 0
     stopping.check()  # asked to stop while setting up: no run begins
-    with Display("off" if args.quiet else "auto"):
+    # On the local server, which ends with this process, a heartbeat tells nobody anything.
+    with Display("off" if args.quiet else "auto"), without_heartbeats(local_server.started_here()):
         report = train(params=params)
     print_summary(report)
     return 0
@@ -181,6 +183,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from config.schema import reevaluation_overrides
     from gauntlet import local_server
     from tasks.runs import RunPaths, load_run_config
+    from tasks.stages import without_heartbeats
 
     paths = RunPaths(Path(args.run))
     changes = reevaluation_overrides(overrides=args.overrides)
@@ -188,22 +191,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     local_server.wait_until_ready()
     from flows.evaluate import evaluate
 
-    print_summary(evaluate(run_dir=str(paths.root), overrides=changes))
+    with without_heartbeats(local_server.started_here()):
+        print_summary(evaluate(run_dir=str(paths.root), overrides=changes))
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     from gauntlet import local_server
     from tasks.prediction import preflight
+    from tasks.stages import without_heartbeats
 
     # The model is chosen (and the choice logged) once, here; the flow is told which.
     name, *_ = preflight(args.input, args.output, args.registry, args.model, args.alias, args.version, args.keep)
     local_server.wait_until_ready()
     from flows.predict import predict
 
-    summary = predict(input_path=args.input, output_path=args.output, model_name=name, alias=args.alias,
-                      version=args.version, registry_dir=args.registry, keep_columns=args.keep,
-                      chunk_rows=args.chunk_rows)
+    with without_heartbeats(local_server.started_here()):
+        summary = predict(input_path=args.input, output_path=args.output, model_name=name, alias=args.alias,
+                          version=args.version, registry_dir=args.registry, keep_columns=args.keep,
+                          chunk_rows=args.chunk_rows)
     print(f"{summary.rows:,} predictions of {summary.model_name} version {summary.model_version} "
           f"-> {summary.output_path} ({summary.seconds:.1f} s)")
     return 0
@@ -223,6 +229,7 @@ def _tune(args: argparse.Namespace) -> int:
     from gauntlet import local_server
     from tasks.ml.estimators import get_family
     from tasks.runs import RunPaths, load_run_config
+    from tasks.stages import without_heartbeats
 
     try:
         paths = RunPaths(args.run)
@@ -233,11 +240,13 @@ def _tune(args: argparse.Namespace) -> int:
     local_server.wait_until_ready()
     from flows.tune import contribute_trials, tune_model
 
-    if args.worker:
-        result = contribute_trials(family=args.family, run_dir=str(paths.root), config=config, n_jobs=args.threads)
-    else:
-        result = tune_model(family=args.family, run_dir=str(paths.root), config=config,
-                            n_jobs=args.threads).model_dump(mode="json")
+    with without_heartbeats(local_server.started_here()):
+        if args.worker:
+            result = contribute_trials(family=args.family, run_dir=str(paths.root), config=config,
+                                       n_jobs=args.threads)
+        else:
+            result = tune_model(family=args.family, run_dir=str(paths.root), config=config,
+                                n_jobs=args.threads).model_dump(mode="json")
     print(json.dumps(result, indent=2))
     return 0
 
