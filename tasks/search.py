@@ -266,7 +266,7 @@ class _Best:
 
 
 def _thread_count(job: FamilySearch, logger: Any) -> Any:
-    """Each trial's thread count: the family's share of the cores now (more once other families ended)."""
+    """The family's share of the cores now (more once other families ended), and the families searching."""
     if job.cores is None:
         return None
     last = [job.settings.n_jobs]
@@ -275,8 +275,9 @@ def _thread_count(job: FamilySearch, logger: Any) -> Any:
         searching = job.cores.searching()
         n = job.cores.threads(searching)
         if n != last[0]:
-            logger.info("[%s] %d famil%s still searching: trials now fit on %d threads", job.family, searching,
-                        "y" if searching == 1 else "ies", n)
+            how = "parallel trials" if job.spec.parallel_trials else "threads per trial"
+            logger.info("[%s] %d famil%s still searching: its trials now use %d cores (%s)", job.family,
+                        searching, "y" if searching == 1 else "ies", n, how)
             last[0] = n
         return n, searching
 
@@ -372,6 +373,7 @@ class TrialProgress:
         self._latest: tuple[float, str] | None = None
         self._pushed: tuple[float, str] | None = None
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._pusher = threading.Thread(target=self._push_every_second, name=f"progress-{family}", daemon=True)
         self._pusher.start()
 
@@ -397,6 +399,10 @@ class TrialProgress:
         self._push()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        with self._lock:  # parallel trials end in their own threads
+            self._record(study, trial)
+
+    def _record(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.done += 1
         try:
             best_value = study.best_value
@@ -468,8 +474,11 @@ def search_family(family: str, run_dir: str, config: TrainConfig, n_jobs: int, s
 
         module, _, name = subflow.partition(":")
         subflow = getattr(importlib.import_module(module), name)
+    from tasks.stages import without_heartbeats
+
     try:
-        state = subflow(family=family, run_dir=run_dir, config=config, n_jobs=n_jobs, return_state=True)
+        with without_heartbeats():  # the train flow's process (or its child): the parent's heartbeat covers it
+            state = subflow(family=family, run_dir=run_dir, config=config, n_jobs=n_jobs, return_state=True)
     except Exception as exc:  # the subflow could not even start: the Prefect API is unreachable
         if type(exc).__name__ in TRANSIENT_ERRORS:
             get_run_logger().warning("[%s] transient failure, will retry: %s: %s", family, type(exc).__name__, exc)

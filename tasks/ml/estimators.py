@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ class FitContext:
     class_weight: str | None = None  # "balanced": XGBoost translates it (it has no class_weight)
     rounds: int | None = None  # boosting rounds when there is no early-stopping set
     cache: MatrixCache | None = None  # the search's reusable XGBoost matrices; None: built for this fit
+    score: Callable[[Any], float] | None = None  # the trial's metric on the valid rows, of a partly grown model
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class FamilySpec:
     # never ends worse on validation than the untuned model. A callable of the task (binary, multiclass,
     # regression); None: the first trial is sampled like the others.
     defaults: Callable[[str], dict[str, Any]] | None = None
+    # More cores than one for the family: parallel trials (True) or more threads per fit (False: a forest's
+    # trees are independent, so its fits scale with threads while the search keeps learning one trial at a time).
+    parallel_trials: bool = True
 
     def fit_model(self, estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) -> dict[str, Any]:
         return (self.fit or _plain_fit)(estimator, X, y, ctx)
@@ -108,6 +113,11 @@ def rf_leaf_cap(n_estimators: int, n_classes: int, budget: int | None = None) ->
     return max(2, budget // (n_estimators * 2 * node_bytes))
 
 
+# Trees after which a search's forest is scored on valid and may be pruned: a forest's score at 50 trees is
+# close to its score at 300, so a trial that starts below the others' median rarely ends above it.
+RF_REPORT_TREES = (50, 100)
+
+
 def _fit_random_forest(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) -> dict[str, Any]:
     if len(y) > RF_MAX_ROWS_PER_TREE:
         cap = rf_leaf_cap(estimator.n_estimators, ctx.n_classes)
@@ -115,7 +125,22 @@ def _fit_random_forest(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitCon
             estimator.set_params(max_leaf_nodes=cap)
         if estimator.bootstrap:  # the searched share, of the rows a tree may hold at most
             estimator.set_params(max_samples=(estimator.max_samples or 1.0) * RF_MAX_ROWS_PER_TREE / len(y))
-    estimator.fit(X, y)
+    trees = estimator.n_estimators
+    steps = [n for n in RF_REPORT_TREES if n < trees] if ctx.trial is not None and ctx.score is not None else []
+    with warnings.catch_warnings():
+        # The preset weights' warning is about warm-starting on other rows; these are the same rows.
+        warnings.filterwarnings("ignore", message="class_weight presets", category=UserWarning)
+        for step in steps:  # grown in steps (warm_start: the same trees as one fit), scored, maybe pruned
+            estimator.set_params(n_estimators=step, warm_start=True)
+            estimator.fit(X, y)
+            stopping.check()
+            ctx.trial.report(ctx.score(estimator), step)
+            if ctx.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at {step} trees")
+        estimator.set_params(n_estimators=trees)
+        estimator.fit(X, y)
+    if steps:
+        estimator.set_params(warm_start=False)  # a refit of this estimator grows a new forest
     return {}
 
 
@@ -367,7 +392,8 @@ register_family(FamilySpec("logistic_regression", True, False, SEARCH_SPACES["lo
 register_family(FamilySpec("linear", True, False, SEARCH_SPACES["linear"], _make_linear, _plain_fit, cost=1.0,
                            tasks=frozenset({"regression"}), defaults=DEFAULTS["linear"]))  # for numbers
 register_family(FamilySpec("random_forest", False, False, SEARCH_SPACES["random_forest"], _make_random_forest,
-                           _fit_random_forest, cost=4.0, tasks=ALL_TASKS, defaults=DEFAULTS["random_forest"]))
+                           _fit_random_forest, cost=4.0, tasks=ALL_TASKS, defaults=DEFAULTS["random_forest"],
+                           parallel_trials=False))
 register_family(FamilySpec("lightgbm", False, True, SEARCH_SPACES["lightgbm"], _make_lightgbm, _fit_lightgbm,
                            cost=1.5, tasks=ALL_TASKS, defaults=DEFAULTS["lightgbm"]))
 register_family(FamilySpec("xgboost", False, True, SEARCH_SPACES["xgboost"], _make_xgboost, _fit_xgboost, cost=2.0,

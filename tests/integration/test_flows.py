@@ -441,9 +441,10 @@ def test_the_last_family_searching_fits_on_every_core(tmp_path, executor, monkey
     tables = {f: pd.read_csv(Path(report.run_dir) / "candidates" / f"{f}_trials.csv")
               for f in ("logistic_regression", "random_forest")}
     for family, trials in tables.items():
-        for threads, searching in zip(trials["user_attrs_threads"], trials["user_attrs_families_searching"],
-                                      strict=True):
-            assert threads * min(parallel, searching) <= max(cores, min(parallel, searching)), (family, threads)
+        for threads, at_once, searching in zip(trials["user_attrs_threads"], trials["user_attrs_parallel_trials"],
+                                               trials["user_attrs_families_searching"], strict=True):
+            cores_used = threads * at_once * min(parallel, searching)
+            assert cores_used <= max(cores, min(parallel, searching)), (family, threads, at_once)
     forest = tables["random_forest"]
     assert len(forest) == 16
     alone = forest[forest["user_attrs_families_searching"] == 1]

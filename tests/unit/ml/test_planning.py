@@ -28,3 +28,39 @@ def test_families_searching_at_once_never_use_more_than_the_cores(tmp_path):
         running = min(parallel, searching)
         assert share.threads(searching) >= 1
         assert running * share.threads(searching) <= max(cores, running)  # one thread each at the least
+
+
+def test_a_share_of_cores_goes_to_parallel_trials_or_to_threads_by_family():
+    from tasks.ml.estimators import get_family
+    from tasks.ml.search import MAX_PARALLEL_TRIALS, TrialSlots, trial_slots
+
+    booster, forest = get_family("lightgbm"), get_family("random_forest")
+    assert trial_slots(booster, 1, 2) == TrialSlots(1, 1, 2)
+    assert trial_slots(booster, 2, 1, owed=5) == TrialSlots(1, 2, 1)
+    assert trial_slots(booster, 2, 1, owed=1) == TrialSlots(2, 1, 1)  # the last trial owed: every core on it
+    assert trial_slots(booster, 16, 1, owed=20) == TrialSlots(16 // MAX_PARALLEL_TRIALS, MAX_PARALLEL_TRIALS, 1)
+    assert trial_slots(forest, 2, 1, owed=5) == TrialSlots(2, 1, 1)  # a forest's trees take the threads
+
+
+def test_parallel_trials_run_at_once_and_never_overshoot_the_budget():
+    """Each trial waits at a barrier for a second one: the search only completes when two run at once."""
+    import threading
+
+    import optuna
+
+    from tasks.ml.search import SearchSettings, TrialSlots, optimize_within_budget
+
+    barrier = threading.Barrier(2, timeout=30)
+    seen = []
+
+    def objective(trial, slot):
+        seen.append(slot)
+        barrier.wait()
+        return trial.suggest_float("x", 0, 1)
+
+    study = optuna.create_study(direction="maximize")
+    settings = SearchSettings(metric="fbeta", direction="maximize", n_trials=6)
+    ran = optimize_within_budget(study, objective, settings, slots=lambda owed: TrialSlots(1, 2, 1))
+    states = [t.state for t in study.trials]
+    assert ran == 6 and states == [optuna.trial.TrialState.COMPLETE] * 6, states
+    assert seen == [TrialSlots(1, 2, 1)] * 6

@@ -435,3 +435,47 @@ def test_the_first_trial_is_the_librarys_defaults_within_the_space(family):
             warnings.simplefilter("error")  # FixedTrial warns about a value outside its distribution
             params = spec.space(optuna.trial.FixedTrial(defaults), task != "regression")
         assert params == defaults, (task, params)
+
+
+class _PruneAll(optuna.pruners.BasePruner):
+    def prune(self, study, trial):
+        return True
+
+
+@pytest.mark.parametrize("prune", [False, True])
+def test_a_forest_is_scored_as_it_grows_and_a_pruned_one_stops_at_50_trees(prepared_parts, prune):
+    from tasks.ml.estimators import FitContext
+
+    info, parts = prepared_parts
+    spec = get_family("random_forest")
+    data = prepare_data(spec, info, parts["train"], parts["valid"])
+    params = {"n_estimators": 200, "max_depth": 6, "min_samples_leaf": 1, "max_features": "sqrt", "max_samples": 0.8,
+              "class_weight": "balanced_subsample"}
+    study = optuna.create_study(direction="maximize", pruner=_PruneAll() if prune else optuna.pruners.NopPruner())
+    trial = study.ask()
+    scored = []
+    estimator = spec.make(params, 42, 1, data.n_classes)
+    ctx = FitContext(X_valid=data.X_valid, y_valid=data.y_valid, n_classes=data.n_classes, trial=trial,
+                     score=lambda forest: scored.append(len(forest.estimators_)) or 0.5)
+    if prune:
+        with pytest.raises(optuna.TrialPruned, match="50 trees"):
+            spec.fit_model(estimator, data.X_train, data.y_train, ctx)
+        assert scored == [50] and len(estimator.estimators_) == 50
+        return
+    spec.fit_model(estimator, data.X_train, data.y_train, ctx)
+    assert scored == [50, 100] and study.trials[0].intermediate_values == {50: 0.5, 100: 0.5}
+    whole = spec.make(params, 42, 1, data.n_classes).fit(data.X_train, data.y_train)  # the same trees, grown at once
+    np.testing.assert_array_equal(estimator.predict_proba(data.X_valid), whole.predict_proba(data.X_valid))
+
+
+def test_a_booster_searching_alone_runs_parallel_trials_on_every_core(prepared_parts):
+    """Issue 20: two cores and no other family searching: each trial records 1 thread beside a second trial
+    (2 threads for the last one owed), so the family holds both cores to its last trial."""
+    info, parts = prepared_parts
+    spec = get_family("lightgbm")
+    data = prepare_data(spec, info, parts["train"], parts["valid"])
+    settings = SearchSettings(metric="log_loss", direction="minimize", n_trials=5, early_stopping_rounds=10)
+    study, _ = run_study(spec, data, settings, threads=lambda: (2, 1))
+    table = pd.DataFrame([t.user_attrs for t in study.trials])
+    assert len(table) == 5 and (table["threads"] * table["parallel_trials"] == 2).all(), table
+    assert (table["parallel_trials"] == 2).sum() >= 3 and (table["families_searching"] == 1).all(), table
