@@ -154,7 +154,7 @@ def user_loop(s: Splits, n_trials: int, metric: str = "roc_auc", beta: float = 0
             model = lgb.LGBMClassifier(num_leaves=trial.suggest_int("num_leaves", 8, 256, log=True),
                                        min_child_samples=trial.suggest_int("min_child_samples", 5, 100, log=True),
                                        subsample_freq=1, verbose=-1, **common)
-            model.fit(Xt, yt, eval_set=[(Xv, yv)], callbacks=[lgb.early_stopping(patience, verbose=False)])
+            model.fit(Xt, yt, eval_X=(Xv,), eval_y=(yv,), callbacks=[lgb.early_stopping(patience, verbose=False)])
             return model, model.predict_proba(Xv)
         model = XGBClassifier(max_depth=trial.suggest_int("max_depth", 2, 10),
                               min_child_weight=trial.suggest_float("min_child_weight", 0.5, 20.0, log=True),

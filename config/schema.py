@@ -280,8 +280,9 @@ class SearchConfig(_Section):
     seed: int = Field(42, ge=0, description="Seed of the Optuna sampler and of the models.")
     pruner: Literal["median", "successive_halving", "hyperband", "none"] = Field(
         "median",
-        description="Stops hopeless trials early, from the valid loss every few boosting rounds (or the "
-        "score after each CV fold): median, successive_halving, hyperband or none.",
+        description="Stops hopeless trials early, from the valid loss every few boosting rounds, a forest's "
+        "score at 50 and 100 trees (or the score after each CV fold): median (against the trials with the same "
+        "class weights; an early-stopped trial counts at its best), successive_halving, hyperband or none.",
     )
     storage: str | None = Field(
         "auto",
@@ -294,6 +295,14 @@ class SearchConfig(_Section):
         description="Families searched at once. auto: as many as there are cores (at most the number "
         "of families). A trial fits on cores // (families searching at once) threads: when a family ends, "
         "its cores go to those still searching, and the last one fits on every core.",
+    )
+    parallel_trials: bool = Field(
+        False,
+        description="true: a family's spare cores (once others ended) run parallel trials of its study, 1 "
+        "thread each, for LightGBM, XGBoost and logistic regression, which is faster than more threads per "
+        "fit, but which trials have ended when the next is sampled then depends on timing, so a rerun may "
+        "find other best parameters. false (default): one trial at a time on more threads; the same data, "
+        "config and seed give the same best parameters.",
     )
     executor: Literal["threads", "processes"] = Field(
         "threads",

@@ -144,14 +144,14 @@ def _train(args: argparse.Namespace) -> int:
     from tasks import stopping
     from tasks.data import preflight
     from tasks.progress import Display
-    from tasks.stages import without_heartbeats
 
     params = TrainParameters.from_cli(args.config, args.overrides)
     preflight(params.to_config())  # fails in a second, before Prefect and training start
     stopping.install()  # Ctrl-C / SIGTERM: searches stop at their next trial, nothing is registered
     _preload(params.to_config())  # while the local server boots
+    from flows.train import train  # Prefect and the libraries, also while it boots
+
     local_server.wait_until_ready()
-    from flows.train import train
 
     if _OWN_PROCESS:  # the imported libraries' objects live as long as the process: no collection walks them
         gc.freeze()
@@ -160,8 +160,7 @@ def _train(args: argparse.Namespace) -> int:
                     tags=["gauntlet", "served"])
         return 0
     stopping.check()  # asked to stop while setting up: no run begins
-    # On the local server, which ends with this process, a heartbeat tells nobody anything.
-    with Display("off" if args.quiet else "auto"), without_heartbeats(local_server.started_here()):
+    with Display("off" if args.quiet else "auto"):
         report = train(params=params)
     print_summary(report)
     return 0
@@ -183,7 +182,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     from config.schema import reevaluation_overrides
     from gauntlet import local_server
     from tasks.runs import RunPaths, load_run_config
-    from tasks.stages import without_heartbeats
 
     paths = RunPaths(Path(args.run))
     changes = reevaluation_overrides(overrides=args.overrides)
@@ -191,25 +189,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     local_server.wait_until_ready()
     from flows.evaluate import evaluate
 
-    with without_heartbeats(local_server.started_here()):
-        print_summary(evaluate(run_dir=str(paths.root), overrides=changes))
+    print_summary(evaluate(run_dir=str(paths.root), overrides=changes))
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     from gauntlet import local_server
     from tasks.prediction import preflight
-    from tasks.stages import without_heartbeats
 
     # The model is chosen (and the choice logged) once, here; the flow is told which.
     name, *_ = preflight(args.input, args.output, args.registry, args.model, args.alias, args.version, args.keep)
     local_server.wait_until_ready()
     from flows.predict import predict
 
-    with without_heartbeats(local_server.started_here()):
-        summary = predict(input_path=args.input, output_path=args.output, model_name=name, alias=args.alias,
-                          version=args.version, registry_dir=args.registry, keep_columns=args.keep,
-                          chunk_rows=args.chunk_rows)
+    summary = predict(input_path=args.input, output_path=args.output, model_name=name, alias=args.alias,
+                      version=args.version, registry_dir=args.registry, keep_columns=args.keep,
+                      chunk_rows=args.chunk_rows)
     print(f"{summary.rows:,} predictions of {summary.model_name} version {summary.model_version} "
           f"-> {summary.output_path} ({summary.seconds:.1f} s)")
     return 0
@@ -229,7 +224,6 @@ def _tune(args: argparse.Namespace) -> int:
     from gauntlet import local_server
     from tasks.ml.estimators import get_family
     from tasks.runs import RunPaths, load_run_config
-    from tasks.stages import without_heartbeats
 
     try:
         paths = RunPaths(args.run)
@@ -240,13 +234,11 @@ def _tune(args: argparse.Namespace) -> int:
     local_server.wait_until_ready()
     from flows.tune import contribute_trials, tune_model
 
-    with without_heartbeats(local_server.started_here()):
-        if args.worker:
-            result = contribute_trials(family=args.family, run_dir=str(paths.root), config=config,
-                                       n_jobs=args.threads)
-        else:
-            result = tune_model(family=args.family, run_dir=str(paths.root), config=config,
-                                n_jobs=args.threads).model_dump(mode="json")
+    if args.worker:
+        result = contribute_trials(family=args.family, run_dir=str(paths.root), config=config, n_jobs=args.threads)
+    else:
+        result = tune_model(family=args.family, run_dir=str(paths.root), config=config,
+                            n_jobs=args.threads).model_dump(mode="json")
     print(json.dumps(result, indent=2))
     return 0
 

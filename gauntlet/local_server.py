@@ -131,11 +131,6 @@ def start_early() -> str | None:
     return url
 
 
-def started_here() -> bool:
-    """Whether this process started the local server (which ends with it)."""
-    return bool(_server)
-
-
 def wait_until_ready(timeout_s: float | None = None) -> None:
     """Block until the server started by `start_early` answers /health (no-op if none was started)."""
     if not _server:

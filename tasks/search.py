@@ -99,7 +99,7 @@ def search_settings(config: TrainConfig, family: str, manifest: dict, n_jobs: in
         timeout_s=model_cfg.timeout_s, seed=config.search.seed, beta=evaluation.beta, average=evaluation.average,
         early_stopping_rounds=config.search.early_stopping_rounds, n_jobs=n_jobs, pruner=config.search.pruner,
         storage=config.study_storage, study_name=study_name(config, family, manifest["data"]["sha256"]),
-        imbalance=imbalance,
+        imbalance=imbalance, parallel_trials=config.search.parallel_trials,
     )
     data_settings = DataSettings(
         options=PreprocessOptions.from_config(config.preprocessing, seed=config.search.seed),
@@ -275,7 +275,8 @@ def _thread_count(job: FamilySearch, logger: Any) -> Any:
         searching = job.cores.searching()
         n = job.cores.threads(searching)
         if n != last[0]:
-            how = "parallel trials" if job.spec.parallel_trials else "threads per trial"
+            parallel = job.spec.parallel_trials and job.config.search.parallel_trials
+            how = "parallel trials" if parallel else "threads per trial"
             logger.info("[%s] %d famil%s still searching: its trials now use %d cores (%s)", job.family,
                         searching, "y" if searching == 1 else "ies", n, how)
             last[0] = n

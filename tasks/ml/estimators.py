@@ -34,6 +34,7 @@ class FitContext:
     rounds: int | None = None  # boosting rounds when there is no early-stopping set
     cache: MatrixCache | None = None  # the search's reusable XGBoost matrices; None: built for this fit
     score: Callable[[Any], float] | None = None  # the trial's metric on the valid rows, of a partly grown model
+    threads_now: Callable[[], int] | None = None  # threads the fit may use from now on (more as others end)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class FamilySpec:
     # More cores than one for the family: parallel trials (True) or more threads per fit (False: a forest's
     # trees are independent, so its fits scale with threads while the search keeps learning one trial at a time).
     parallel_trials: bool = True
+    reports_loss: bool = False  # its fit reports a validation loss to the pruner (boosters), not the metric
 
     def fit_model(self, estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) -> dict[str, Any]:
         return (self.fit or _plain_fit)(estimator, X, y, ctx)
@@ -71,6 +73,22 @@ def is_report_step(step: int) -> bool:
     """10 x a power of two."""
     quotient, remainder = divmod(step, FIRST_REPORT)
     return step >= FIRST_REPORT and not remainder and quotient & (quotient - 1) == 0
+
+
+class ThreadsNow:
+    """A fit's thread count, raised while it runs when cores come free (`ctx.threads_now`), checked every
+    round: a booster's last trial ends on every core instead of one. `apply(n)` tells the library."""
+
+    def __init__(self, ctx: FitContext, current: int | None, apply: Callable[[int], None]) -> None:
+        self.ask, self.current, self.apply = ctx.threads_now, current, apply
+
+    def check(self) -> None:
+        if self.ask is None:
+            return
+        wanted = self.ask()
+        if wanted != self.current:
+            self.apply(wanted)
+            self.current = wanted
 
 
 def _report(trial: optuna.Trial, step: int, loss: float) -> None:
@@ -130,14 +148,17 @@ def _fit_random_forest(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitCon
     with warnings.catch_warnings():
         # The preset weights' warning is about warm-starting on other rows; these are the same rows.
         warnings.filterwarnings("ignore", message="class_weight presets", category=UserWarning)
+        threads = ThreadsNow(ctx, estimator.n_jobs, lambda n: estimator.set_params(n_jobs=n))
         for step in steps:  # grown in steps (warm_start: the same trees as one fit), scored, maybe pruned
             estimator.set_params(n_estimators=step, warm_start=True)
+            threads.check()
             estimator.fit(X, y)
             stopping.check()
             ctx.trial.report(ctx.score(estimator), step)
             if ctx.trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at {step} trees")
         estimator.set_params(n_estimators=trees)
+        threads.check()
         estimator.fit(X, y)
     if steps:
         estimator.set_params(warm_start=False)  # a refit of this estimator grows a new forest
@@ -194,8 +215,13 @@ def _fit_lightgbm(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext)
     callbacks = [lgb.early_stopping(ctx.early_stopping_rounds, verbose=False)]
     if ctx.trial is not None:
         trial = ctx.trial
+        threads = [None]
 
         def prune(env: Any) -> None:
+            if threads[0] is None:
+                threads[0] = ThreadsNow(ctx, estimator.n_jobs,
+                                        lambda n: env.model.reset_parameter({"num_threads": n}))
+            threads[0].check()
             for data_name, metric_name, value, _ in env.evaluation_result_list:
                 if data_name == "valid" and metric_name == metric:
                     _report(trial, env.iteration, value)
@@ -313,7 +339,16 @@ def _fit_xgboost(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) 
         trial = ctx.trial
 
         class Prune(xgb.callback.TrainingCallback):
+            threads: ThreadsNow | None = None
+
             def after_iteration(self, model: Any, epoch: int, evals_log: dict) -> bool:
+                if self.threads is None:
+                    def apply(n: int) -> None:  # the booster's own count and the thread-local global one
+                        model.set_param({"nthread": n})
+                        xgb.set_config(nthread=n)
+
+                    self.threads = ThreadsNow(ctx, estimator.n_jobs, apply)
+                self.threads.check()
                 _report(trial, epoch, evals_log["validation_0"][metric][-1])
                 return False
 
@@ -395,9 +430,9 @@ register_family(FamilySpec("random_forest", False, False, SEARCH_SPACES["random_
                            _fit_random_forest, cost=4.0, tasks=ALL_TASKS, defaults=DEFAULTS["random_forest"],
                            parallel_trials=False))
 register_family(FamilySpec("lightgbm", False, True, SEARCH_SPACES["lightgbm"], _make_lightgbm, _fit_lightgbm,
-                           cost=1.5, tasks=ALL_TASKS, defaults=DEFAULTS["lightgbm"]))
+                           cost=1.5, tasks=ALL_TASKS, defaults=DEFAULTS["lightgbm"], reports_loss=True))
 register_family(FamilySpec("xgboost", False, True, SEARCH_SPACES["xgboost"], _make_xgboost, _fit_xgboost, cost=2.0,
-                           tasks=ALL_TASKS, defaults=DEFAULTS["xgboost"]))
+                           tasks=ALL_TASKS, defaults=DEFAULTS["xgboost"], reports_loss=True))
 
 
 def get_family(name: str) -> FamilySpec:

@@ -302,10 +302,54 @@ def check_storage(url: str | None, timeout_s: int = 5) -> None:
 HEARTBEAT_S = 15  # database studies: a worker's RUNNING trial is failed (and retried) 60 s after it died
 
 
-def make_pruner(name: str, min_resource: int = 20) -> optuna.pruners.BasePruner:
-    """Steps are boosting rounds on a holdout (reported at rounds 10, 20, 40, 80...), or folds in CV."""
+class MedianOfLikeTrials(optuna.pruners.BasePruner):
+    """Optuna's median rule, against comparable trials: a trial is pruned when its best value so far is worse
+    than the median, at the same step, of the completed trials with the same `class_weight`.
+
+    - A completed trial that early-stopped before the step counts there with its best value: it stopped
+      because it would not improve. (Optuna's MedianPruner leaves it out, so past a few hundred rounds a
+      slow trial was compared only with other slow ones, and was never pruned.)
+    - Class weights shift every predicted probability, so a weighted trial's valid log loss is not
+      comparable with an unweighted one's: on bank_marketing the weighted trials' losses set the median,
+      and no unweighted trial ever fell below it.
+    """
+
+    def __init__(self, n_startup_trials: int = 5, n_warmup_steps: int = 0, n_min_trials: int = 2,
+                 weights_apart: bool = True) -> None:
+        self.n_startup_trials, self.n_warmup_steps, self.n_min_trials = n_startup_trials, n_warmup_steps, n_min_trials
+        self.weights_apart = weights_apart  # False: the values are the metric itself (forests, CV folds)
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self.n_warmup_steps:
+            return False
+        completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if len(completed) < self.n_startup_trials:
+            return False
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        best = max if maximize else min
+        weight = trial.params.get("class_weight")
+        values = []
+        for other in completed:
+            if not other.intermediate_values or (self.weights_apart and other.params.get("class_weight") != weight):
+                continue
+            if step in other.intermediate_values:
+                values.append(other.intermediate_values[step])
+            elif max(other.intermediate_values) < step:  # ended before this step: its best stands
+                values.append(best(other.intermediate_values.values()))
+        mine = [v for v in trial.intermediate_values.values() if not np.isnan(v)]
+        if len(values) < self.n_min_trials or not mine:
+            return False
+        median = float(np.median(values))
+        return best(mine) < median if maximize else best(mine) > median
+
+
+def make_pruner(name: str, min_resource: int = 20, losses: bool = True) -> optuna.pruners.BasePruner:
+    """Steps are boosting rounds on a holdout (reported at rounds 10, 20, 40, 80...), trees of a forest
+    (50, 100), or folds in CV. `losses`: the steps report a validation loss (boosters on a holdout), not
+    the trial's metric."""
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min_resource)
+        return MedianOfLikeTrials(n_startup_trials=5, n_warmup_steps=min_resource, weights_apart=losses)
     if name == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, min_resource), reduction_factor=3)
     if name == "hyperband":
@@ -329,12 +373,14 @@ class SearchSettings:
     study_name: str = "gauntlet"
     max_failures_before_stop: int = 3
     imbalance: str = "auto"  # auto: class weights searched; class_weight: always balanced
+    parallel_trials: bool = False  # a share of the cores may go to parallel trials (trial_slots)
 
 
 def fit_estimator(
     spec: FamilySpec, data: PreparedData | Fold, params: dict[str, Any], settings: SearchSettings,
     trial: optuna.Trial | None = None, n_classes: int | None = None, rounds: int | None = None,
     cache: MatrixCache | None = None, score: Callable[[Any], float] | None = None,
+    threads_now: Callable[[], int] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit one estimator on `data`'s training rows, early-stopping on its valid rows when it has them;
     `cache`: the search's, to reuse what earlier trials built from the same arrays; `score`: the trial's
@@ -347,7 +393,7 @@ def fit_estimator(
     ctx = FitContext(
         X_valid=data.X_valid, y_valid=data.y_valid, n_classes=n_classes,
         early_stopping_rounds=settings.early_stopping_rounds, trial=trial,
-        class_weight=params.get("class_weight"), rounds=rounds, cache=cache, score=score,
+        class_weight=params.get("class_weight"), rounds=rounds, cache=cache, score=score, threads_now=threads_now,
     )
     info = spec.fit_model(estimator, data.X_train, data.y_train, ctx)
     return estimator, info
@@ -434,7 +480,8 @@ def run_study(
         storage=storage,
         direction=settings.direction,
         sampler=optuna.samplers.TPESampler(seed=settings.seed),
-        pruner=make_pruner(settings.pruner, min_resource=20 if not data.folds else 1),
+        pruner=make_pruner(settings.pruner, min_resource=20 if not data.folds else 1,
+                           losses=spec.reports_loss and not data.folds),
         load_if_exists=True,
     )
     retry_dead_workers_trials(study, storage)
@@ -482,7 +529,8 @@ def run_study(
                 scores, info = cross_validate(trial, params, trial_settings)
             else:
                 estimator, info = fit_estimator(spec, data, params, trial_settings, trial, cache=cache,
-                                                score=valid_metric)
+                                                score=valid_metric,
+                                                threads_now=slot.threads_now if slot is not None else None)
                 scores = _score(estimator, data.X_valid, data.y_valid, data.n_classes, settings, data.target_transform)
         except optuna.TrialPruned:
             raise
@@ -514,7 +562,8 @@ def run_study(
         log.info("study %s resumed with %d finished trials; %d to go", settings.study_name, done,
                  max(settings.n_trials - done, 0))
     try:
-        slots = None if threads is None else (lambda owed: trial_slots(spec, *threads(), owed))
+        slots = None if threads is None else (
+            lambda owed: trial_slots(spec, *threads(), owed, allowed=settings.parallel_trials))
         optimize_within_budget(study, objective, settings, callbacks, limits, slots=slots)
     finally:
         cache.clear()
@@ -542,14 +591,17 @@ class TrialSlots:
     threads: int
     parallel: int = 1
     searching: int | None = None  # families searching at once (None: not counted)
+    # Threads the trial may use now: more once the family's other trials ended and none is left to start.
+    threads_now: Callable[[], int] | None = field(default=None, compare=False, repr=False)
 
 
-def trial_slots(spec: FamilySpec, share: int, searching: int | None = None, owed: int | None = None) -> TrialSlots:
+def trial_slots(spec: FamilySpec, share: int, searching: int | None = None, owed: int | None = None,
+                allowed: bool = True) -> TrialSlots:
     """A family's share of the cores as parallel trials of 1 thread each when its fits gain little from
     threads (boosters on a few hundred thousand rows: two 1-thread fits at once took 24-30% less time than
     one after another on 2 threads), else as threads for one trial (a forest's trees are independent)."""
     share = max(1, share)
-    if not spec.parallel_trials or share == 1:
+    if not (allowed and spec.parallel_trials) or share == 1 or owed == 0:
         return TrialSlots(share, 1, searching)
     parallel = max(1, min(share, MAX_PARALLEL_TRIALS, owed if owed is not None else share))
     return TrialSlots(share // parallel, parallel, searching)
@@ -685,6 +737,12 @@ def optimize_within_budget(
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     running: dict[Any, tuple[int, TrialSlots]] = {}  # future -> (trials owed when it started, its slot)
+    cores = {"share": 1, "running": 1}  # the family's cores and its trials in flight, as trials see them
+
+    def threads_now() -> int:
+        with lock:
+            return max(1, cores["share"] // max(1, cores["running"]))
+
     with ThreadPoolExecutor(max_workers=MAX_PARALLEL_TRIALS, thread_name_prefix="trial") as pool:
         try:
             while True:
@@ -694,11 +752,15 @@ def optimize_within_budget(
                 if slot is not None and len(running) < slot.parallel:
                     with lock:
                         unborn[0] += 1
+                    slot = replace(slot, threads_now=threads_now)
                     # The trial's thread sees this one's context (Prefect's run, its settings).
                     running[pool.submit(contextvars.copy_context().run, one_trial, slot)] = (owed, slot)
                     continue
                 if not running:
                     return ran
+                share = slots(0).threads  # nothing left to start: the whole share, for the trials in flight
+                with lock:  # only here, once no trial is about to start: a running fit never takes a new one's core
+                    cores.update(share=share, running=len(running))
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in done:
                     owed_then, slot_then = running.pop(future)

@@ -1,5 +1,6 @@
 import os
 import socket
+from dataclasses import replace
 
 import numpy as np
 import optuna
@@ -8,7 +9,14 @@ import pytest
 
 from tasks.ml.data import split_dataset, validate_dataset
 from tasks.ml.estimators import FAMILIES, get_family
-from tasks.ml.search import SearchSettings, best_pipeline, fit_estimator, prepare_data, run_study
+from tasks.ml.search import (
+    MedianOfLikeTrials,
+    SearchSettings,
+    best_pipeline,
+    fit_estimator,
+    prepare_data,
+    run_study,
+)
 from tasks.ml.search_spaces import SEARCH_SPACES
 
 FIXED = {
@@ -208,7 +216,7 @@ def test_a_journal_folder_holds_one_file_per_study_and_pruners_are_configurable(
     assert sorted(p.name for p in (tmp_path / "studies").iterdir()) == ["a.journal", "b.journal"]
     assert isinstance(make_pruner("successive_halving"), optuna.pruners.SuccessiveHalvingPruner)
     assert isinstance(make_pruner("hyperband"), optuna.pruners.HyperbandPruner)
-    assert isinstance(make_pruner("median"), optuna.pruners.MedianPruner)
+    assert isinstance(make_pruner("median"), MedianOfLikeTrials)
     assert isinstance(make_pruner("none"), optuna.pruners.NopPruner)
 
 
@@ -474,8 +482,84 @@ def test_a_booster_searching_alone_runs_parallel_trials_on_every_core(prepared_p
     info, parts = prepared_parts
     spec = get_family("lightgbm")
     data = prepare_data(spec, info, parts["train"], parts["valid"])
-    settings = SearchSettings(metric="log_loss", direction="minimize", n_trials=5, early_stopping_rounds=10)
+    settings = SearchSettings(metric="log_loss", direction="minimize", n_trials=5, early_stopping_rounds=10,
+                              parallel_trials=True)
     study, _ = run_study(spec, data, settings, threads=lambda: (2, 1))
     table = pd.DataFrame([t.user_attrs for t in study.trials])
     assert len(table) == 5 and (table["threads"] * table["parallel_trials"] == 2).all(), table
     assert (table["parallel_trials"] == 2).sum() >= 3 and (table["families_searching"] == 1).all(), table
+    # search.parallel_trials false (the default, reproducible): one trial at a time on both cores.
+    study, _ = run_study(spec, data, replace(settings, parallel_trials=False, study_name="one-at-a-time"),
+                         threads=lambda: (2, 1))
+    table = pd.DataFrame([t.user_attrs for t in study.trials])
+    assert len(table) == 5 and (table["threads"] == 2).all() and (table["parallel_trials"] == 1).all(), table
+
+
+@pytest.mark.parametrize("family", ["lightgbm", "xgboost", "random_forest"])
+def test_a_running_fit_takes_the_cores_that_come_free(prepared_parts, family, monkeypatch):
+    """Issue 20: a trial started on 1 thread beside another goes on with 2 once that one ended."""
+    import xgboost
+
+    from tasks.ml.estimators import FitContext
+
+    told = []  # XGBoost's booster is reloaded after training (with the wrapper's count): what it was told
+    set_param = xgboost.Booster.set_param
+    monkeypatch.setattr(xgboost.Booster, "set_param",
+                        lambda self, params, value=None: told.append(params) or set_param(self, params, value))
+
+    info, parts = prepared_parts
+    spec = get_family(family)
+    data = prepare_data(spec, info, parts["train"], parts["valid"])
+    params = {**spec.defaults("binary"), **({"n_estimators": 150} if family == "random_forest" else {})}
+    trial = optuna.create_study(direction="maximize").ask()
+    asked = []
+    ctx = FitContext(X_valid=data.X_valid, y_valid=data.y_valid, n_classes=data.n_classes, trial=trial,
+                     score=lambda model: 0.5, threads_now=lambda: asked.append(1) or 2)
+    estimator = spec.make({k: v for k, v in params.items() if k != "class_weight"}, 42, 1, data.n_classes)
+    spec.fit_model(estimator, data.X_train, data.y_train, ctx)
+    assert asked
+    if family == "lightgbm":
+        assert estimator.booster_.params["num_threads"] == 2
+    elif family == "xgboost":
+        assert {"nthread": 2} in told
+    else:
+        assert estimator.n_jobs == 2
+
+
+def _finished(study, weight, losses):
+    """A completed trial with this class weight that reported `losses` ({step: loss}) to the pruner."""
+    study.enqueue_trial({"class_weight": weight})
+    trial = study.ask({"class_weight": optuna.distributions.CategoricalDistribution([None, "balanced"])})
+    for step, loss in losses.items():
+        trial.report(loss, step)
+    study.tell(trial, 0.5)
+
+
+def test_the_median_pruner_compares_like_weighted_trials_and_counts_early_stopped_ones_at_their_best():
+    """Issue 20: on bank_marketing the class-weighted trials' larger losses set the median, and a slow
+    trial was only ever compared with slow ones: the costly low-learning-rate trials were never pruned."""
+    study = optuna.create_study(direction="minimize", pruner=MedianOfLikeTrials(n_startup_trials=4))
+    # Two fast unweighted trials stopped by round 40 at losses 0.20 / 0.22; two weighted ones, much worse.
+    plan = [(None, {10: 0.30, 20: 0.25, 40: 0.20}), (None, {10: 0.31, 20: 0.26, 40: 0.22}),
+            ("balanced", {10: 0.60, 20: 0.55, 40: 0.50, 80: 0.48}), ("balanced", {10: 0.62, 20: 0.57, 40: 0.52})]
+    for weight, losses in plan:
+        _finished(study, weight, losses)
+    study.enqueue_trial({"class_weight": None})
+    slow = study.ask({"class_weight": optuna.distributions.CategoricalDistribution([None, "balanced"])})
+    assert slow.params["class_weight"] is None
+    slow.report(0.35, 80)  # unweighted, still at 0.35 at round 80: the fast ones were done at 0.20 / 0.22
+    assert study.pruner.prune(study, study.get_trials(deepcopy=False)[-1])
+    # Optuna's own median rule leaves the early-stopped trials out at round 80, and the weighted one sets it.
+    assert not optuna.pruners.MedianPruner(n_startup_trials=4).prune(study, study.get_trials(deepcopy=False)[-1])
+    # A weighted trial at 0.49 is measured against the weighted ones (0.48 at 80, 0.52 ended at 40): kept.
+    assert not MedianOfLikeTrials(n_startup_trials=4, weights_apart=True).prune(study, _as_weighted(study, 0.49))
+    # Without weights apart (metrics, not losses) the same trial would trail the median of all four.
+    assert MedianOfLikeTrials(n_startup_trials=4, weights_apart=False).prune(study, _as_weighted(study, 0.49))
+
+
+def _as_weighted(study, loss):
+    """A running weighted trial at round 80 (the pruner reads only its params and intermediate values)."""
+    return optuna.trial.create_trial(
+        params={"class_weight": "balanced"},
+        distributions={"class_weight": optuna.distributions.CategoricalDistribution([None, "balanced"])},
+        intermediate_values={80: loss}, state=optuna.trial.TrialState.RUNNING)
