@@ -86,7 +86,7 @@ class ThreadsNow:
         if self.ask is None:
             return
         wanted = self.ask()
-        if wanted != self.current:
+        if wanted and wanted != self.current:  # 0: keep what it has
             self.apply(wanted)
             self.current = wanted
 

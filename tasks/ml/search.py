@@ -582,6 +582,8 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 TRIAL_FACTS = ("fit_seconds", "best_iteration", "threads", "parallel_trials", "families_searching")
 # Trials of one family at once at most: more would leave TPE sampling nearly at random on a 20-trial budget.
 MAX_PARALLEL_TRIALS = 4
+# How often a running fit asks whether other families ended (a file per ended family, see CoreShare).
+SHARE_REFRESH_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -737,11 +739,17 @@ def optimize_within_budget(
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     running: dict[Any, tuple[int, TrialSlots]] = {}  # future -> (trials owed when it started, its slot)
-    cores = {"share": 1, "running": 1}  # the family's cores and its trials in flight, as trials see them
+    # The family's trials in flight once no other is about to start (0: one may start), and its share of the
+    # cores, read again at most every SHARE_REFRESH_S (other families end while its trials run).
+    cores = {"running": 0, "share": 1, "read": -SHARE_REFRESH_S}
 
     def threads_now() -> int:
         with lock:
-            return max(1, cores["share"] // max(1, cores["running"]))
+            if not cores["running"]:
+                return 0  # a trial may start: the fits in flight keep what they have
+            if time.monotonic() - cores["read"] >= SHARE_REFRESH_S:
+                cores.update(share=slots(0).threads, read=time.monotonic())
+            return max(1, cores["share"] // cores["running"])
 
     with ThreadPoolExecutor(max_workers=MAX_PARALLEL_TRIALS, thread_name_prefix="trial") as pool:
         try:
@@ -752,15 +760,15 @@ def optimize_within_budget(
                 if slot is not None and len(running) < slot.parallel:
                     with lock:
                         unborn[0] += 1
+                        cores["running"] = 0
                     slot = replace(slot, threads_now=threads_now)
                     # The trial's thread sees this one's context (Prefect's run, its settings).
                     running[pool.submit(contextvars.copy_context().run, one_trial, slot)] = (owed, slot)
                     continue
                 if not running:
                     return ran
-                share = slots(0).threads  # nothing left to start: the whole share, for the trials in flight
                 with lock:  # only here, once no trial is about to start: a running fit never takes a new one's core
-                    cores.update(share=share, running=len(running))
+                    cores.update(running=len(running), read=-SHARE_REFRESH_S)
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in done:
                     owed_then, slot_then = running.pop(future)

@@ -64,3 +64,29 @@ def test_parallel_trials_run_at_once_and_never_overshoot_the_budget():
     states = [t.state for t in study.trials]
     assert ran == 6 and states == [optuna.trial.TrialState.COMPLETE] * 6, states
     assert seen == [TrialSlots(1, 2, 1)] * 6
+
+
+def test_a_running_trial_is_offered_the_cores_another_family_freed():
+    """One trial at a time (the default): while it runs, the family's share grows from 1 core to 2 (another
+    family ended); the running fit is offered both. While a trial may still start, it is offered nothing new."""
+    import time
+
+    import optuna
+
+    from tasks.ml.search import SearchSettings, TrialSlots, optimize_within_budget
+
+    share = [1]
+    offered = []
+
+    def objective(trial, slot):
+        share[0] = 2  # the other family ends now
+        deadline = time.monotonic() + 10
+        while slot.threads_now() != 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        offered.append(slot.threads_now())
+        return trial.suggest_float("x", 0, 1)
+
+    study = optuna.create_study(direction="maximize")
+    settings = SearchSettings(metric="fbeta", direction="maximize", n_trials=2)
+    optimize_within_budget(study, objective, settings, slots=lambda owed: TrialSlots(share[0], 1, 1))
+    assert offered == [2, 2] and len(study.trials) == 2
