@@ -36,13 +36,10 @@ def stage(name: str, stages: dict[str, dict] | None = None) -> Iterator[None]:
 
 
 @contextmanager
-def without_heartbeats(when: bool = True) -> Iterator[None]:
+def without_heartbeats() -> Iterator[None]:
     """Flow runs started inside send no heartbeats: a subflow's process is its parent's, whose own heartbeat
     says it is alive, and a flow run ends by joining its heartbeat thread, which sleeps in 1 s steps (0.5 s on
-    average at the end of every subflow: a fifth of the demo run). `when`: False leaves the settings alone."""
-    if not when:
-        yield
-        return
+    average at the end of every subflow)."""
     from prefect.settings import temporary_settings
 
     with temporary_settings(updates={"flows.heartbeat_frequency": None}):

@@ -77,17 +77,17 @@ def is_report_step(step: int) -> bool:
 
 class ThreadsNow:
     """A fit's thread count, raised while it runs when cores come free (`ctx.threads_now`), checked every
-    round: a booster's last trial ends on every core instead of one. `apply(n)` tells the library."""
+    round: a booster's last trial ends on every core instead of one. `apply(model, n)` tells the library."""
 
-    def __init__(self, ctx: FitContext, current: int | None, apply: Callable[[int], None]) -> None:
+    def __init__(self, ctx: FitContext, current: int | None, apply: Callable[[Any, int], None]) -> None:
         self.ask, self.current, self.apply = ctx.threads_now, current, apply
 
-    def check(self) -> None:
+    def check(self, model: Any) -> None:
         if self.ask is None:
             return
         wanted = self.ask()
         if wanted and wanted != self.current:  # 0: keep what it has
-            self.apply(wanted)
+            self.apply(model, wanted)
             self.current = wanted
 
 
@@ -148,17 +148,17 @@ def _fit_random_forest(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitCon
     with warnings.catch_warnings():
         # The preset weights' warning is about warm-starting on other rows; these are the same rows.
         warnings.filterwarnings("ignore", message="class_weight presets", category=UserWarning)
-        threads = ThreadsNow(ctx, estimator.n_jobs, lambda n: estimator.set_params(n_jobs=n))
+        threads = ThreadsNow(ctx, estimator.n_jobs, lambda forest, n: forest.set_params(n_jobs=n))
         for step in steps:  # grown in steps (warm_start: the same trees as one fit), scored, maybe pruned
             estimator.set_params(n_estimators=step, warm_start=True)
-            threads.check()
+            threads.check(estimator)
             estimator.fit(X, y)
             stopping.check()
             ctx.trial.report(ctx.score(estimator), step)
             if ctx.trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at {step} trees")
         estimator.set_params(n_estimators=trees)
-        threads.check()
+        threads.check(estimator)
         estimator.fit(X, y)
     if steps:
         estimator.set_params(warm_start=False)  # a refit of this estimator grows a new forest
@@ -215,13 +215,10 @@ def _fit_lightgbm(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext)
     callbacks = [lgb.early_stopping(ctx.early_stopping_rounds, verbose=False)]
     if ctx.trial is not None:
         trial = ctx.trial
-        threads = [None]
+        threads = ThreadsNow(ctx, estimator.n_jobs, lambda booster, n: booster.reset_parameter({"num_threads": n}))
 
         def prune(env: Any) -> None:
-            if threads[0] is None:
-                threads[0] = ThreadsNow(ctx, estimator.n_jobs,
-                                        lambda n: env.model.reset_parameter({"num_threads": n}))
-            threads[0].check()
+            threads.check(env.model)
             for data_name, metric_name, value, _ in env.evaluation_result_list:
                 if data_name == "valid" and metric_name == metric:
                     _report(trial, env.iteration, value)
@@ -338,17 +335,15 @@ def _fit_xgboost(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) 
     if ctx.trial is not None:
         trial = ctx.trial
 
+        def more_threads(booster: Any, n: int) -> None:  # the booster's own count and the thread-local global one
+            booster.set_param({"nthread": n})
+            xgb.set_config(nthread=n)
+
+        threads = ThreadsNow(ctx, estimator.n_jobs, more_threads)
+
         class Prune(xgb.callback.TrainingCallback):
-            threads: ThreadsNow | None = None
-
             def after_iteration(self, model: Any, epoch: int, evals_log: dict) -> bool:
-                if self.threads is None:
-                    def apply(n: int) -> None:  # the booster's own count and the thread-local global one
-                        model.set_param({"nthread": n})
-                        xgb.set_config(nthread=n)
-
-                    self.threads = ThreadsNow(ctx, estimator.n_jobs, apply)
-                self.threads.check()
+                threads.check(model)
                 _report(trial, epoch, evals_log["validation_0"][metric][-1])
                 return False
 

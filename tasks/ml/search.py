@@ -601,7 +601,8 @@ def trial_slots(spec: FamilySpec, share: int, searching: int | None = None, owed
                 allowed: bool = True) -> TrialSlots:
     """A family's share of the cores as parallel trials of 1 thread each when its fits gain little from
     threads (boosters on a few hundred thousand rows: two 1-thread fits at once took 24-30% less time than
-    one after another on 2 threads), else as threads for one trial (a forest's trees are independent)."""
+    one after another on 2 threads), else as threads for one trial (a forest's trees are independent).
+    `owed` 0 (none left to start): the whole share, for the trials in flight."""
     share = max(1, share)
     if not (allowed and spec.parallel_trials) or share == 1 or owed == 0:
         return TrialSlots(share, 1, searching)
@@ -704,7 +705,8 @@ def optimize_within_budget(
             study.optimize(call, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
         finally:
             with lock:
-                unborn[0] -= 0 if born[0] else 1
+                if not born[0]:  # Optuna never called the objective: not owed by this trial any more
+                    unborn[0] -= 1
         return time.monotonic() - started
 
     def may_start() -> int:
