@@ -100,6 +100,7 @@ def search_settings(config: TrainConfig, family: str, manifest: dict, n_jobs: in
         early_stopping_rounds=config.search.early_stopping_rounds, n_jobs=n_jobs, pruner=config.search.pruner,
         storage=config.study_storage, study_name=study_name(config, family, manifest["data"]["sha256"]),
         imbalance=imbalance, parallel_trials=config.search.parallel_trials,
+        sole_writer=config.search.trial_workers == 1,
     )
     data_settings = DataSettings(
         options=PreprocessOptions.from_config(config.preprocessing, seed=config.search.seed),

@@ -220,6 +220,38 @@ def test_a_journal_folder_holds_one_file_per_study_and_pruners_are_configurable(
     assert isinstance(make_pruner("none"), optuna.pruners.NopPruner)
 
 
+def test_a_sole_writers_journal_gets_each_trial_once_it_ends_and_refuses_a_second_writer(tmp_path):
+    """One search's study file: its trials reach the file whole, as they end (what a killed run leaves is
+    finished trials only), it reads the same as Optuna's own backend, and a second writer is refused."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from tasks.ml.search import StudyInUse, make_storage
+
+    path = tmp_path / "s.journal"
+
+    def on_disk() -> list:
+        return optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path)))).trials
+
+    storage = make_storage(f"journal:{path}", sole_writer=True)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    storage.flush()
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3, callbacks=[storage.flush])
+    running = study.ask()
+    running.suggest_float("x", 0, 1)
+    running.set_user_attr("note", "unfinished")
+    assert [t.state for t in on_disk()] == [optuna.trial.TrialState.COMPLETE] * 3  # the running one is not there
+    with pytest.raises(StudyInUse, match="being searched by another process.*search.trial_workers"):
+        make_storage(f"journal:{path}", sole_writer=True)
+    study.tell(running, 0.5)
+    storage.close()
+    assert [(t.number, t.value, t.params, t.user_attrs) for t in on_disk()] == [
+        (t.number, t.value, t.params, t.user_attrs) for t in study.trials]
+    again = make_storage(f"journal:{path}", sole_writer=True)  # the lock went with close()
+    assert len(optuna.load_study(study_name="s", storage=again).trials) == 4
+    again.close()
+
+
 def test_a_dead_workers_running_trial_is_failed_and_retried_and_the_budget_counts_running_trials(tmp_path):
     """A RUNNING trial whose process is gone is failed and its parameters enqueued; one owned by a live
     process of another worker counts against the budget (it will finish there)."""
