@@ -595,3 +595,19 @@ def _as_weighted(study, loss):
         params={"class_weight": "balanced"},
         distributions={"class_weight": optuna.distributions.CategoricalDistribution([None, "balanced"])},
         intermediate_values={80: loss}, state=optuna.trial.TrialState.RUNNING)
+
+
+def test_a_five_trial_search_prunes_once_two_trials_completed():
+    """Issue 20: Optuna's 5 startup trials meant a 5-trial search (the 200k-row benchmark) never pruned; the
+    median rule now starts after a quarter of the trials, 2 to 5."""
+    from tasks.ml.search import make_pruner
+
+    assert [make_pruner("median", n_trials=n).n_startup_trials for n in (3, 5, 12, 20, 100)] == [2, 2, 3, 5, 5]
+    study = optuna.create_study(direction="minimize", pruner=make_pruner("median", min_resource=20, n_trials=5))
+    for losses in ({20: 0.30, 40: 0.25}, {20: 0.32, 40: 0.27}):
+        _finished(study, None, losses)
+    study.enqueue_trial({"class_weight": None})
+    behind = study.ask({"class_weight": optuna.distributions.CategoricalDistribution([None, "balanced"])})
+    behind.report(0.45, 20)
+    assert study.pruner.prune(study, study.get_trials(deepcopy=False)[-1])
+    assert not make_pruner("median", min_resource=20, n_trials=20).prune(study, study.get_trials(deepcopy=False)[-1])
