@@ -26,7 +26,13 @@ from tasks.ml.data import DatasetInfo, encode_target, features_and_target, read_
 from tasks.ml.estimators import get_family
 from tasks.ml.evaluation import DecisionModel
 from tasks.ml.gate import decide_gate
-from tasks.ml.metrics import compute_metrics, compute_regression_metrics, confusion_summary, select_champion
+from tasks.ml.metrics import (
+    compute_metrics,
+    compute_regression_metrics,
+    confusion_summary,
+    predict_labels,
+    select_champion,
+)
 from tasks.ml.regression import (
     AveragingEnsemble,
     RegressionModel,
@@ -212,15 +218,22 @@ def _build_ensemble(run: EvaluationInputs, logger: Any) -> tuple[Candidate | Non
 def calibrate_and_set_threshold(run: EvaluationInputs, champion: Champion) -> DecisionModel:
     """Calibration and the binary decision threshold, both fitted on the validation split only."""
     logger = get_run_logger()
-    ev, info = run.config.evaluation, run.info
+    ev = run.config.evaluation
     decision = ev_ml.DecisionModel(champion.model, name=champion.candidate.family)
     wanted = ev.calibration != "none" or ev.tune_threshold
     if wanted and "train+valid" in champion.candidate.selection:
         logger.warning("calibration and threshold tuning skipped: the champion was fitted on train+valid "
                        "(small data), so the valid split is not held out from it")
         return decision
+    with ev_ml.on_every_core(decision):
+        return _calibrate_and_set_threshold(run, decision, logger)
+
+
+def _calibrate_and_set_threshold(run: EvaluationInputs, decision: ev_ml.DecisionModel, logger: Any
+                                 ) -> ev_ml.DecisionModel:
+    ev, info = run.config.evaluation, run.info
     if ev.calibration != "none":
-        decision.calibrator = ev_ml.fit_calibrator(champion.model, run.X_valid, run.y_valid, ev.calibration,
+        decision.calibrator = ev_ml.fit_calibrator(decision.model, run.X_valid, run.y_valid, ev.calibration,
                                                    len(info.classes))
         logger.info("calibrated the champion's probabilities (%s) on %d validation rows", ev.calibration,
                     len(run.y_valid))
@@ -238,7 +251,8 @@ def fit_prediction_interval(run: EvaluationInputs, champion: Champion) -> Regres
     """Regression: the split-conformal interval of the champion, fitted on its validation residuals."""
     ev = run.config.evaluation
     model = RegressionModel(champion.model, coverage=ev.interval_coverage, name=champion.candidate.family)
-    model.fit_interval(run.X_valid, run.y_valid)
+    with ev_ml.on_every_core(model):
+        model.fit_interval(run.X_valid, run.y_valid)
     get_run_logger().info("prediction interval: prediction +/- %.4g for %.0f%% coverage (split-conformal on %d "
                           "validation rows)", model.half_width, 100 * ev.interval_coverage, model.calibration_rows)
     return model
@@ -251,7 +265,8 @@ def score_test_split(run: EvaluationInputs, decision: DecisionModel | Regression
     test = read_parquet(run.paths.split("test"))
     X_test, y_test = features_and_target(test, run.info)
     if isinstance(decision, RegressionModel):
-        pred = decision.predict(X_test)
+        with ev_ml.on_every_core(decision):
+            pred = decision.predict(X_test)
         lower, upper = decision.interval(pred)
         metrics = compute_regression_metrics(y_test, pred, with_mape=True if run.metric == "mape" else None)
         metrics["interval_coverage"] = coverage_of(y_test, lower, upper)
@@ -259,8 +274,9 @@ def score_test_split(run: EvaluationInputs, decision: DecisionModel | Regression
                               100 * decision.coverage, metrics["interval_coverage"], len(y_test))
         scoring = {"n_classes": 0, "beta": ev.beta, "average": ev.average, "threshold": None}
         return TestScores(test, X_test, y_test, None, pred, metrics, [], scoring, lower, upper)
-    proba = decision.predict_proba(X_test)
-    y_pred = decision.predict(X_test)
+    with ev_ml.on_every_core(decision):
+        proba = decision.predict_proba(X_test)
+    y_pred = predict_labels(proba, decision.threshold)  # what decision.predict gives, without predicting again
     scoring = {"n_classes": len(run.info.classes), "beta": ev.beta, "average": ev.average,
                "threshold": decision.threshold}
     metrics = compute_metrics(y_test, proba, **scoring)
@@ -381,6 +397,11 @@ def _score_incumbent(run: EvaluationInputs, version: int, test: pd.DataFrame) ->
     return scores[ev.comparison_metric], None
 
 
+EXPLAIN_CELLS = 40_000  # permutation importance: rows x columns predicted per repeat, at most
+EXPLAIN_MIN_ROWS = 500
+SHAP_ROWS = 200
+
+
 @task(name="explain_champion", cache_policy=NO_CACHE)
 def explain_champion(run: EvaluationInputs, champion: Champion, decision: DecisionModel | RegressionModel,
                      scores: TestScores) -> Explanations:
@@ -390,17 +411,21 @@ def explain_champion(run: EvaluationInputs, champion: Champion, decision: Decisi
         return Explanations()
     tables, figures = {}, {}
     try:
-        # At most 2,000 seeded validation rows: importances settle well before that.
-        sample = run.X_valid.sample(min(len(run.X_valid), 2000), random_state=ev.seed).index
+        # Seeded validation rows: 2,000 at most (importances settle well before that), fewer for wide tables,
+        # as each column is predicted 5 times over: 40 columns, 1,000 rows (200,000 predicted in all).
+        n_rows = min(len(run.X_valid), max(EXPLAIN_MIN_ROWS, min(2000, EXPLAIN_CELLS // run.X_valid.shape[1])))
+        sample = run.X_valid.sample(n_rows, random_state=ev.seed).index
         rows = run.X_valid.index.get_indexer(sample)
-        importance = ev_ml.permutation_importances(decision, run.X_valid.iloc[rows], run.y_valid[rows],
-                                                   metric=run.metric, seed=ev.seed, **scores.scoring)
+        with ev_ml.on_every_core(decision):
+            importance = ev_ml.permutation_importances(decision, run.X_valid.iloc[rows], run.y_valid[rows],
+                                                       metric=run.metric, seed=ev.seed, **scores.scoring)
         tables["permutation_importance"] = importance
         reports_dir.mkdir(parents=True, exist_ok=True)
         figures["permutation_importance"] = rep.plot_bars(
             importance, "feature", "importance_mean", f"Permutation importance (validation {run.metric} drop)",
             reports_dir / "permutation_importance.png")
-        shap = ev_ml.tree_shap_values(champion.model, run.X_valid.iloc[rows[:500]])  # TreeSHAP costs more per row
+        # TreeSHAP costs more per row (4 s for 500 rows of a 2,000-tree LightGBM): 200 show the spread.
+        shap = ev_ml.tree_shap_values(champion.model, run.X_valid.iloc[rows[:SHAP_ROWS]])
         if shap is not None:
             values, names, encoded = shap
             tables["shap_importance"] = pd.DataFrame({"feature": names, "mean_abs_shap": abs(values).mean(axis=0)}

@@ -8,6 +8,8 @@ Also here: bootstrap intervals, threshold tuning, permutation importance, TreeSH
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +78,38 @@ class DecisionModel:
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return predict_labels(self.predict_proba(X), self.threshold)
+
+
+def _estimators(model: Any) -> Iterator[Any]:
+    """The fitted estimators inside a decision model, an ensemble or a pipeline."""
+    from tasks.ml.regression import unwrap
+
+    inner = getattr(model, "members", None) or [getattr(model, "model", None) or model]
+    for member in inner:
+        if member is not model:
+            yield from _estimators(member)
+        elif hasattr(member, "steps"):  # a Pipeline: its last step is the model
+            yield unwrap(member.steps[-1][1])
+        elif hasattr(member, "get_params"):
+            yield member
+
+
+@contextmanager
+def on_every_core(model: Any) -> Iterator[None]:
+    """Inside, the model predicts on every core: the evaluation runs alone, while the search may have fitted
+    it on one thread. Outside it keeps its own count, which is what gets registered (and served)."""
+    cores = os.cpu_count() or 1
+    changed = []
+    for estimator in _estimators(model):
+        threads = estimator.get_params(deep=False).get("n_jobs", cores)
+        if threads is not None and threads != cores and threads != -1:
+            estimator.set_params(n_jobs=cores)
+            changed.append((estimator, threads))
+    try:
+        yield
+    finally:
+        for estimator, threads in changed:
+            estimator.set_params(n_jobs=threads)
 
 
 def tune_threshold(y: np.ndarray, proba: np.ndarray, metric: str, beta: float, direction: str) -> float:

@@ -98,6 +98,26 @@ def test_soft_vote_averages_member_probabilities(fitted):
     assert np.array_equal(ensemble.predict(X["test"]), expected.argmax(axis=1))
 
 
+def test_the_evaluation_predicts_on_every_core_and_registers_the_models_own_threads(fitted, monkeypatch):
+    """Inside on_every_core each booster of a decision model or ensemble predicts on every core, the same
+    probabilities; after it, each has its own thread count again (what is pickled and served)."""
+    import os
+
+    _, pipelines, X, _ = fitted
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    boosters = [pipelines[f].steps[-1][1] for f in ("lightgbm", "xgboost")]
+    for booster in boosters:
+        booster.set_params(n_jobs=1)
+    ensemble = ev.SoftVoteEnsemble([pipelines["lightgbm"], pipelines["xgboost"]], ["lightgbm", "xgboost"])
+    decision = ev.DecisionModel(ensemble, threshold=0.4)
+    before = decision.predict_proba(X["test"])
+    with ev.on_every_core(decision):
+        assert [b.get_params()["n_jobs"] for b in boosters] == [3, 3]
+        assert np.allclose(decision.predict_proba(X["test"]), before)
+    assert [b.get_params()["n_jobs"] for b in boosters] == [1, 1]
+    assert pickle.loads(pickle.dumps(decision)).model.members[0].steps[-1][1].get_params()["n_jobs"] == 1
+
+
 def test_permutation_importance_ranks_signal_above_noise(fitted):
     info, pipelines, X, y = fitted
     frame = X["valid"].copy()
