@@ -143,7 +143,8 @@ def _train(args: argparse.Namespace) -> int:
     from gauntlet import local_server
     from tasks import stopping
     from tasks.data import preflight
-    from tasks.progress import Display
+    from tasks.progress import Display, quiet_exit_drain
+    from tasks.stages import without_heartbeats
 
     params = TrainParameters.from_cli(args.config, args.overrides)
     preflight(params.to_config())  # fails in a second, before Prefect and training start
@@ -160,7 +161,9 @@ def _train(args: argparse.Namespace) -> int:
                     tags=["gauntlet", "served"])
         return 0
     stopping.check()  # asked to stop while setting up: no run begins
-    with Display("off" if args.quiet else "auto"):
+    # No heartbeat thread to join at the end (up to 1 s): this process is the run, its events are sent at exit.
+    quiet_exit_drain()
+    with Display("off" if args.quiet else "auto"), without_heartbeats():
         report = train(params=params)
     print_summary(report)
     return 0

@@ -128,6 +128,19 @@ def quiet_stop_logs() -> None:
         handler.addFilter(USER_ERRORS)
 
 
+class _NoDrainNotice(logging.Filter):
+    """Prefect's event worker, sending a command's last events as the process exits, says it is "Still
+    processing items"; they are sent all the same, and a failed command's last line stays its error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Still processing items")
+
+
+def quiet_exit_drain() -> None:
+    """For a command whose flow sends no heartbeat (nothing to join at its end, see tasks.stages)."""
+    logging.getLogger("EventsWorker").addFilter(_NoDrainNotice())
+
+
 class _OneLinePerFailedTrial(logging.Filter):
     """Optuna's warning for a failed trial without its traceback: one line per trial on a quiet or live
     console (the error is kept in the trial's `error` attribute and named if the family fails)."""
