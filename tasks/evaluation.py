@@ -397,7 +397,7 @@ def _score_incumbent(run: EvaluationInputs, version: int, test: pd.DataFrame) ->
     return scores[ev.comparison_metric], None
 
 
-EXPLAIN_CELLS = 40_000  # permutation importance: rows x columns predicted per repeat, at most
+EXPLAIN_CELLS = 20_000  # permutation importance: rows x columns predicted per repeat, at most
 EXPLAIN_MIN_ROWS = 500
 SHAP_ROWS = 200
 
@@ -412,7 +412,7 @@ def explain_champion(run: EvaluationInputs, champion: Champion, decision: Decisi
     tables, figures = {}, {}
     try:
         # Seeded validation rows: 2,000 at most (importances settle well before that), fewer for wide tables,
-        # as each column is predicted 5 times over: 40 columns, 1,000 rows (200,000 predicted in all).
+        # as each column is predicted 5 times over: 40 columns, 500 rows (100,000 predicted in all).
         n_rows = min(len(run.X_valid), max(EXPLAIN_MIN_ROWS, min(2000, EXPLAIN_CELLS // run.X_valid.shape[1])))
         sample = run.X_valid.sample(n_rows, random_state=ev.seed).index
         rows = run.X_valid.index.get_indexer(sample)
