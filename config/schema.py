@@ -288,7 +288,8 @@ class SearchConfig(_Section):
         "auto",
         description="Optuna storage: auto (a journal file per study under <artifacts_dir>/optuna: a "
         "rerun resumes), none (in memory), journal:PATH (a file; a folder ending in / holds one "
-        "file per study), or a database URL (postgresql://... for many workers).",
+        "file per study), or a database URL (postgresql://... for many workers). With one trial worker a "
+        "journal gets each trial when it ends, and a second run searching the same study at once is refused.",
     )
     parallelism: int | Literal["auto"] = Field(
         "auto",
