@@ -215,6 +215,11 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     """`prefect worker start` on the process pool; PREFECT_API_URL names the server."""
+    import signal
+
+    # Started in the background (`cmd &` in a script, nohup) SIGINT is ignored, and stays so across exec; Prefect's
+    # worker stops on SIGTERM by sending itself SIGINT, so it would never stop.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     prefect = os.path.join(os.path.dirname(sys.executable), "prefect")
     os.execv(prefect, [prefect, "worker", "start", "--pool", args.pool, "--type", "process"])
     return 0  # not reached: the worker replaces this process

@@ -311,8 +311,11 @@ def test_make_worker_stops_on_sigterm_within_10_s(deployed, tmp_path):
     if "PREFECT_SERVER_DATABASE_CONNECTION_URL" in env:
         pytest.skip("the server's database does not matter here: run once, on SQLite")
     log = tmp_path / "worker.log"
+    # Started as a script's `make worker &` starts it: SIGINT ignored (Prefect's worker stops on SIGTERM by
+    # sending itself SIGINT, so this hung whenever the tests themselves ran in the background).
     worker = subprocess.Popen([str(BIN / "gauntlet"), "worker", "--pool", "gauntlet-process"], cwd=PROJECT_ROOT,
-                              env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+                              env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # noqa: PLW1509
     try:
         deadline = time.monotonic() + 60
         while "started" not in log.read_text() and time.monotonic() < deadline:
