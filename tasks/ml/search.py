@@ -240,7 +240,6 @@ class TrialBatchedJournal(BaseJournalBackend):
         from optuna.storages.journal import JournalFileBackend
 
         self._file = JournalFileBackend(path)
-        self._path = path
         self._owner = self._own(path)
         self._logs = list(self._file.read_logs(0))
         self._pending: list[dict[str, Any]] = []
@@ -275,8 +274,8 @@ class TrialBatchedJournal(BaseJournalBackend):
                 self._file.append_logs(self._pending)
                 self._pending = []
 
-    def flush(self, *_: Any) -> None:
-        """Write what is pending (a study callback's signature: called as each trial ends)."""
+    def flush(self) -> None:
+        """Write what is pending (called as each trial ends)."""
         with self._lock:
             pending, self._pending = self._pending, []
             if pending:
@@ -296,7 +295,7 @@ class BatchedJournalStorage(optuna.storages.JournalStorage):
         super().__init__(journal)
         self.journal = journal
 
-    def flush(self, *_: Any) -> None:
+    def flush(self, *_: Any) -> None:  # also a study callback: (study, trial)
         self.journal.flush()
 
     def close(self) -> None:
