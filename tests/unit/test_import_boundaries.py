@@ -17,3 +17,24 @@ def test_tasks_ml_imports_neither_prefect_nor_comet():
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "leaked: []" in out.stdout
+
+
+def test_the_local_server_starts_without_importing_the_libraries():
+    # Its process and the command line's first step import it: the schema's optuna and numpy (0.25 s)
+    # would delay the server on a critical path.
+    code = (
+        "import sys, gauntlet.local_server, gauntlet.runtime, tasks.stopping, config\n"
+        "heavy = sorted(m for m in ('config.schema', 'optuna', 'numpy', 'pydantic', 'prefect') if m in sys.modules)\n"
+        "print('heavy:', heavy); sys.exit(1 if heavy else 0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "heavy: []" in out.stdout
+
+
+def test_the_config_package_still_exposes_the_schema():
+    import config
+    from config.schema import TrainConfig
+
+    assert config.TrainConfig is TrainConfig
+    assert "lightgbm" in config.FAMILIES
