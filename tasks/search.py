@@ -173,7 +173,7 @@ def describe_family_search(family: str, run_dir: str, config: TrainConfig, n_job
                         None if shared_study else core_share(config, paths))
 
 
-def search_plan(config: TrainConfig) -> SearchPlan:
+def search_plan(config: TrainConfig, train_rows: int = 0) -> SearchPlan:
     """The order, concurrency and threads of the run's family searches on this machine's cores."""
     import os
 
@@ -181,7 +181,7 @@ def search_plan(config: TrainConfig) -> SearchPlan:
 
     families = config.families()
     return plan_search(families, {f: config.models.get(f).n_trials for f in families}, os.cpu_count() or 1,
-                       config.search.parallelism, config.preprocessing.categorical.encoding)
+                       config.search.parallelism, config.preprocessing.categorical.encoding, train_rows)
 
 
 def core_share(config: TrainConfig, paths: RunPaths) -> CoreShare:
@@ -665,7 +665,7 @@ def search_all_families(config: TrainConfig, paths: RunPaths, stages: dict[str, 
 
     from tasks.stages import AllFamiliesFailed, record_stages
 
-    plan = search_plan(config)
+    plan = search_plan(config, read_manifest(paths)["splits"]["train"]["rows"])
     BOARD.set_stage("search")
     with monitoring.measure("search") as usage:  # measured here: stage() would re-word the errors below
         candidates = run_family_searches(config, paths, plan, subflow)

@@ -349,7 +349,8 @@ def test_storage_outages_are_retried_with_backoff_then_reported(tmp_path, monkey
 
 def test_search_plan_starts_a_family_with_an_encoding_of_its_own_first(tmp_path):
     """Logistic regression's scaled arrays are made and dropped before the tree families' shared ones
-    are held; the rest go longest first. Native categories make LightGBM and XGBoost a pair apart."""
+    are held; the rest go longest first, the forest last on large tables. Native categories make
+    LightGBM and XGBoost a pair apart."""
     from tasks.ml.planning import plan_search
 
     families = ["logistic_regression", "random_forest", "lightgbm", "xgboost"]
@@ -359,6 +360,9 @@ def test_search_plan_starts_a_family_with_an_encoding_of_its_own_first(tmp_path)
     assert (plan.parallel, plan.threads) == (2, 1)
     native = plan_search(families, trials, cores=2, parallelism="auto", encoding="native")
     assert native.order == ["random_forest", "logistic_regression", "xgboost", "lightgbm"]
+    # From 50,000 training rows the forest, whose fits scale with threads, ends the search on every core.
+    large = plan_search(families, trials, cores=2, parallelism="auto", encoding="onehot", train_rows=120_000)
+    assert large.order == ["logistic_regression", "xgboost", "lightgbm", "random_forest"]
 
 
 def test_families_that_encode_alike_share_one_read_only_copy(tmp_path, breast_cancer):
