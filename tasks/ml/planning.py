@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +51,15 @@ def plan_search(families: list[str], n_trials: dict[str, int], cores: int, paral
     return SearchPlan(order, parallel, max(1, cores // parallel))
 
 
+# When the ended-family markers were last read, per folder, and what they said: shared by the searches of
+# this process. Each read is a system call that lets go of the GIL, and a search thread waits up to the
+# 5 ms switch interval to get it back beside another busy one; a demo run asked about 700 times.
+_ENDED_READ: dict[Path, tuple[float, frozenset[str]]] = {}
+_ENDED_LOCK = threading.Lock()
+# How long a read stands: families that end in this process are seen at once, other processes' within this.
+ENDED_READ_S = 0.25
+
+
 class CoreShare:
     """The machine's cores, shared by one run's family searches as they end.
 
@@ -63,14 +75,35 @@ class CoreShare:
     def begin(self, family: str) -> None:
         """The family searches (again): its cores are taken back."""
         (self.folder / family).unlink(missing_ok=True)
+        self._forget()
 
     def end(self, family: str) -> None:
         """The family's search ended (done, failed or reused): its cores go to the others."""
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / family).touch()
+        self._forget()
 
     def searching(self) -> int:
-        return sum(not (self.folder / f).exists() for f in self.families)
+        ended = self._ended()
+        return sum(f not in ended for f in self.families)
+
+    def _ended(self) -> frozenset[str]:
+        now = time.monotonic()
+        with _ENDED_LOCK:
+            read = _ENDED_READ.get(self.folder)
+        if read is not None and now - read[0] < ENDED_READ_S:
+            return read[1]
+        try:
+            ended = frozenset(os.listdir(self.folder))
+        except FileNotFoundError:
+            ended = frozenset()
+        with _ENDED_LOCK:
+            _ENDED_READ[self.folder] = (now, ended)
+        return ended
+
+    def _forget(self) -> None:
+        with _ENDED_LOCK:
+            _ENDED_READ.pop(self.folder, None)
 
     def threads(self, searching: int | None = None) -> int:
         """Threads for a trial that starts now (`searching`: families still searching, counted when None);

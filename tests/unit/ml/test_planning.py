@@ -90,3 +90,19 @@ def test_a_running_trial_is_offered_the_cores_another_family_freed():
     settings = SearchSettings(metric="fbeta", direction="maximize", n_trials=2)
     optimize_within_budget(study, objective, settings, slots=lambda owed: TrialSlots(share[0], 1, 1))
     assert offered == [2, 2] and len(study.trials) == 2
+
+
+def test_a_family_ended_in_another_process_is_seen_at_the_next_read(tmp_path, monkeypatch):
+    """Markers are read at most every ENDED_READ_S (each read is a system call that lets go of the GIL);
+    ends in this process are seen at once, another process's marker at the next read."""
+    from tasks.ml import planning
+
+    families = ["lightgbm", "xgboost"]
+    share = CoreShare(tmp_path, families, cores=2, parallel=2)
+    assert share.searching() == 2
+    (tmp_path / "xgboost").touch()  # another process's search ended
+    monkeypatch.setattr(planning, "ENDED_READ_S", 0.0)
+    assert (share.searching(), share.threads()) == (1, 2)
+    monkeypatch.setattr(planning, "ENDED_READ_S", 3600.0)
+    CoreShare(tmp_path, families, cores=2, parallel=2).begin("xgboost")  # this process: seen at once
+    assert share.searching() == 2
