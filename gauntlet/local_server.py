@@ -30,9 +30,18 @@ class LocalServerError(GauntletError):
 
 def create_app():  # noqa: ANN201 - uvicorn's --factory target
     """Prefect's server app, with a retry hint on its 503 answers."""
-    from prefect.server.api.server import create_app as prefect_app
+    import gc
 
-    return RetryAfterOn503(prefect_app())
+    # No garbage collection while Prefect's server is imported and built (0.4 s of its 2 s): what they
+    # make lives as long as the server, so it is frozen out of later collections too.
+    gc.disable()
+    try:
+        from prefect.server.api.server import create_app as prefect_app
+
+        return RetryAfterOn503(prefect_app())
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 class RetryAfterOn503:
