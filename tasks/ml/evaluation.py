@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from tasks.ml.metrics import compute_metrics, compute_regression_metrics, predict_labels
+from tasks.ml.metrics import ResampledCurves, compute_metrics, compute_regression_metrics, normalized, predict_labels
 
 
 class SoftVoteEnsemble:
@@ -139,12 +139,14 @@ def bootstrap_intervals(
     rng = np.random.default_rng(seed)
     n = len(y)
     draws: dict[str, list[float]] = {}
+    # Binary: the scores are sorted once, not twice per resample (ROC and PR curves).
+    curves = ResampledCurves(y, normalized(proba)[:, 1]) if n_classes == 2 else None
     for _ in range(n_resamples):
         idx = rng.integers(0, n, n)
         if len(np.unique(y[idx])) < 2:
             continue
         for key, value in compute_metrics(y[idx], proba[idx], n_classes=n_classes, beta=beta, average=average,
-                                          threshold=threshold).items():
+                                          threshold=threshold, curve=curves and curves.of(idx)).items():
             draws.setdefault(key, []).append(value)
     tail = (1 - level) / 2 * 100
     return {k: (float(np.nanpercentile(v, tail)), float(np.nanpercentile(v, 100 - tail))) for k, v in draws.items()}

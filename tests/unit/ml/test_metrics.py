@@ -184,3 +184,22 @@ def test_mape_is_left_out_when_a_target_is_near_zero_and_r2_of_a_constant_is_zer
     assert "mape" not in compute_regression_metrics(y, y + 1)
     assert "mape" in compute_regression_metrics(y + 5, y + 6)
     assert compute_regression_metrics(np.full(4, 3.0), np.full(4, 3.0))["r2"] == 0.0
+
+
+def test_a_resamples_curve_from_the_scores_sorted_once_equals_sorting_the_resample():
+    """The bootstrap sorts the scores once: a resample's curve is its row counts over the runs of equal
+    scores, the same points as sorting the resample itself (ties, repeats and missing scores included)."""
+    from tasks.ml.metrics import ResampledCurves, _binary_curve, binary_average_precision, binary_roc_auc
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400)
+    score = np.round(rng.random(400), 2)  # many ties
+    curves = ResampledCurves(y, score)
+    for _ in range(20):
+        rows = rng.integers(0, 400, 400)
+        expected = _binary_curve(y[rows], score[rows])
+        got = curves.of(rows)
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+        assert binary_roc_auc(y[rows], score[rows], got) == binary_roc_auc(y[rows], score[rows])
+        assert binary_average_precision(y[rows], score[rows], got) == binary_average_precision(y[rows], score[rows])
