@@ -4,6 +4,11 @@ import sys
 from config.paths import PROJECT_ROOT
 
 
+def _fresh_python(code: str) -> subprocess.CompletedProcess:
+    """`code` in a new interpreter at the project root: only what it imports is loaded."""
+    return subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True)
+
+
 def test_tasks_ml_imports_neither_prefect_nor_comet():
     code = (
         "import importlib, pkgutil, sys, tasks.ml as ml\n"
@@ -14,7 +19,7 @@ def test_tasks_ml_imports_neither_prefect_nor_comet():
         "print(len(mods), 'modules;', 'leaked:', bad)\n"
         "sys.exit(1 if bad else 0)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    out = _fresh_python(code)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "leaked: []" in out.stdout
 
@@ -27,7 +32,7 @@ def test_the_local_server_starts_without_importing_the_libraries():
         "heavy = sorted(m for m in ('config.schema', 'optuna', 'numpy', 'pydantic', 'prefect') if m in sys.modules)\n"
         "print('heavy:', heavy); sys.exit(1 if heavy else 0)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    out = _fresh_python(code)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "heavy: []" in out.stdout
 
