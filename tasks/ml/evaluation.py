@@ -146,7 +146,7 @@ def bootstrap_intervals(
         if len(np.unique(y[idx])) < 2:
             continue
         for key, value in compute_metrics(y[idx], proba[idx], n_classes=n_classes, beta=beta, average=average,
-                                          threshold=threshold, curve=curves and curves.of(idx)).items():
+                                          threshold=threshold, curve=curves.of(idx) if curves else None).items():
             draws.setdefault(key, []).append(value)
     tail = (1 - level) / 2 * 100
     return {k: (float(np.nanpercentile(v, tail)), float(np.nanpercentile(v, 100 - tail))) for k, v in draws.items()}
