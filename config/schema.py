@@ -156,7 +156,8 @@ class CategoricalConfig(_Section):
     encoding: Literal["onehot", "ordinal", "target", "native"] = Field(
         "onehot",
         description="onehot | ordinal | target (scikit-learn's cross-fitted TargetEncoder) | native "
-        "(LightGBM and XGBoost split on the categories themselves; the other families use onehot)",
+        "(LightGBM and XGBoost split on the categories themselves; the other families use onehot). CatBoost "
+        "always takes the categories itself (its ordered target statistics), whatever this says.",
     )
     max_levels: int = Field(
         50, ge=2, le=10_000,

@@ -432,7 +432,7 @@ def explain_champion(run: EvaluationInputs, champion: Champion, decision: Decisi
                                                      ).sort_values("mean_abs_shap", ascending=False, ignore_index=True)
             figures["shap_summary"] = rep.plot_shap_summary(values, names, encoded, reports_dir / "shap_summary.png")
         else:
-            logger.info("SHAP values: %s has no native TreeSHAP (LightGBM and XGBoost do); permutation "
+            logger.info("SHAP values: %s has no native TreeSHAP (LightGBM, XGBoost and CatBoost do); permutation "
                         "importance covers it", champion.candidate.family)
         return Explanations(tables, figures, importance["feature"].head(5).tolist())
     except Exception as exc:  # explanations inform; they never sink an evaluation

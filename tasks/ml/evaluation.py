@@ -197,7 +197,7 @@ def permutation_importances(
 
 
 def tree_shap_values(pipeline: Any, X: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray] | None:
-    """Exact TreeSHAP from LightGBM's or XGBoost's own implementation; None for other models.
+    """Exact TreeSHAP from LightGBM's, XGBoost's or CatBoost's own implementation; None for other models.
 
     Returns (values [rows x encoded features]: the positive class's, or |values| summed over classes;
     the feature names; the encoded values as numbers, category codes for native categories).
@@ -209,7 +209,8 @@ def tree_shap_values(pipeline: Any, X: pd.DataFrame) -> tuple[np.ndarray, list[s
         return None
     model = unwrap(model)  # a regressor fitted on log1p(target): SHAP values on that scale
     kind = type(model).__name__
-    if kind not in ("LGBMClassifier", "XGBClassifier", "LGBMRegressor", "XGBRegressor"):
+    if kind not in ("LGBMClassifier", "XGBClassifier", "LGBMRegressor", "XGBRegressor", "CatBoostClassifier",
+                    "CatBoostRegressor"):
         return None
     pre = pipeline.named_steps["preprocess"]
     encoded = pre.transform(X)
@@ -219,6 +220,13 @@ def tree_shap_values(pipeline: Any, X: pd.DataFrame) -> tuple[np.ndarray, list[s
         contrib = np.asarray(model.predict(encoded, pred_contrib=True, num_threads=threads))
     elif kind == "LGBMClassifier":
         contrib = np.asarray(model.predict_proba(encoded, pred_contrib=True, num_threads=threads))
+    elif kind.startswith("CatBoost"):  # rows x (features + 1); multiclass: rows x classes x (features + 1)
+        from catboost import Pool
+
+        from tasks.ml.estimators import category_columns
+
+        pool = Pool(encoded, cat_features=category_columns(encoded) or None)
+        contrib = np.asarray(model.get_feature_importance(pool, type="ShapValues", thread_count=threads))
     else:
         import xgboost as xgb
 

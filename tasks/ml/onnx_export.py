@@ -1,6 +1,7 @@
 """Optional ONNX export of a registered model (`registry.export_onnx: true`; extra `gauntlet[onnx]`).
 
-skl2onnx converts the scikit-learn pipeline, onnxmltools the LightGBM and XGBoost boosters; gauntlet's
+skl2onnx converts the scikit-learn pipeline, onnxmltools the LightGBM and XGBoost boosters, CatBoost its own
+(numeric inputs only); gauntlet's
 own transformers (column groups, median imputer, infinite-to-missing) get converters of their own.
 What has no converter (category levels as text, date parts, calibrators) is not exported, the reason
 recorded. An export is kept only when onnxruntime agrees with the original on every label and on every
@@ -116,6 +117,22 @@ def _register_converters() -> type:
                                 convert_xgboost, options=options)
     update_registered_converter(LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes,
                                 convert_lightgbm)
+    from catboost import CatBoostClassifier, CatBoostRegressor
+    from skl2onnx.common.data_types import Int64TensorType, guess_tensor_type
+
+    def parse_catboost_classifier(scope: Any, model: Any, inputs: list, custom_parsers: Any = None) -> list:
+        # skl2onnx does not see CatBoost as a classifier: declare its two outputs (labels, probabilities).
+        operator = scope.declare_local_operator("GauntletCatBoostClassifier", model)
+        operator.inputs = inputs
+        operator.outputs.append(scope.declare_local_variable("label", Int64TensorType()))
+        operator.outputs.append(scope.declare_local_variable("probabilities", guess_tensor_type(inputs[0].type)))
+        return operator.outputs
+
+    update_registered_converter(CatBoostClassifier, "GauntletCatBoostClassifier",
+                                calculate_linear_classifier_output_shapes, convert_catboost,
+                                parser=parse_catboost_classifier, options=options)
+    update_registered_converter(CatBoostRegressor, "GauntletCatBoostRegressor",
+                                calculate_linear_regressor_output_shapes, convert_catboost)
     update_registered_converter(XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes,
                                 convert_xgboost)
 
@@ -141,6 +158,21 @@ def _register_converters() -> type:
                                 calculate_linear_regressor_output_shapes, convert_scaled_target)
     _REGISTERED.append(InfToNan)
     return InfToNan
+
+
+def convert_catboost(scope: Any, operator: Any, container: Any) -> None:
+    """CatBoost's own ONNX export (one tree-ensemble node) placed in the pipeline's graph. CatBoost exports
+    only models without categorical features: those with categories are refused with its reason."""
+    from catboost.utils import convert_to_onnx_object
+    from onnx.helper import get_attribute_value
+
+    onx = convert_to_onnx_object(operator.raw_operator)
+    opsets = {d.domain: d.version for d in onx.opset_import}
+    node = onx.graph.node[0]
+    container.add_node(node.op_type, [operator.inputs[0].full_name], [o.full_name for o in operator.outputs],
+                       op_domain=node.domain, op_version=opsets.get(node.domain),
+                       name=scope.get_unique_operator_name(node.op_type),
+                       **{a.name: get_attribute_value(a) for a in node.attribute})
 
 
 def _as_plain_sklearn(pipeline: Any, inf_marker: type) -> Any:

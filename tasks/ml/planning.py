@@ -22,7 +22,7 @@ class SearchPlan:
 def encoding_group(spec: FamilySpec, encoding: str) -> tuple[bool, bool]:
     """Families in one group encode the data alike (and share the arrays): scaled or not, native
     categories or not."""
-    return spec.scale, spec.native_categorical and encoding == "native"
+    return spec.scale, spec.takes_categories(encoding)
 
 
 # Training rows from which a forest starts after the boosters of its encoding. The family searching last

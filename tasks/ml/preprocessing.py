@@ -375,11 +375,10 @@ def build_preprocessor(
 ) -> ColumnGroups:
     """Transformers over named column groups, so column order in new data does not matter.
 
-    `native`: the family takes pandas category columns itself (LightGBM, XGBoost) and the config
-    asks for it; the output is then a DataFrame, otherwise a float array.
+    `native`: the family takes pandas category columns itself (LightGBM and XGBoost when the config asks
+    for it, CatBoost always: FamilySpec.takes_categories); the output is then a DataFrame, else a float array.
     """
     options = options or PreprocessOptions()
-    native = native and options.encoding == "native"
     numeric_steps: list[tuple[str, Any]] = [
         ("finite", FunctionTransformer(inf_to_nan, feature_names_out="one-to-one")),
         ("impute", _imputer(options, options.missing_indicators)),

@@ -111,7 +111,7 @@ def _encode(
     X_score: pd.DataFrame | None,
 ) -> tuple[Any, Any, np.ndarray, Any]:
     """Fit a preprocessor on (X_fit, y_fit), encode both sides, resample the fitted side."""
-    native = spec.native_categorical and settings.options.encoding == "native"
+    native = spec.takes_categories(settings.options.encoding, settings.imbalance)
     pre = build_preprocessor(
         info.numeric_features, info.categorical_features, scale=spec.scale, datetime=info.datetime_features,
         options=settings.options, native=native,

@@ -78,10 +78,23 @@ def xgboost_space(trial: optuna.Trial, weighted: bool = True) -> dict[str, Any]:
     }
 
 
+def catboost_space(trial: optuna.Trial, weighted: bool = True) -> dict[str, Any]:
+    """Symmetric trees: each level of depth doubles a tree's leaves and its cost, so depth stops at 8."""
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
+        "depth": trial.suggest_int("depth", 4, 8),
+        "l2_leaf_reg": trial.suggest_float("l2_leaf_reg", 1.0, 30.0, log=True),
+        "random_strength": trial.suggest_float("random_strength", 0.1, 10.0, log=True),
+        "bagging_temperature": trial.suggest_float("bagging_temperature", 0.0, 1.0),
+        **_class_weight(trial, weighted),
+    }
+
+
 SEARCH_SPACES: dict[str, Callable[..., dict[str, Any]]] = {
     "logistic_regression": logistic_regression_space,
     "linear": linear_space,
     "random_forest": random_forest_space,
     "lightgbm": lightgbm_space,
     "xgboost": xgboost_space,
+    "catboost": catboost_space,
 }

@@ -15,7 +15,7 @@ from tests.helpers import last_line, run_cli
     [
         (["--set", "data.trget=x"], "error: invalid config in config/smoke.yaml: data.trget: unknown key; allowed keys here: path, target"),
         (["--set", "models.xgboost.n_trials=-1"], "models.xgboost.n_trials: Input should be greater than or equal to 1 (got -1)"),
-        (["--set", "models.catboost.enabled=true"], "models.catboost: unknown key"),
+        (["--set", "models.tabnet.enabled=true"], "models.tabnet: unknown key"),
         (["--set", "evaluation.deployment_threshold=1.2"], "deployment_threshold 1.2 is outside [0, 1]"),
         (["--set", "data.path=no/such/file.csv"], "error: data file not found: no/such/file.csv; set data.path to an existing CSV or Parquet file"),
         (["--set", "search.cv_folds=1"], "search.cv_folds: cv_folds 1 is not cross-validation; use 0 (the valid split) or 2 and more"),

@@ -123,8 +123,8 @@ CASES = [
     ("unknown config key", None, ["search.n_trails=3"], "search.n_trails: unknown key; allowed keys here:"),
     ("wrong type in config", None, ["models.lightgbm.n_trials=many"],
      "models.lightgbm.n_trials: Input should be a valid integer, unable to parse string as an integer (got 'many')"),
-    ("unknown model family", None, ["models.catboost.n_trials=3"], "models.catboost: unknown key; allowed keys here: "
-     "logistic_regression, linear, random_forest, lightgbm, xgboost"),
+    ("unknown model family", None, ["models.tabnet.n_trials=3"], "models.tabnet: unknown key; allowed keys here: "
+     "logistic_regression, linear, random_forest, lightgbm, xgboost, catboost"),
     ("threshold outside [0, 1]", None, ["evaluation.deployment_threshold=1.5"], "deployment_threshold 1.5 is outside [0, 1]"),
     ("negative trial count", None, ["models.xgboost.n_trials=-3"],
      "models.xgboost.n_trials: Input should be greater than or equal to 1 (got -3)"),

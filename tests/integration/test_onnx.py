@@ -47,7 +47,7 @@ def test_champion_is_stored_as_onnx_that_predicts_like_it(exported_run):
     assert [original.classes[k] for k in labels] == list(original.predict(test))
 
 
-@pytest.mark.parametrize("family", ["logistic_regression", "random_forest", "lightgbm", "xgboost"])
+@pytest.mark.parametrize("family", ["logistic_regression", "random_forest", "lightgbm", "xgboost", "catboost"])
 def test_every_family_exports_on_numeric_data(exported_run, family):
     from tasks.ml.evaluation import DecisionModel
     from tasks.ml.onnx_export import export

@@ -246,7 +246,7 @@ def test_manual_deployment_exposes_typed_parameters_and_rejects_bad_ones(deploye
     response = trigger(api, "train/manual", {"params": {"n_trials": 0}})
     assert response.status_code in (409, 422), response.text
     assert "n_trials" in response.text or "greater than or equal to 1" in response.text
-    response = trigger(api, "train/manual", {"params": {"models": ["catboost"]}})
+    response = trigger(api, "train/manual", {"params": {"models": ["tabnet"]}})
     assert response.status_code in (409, 422), response.text
 
 

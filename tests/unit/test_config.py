@@ -14,7 +14,8 @@ def test_shipped_configs_load():
     assert train.evaluation.comparison_metric == "auto" and train.evaluation.beta == 0.5
     assert train.evaluation.metric_for("binary") == "fbeta"
     assert train.evaluation.deployment_threshold == 0.7
-    assert smoke.models.enabled() == ["logistic_regression", "linear", "random_forest", "lightgbm", "xgboost"]
+    assert smoke.models.enabled() == ["logistic_regression", "linear", "random_forest", "lightgbm", "xgboost",
+                                     "catboost"]
     assert {getattr(smoke.models, f).n_trials for f in smoke.models.enabled()} == {2}
 
 
@@ -33,7 +34,7 @@ def test_overrides_are_typed_and_nested():
     [
         (["data.trget=x"], "data.trget: unknown key; allowed keys here: path, target, task, drop_columns, positive_class"),
         (["colour=red"], "colour: unknown key; allowed keys here: artifacts_dir, data, split"),
-        (["models.catboost.n_trials=3"], "models.catboost: unknown key; allowed keys here: logistic_regression, linear, random_forest, lightgbm, xgboost"),
+        (["models.tabnet.n_trials=3"], "models.tabnet: unknown key; allowed keys here: logistic_regression, linear, random_forest, lightgbm, xgboost, catboost"),
         (["models.xgboost.n_trials=-3"], "models.xgboost.n_trials: Input should be greater than or equal to 1 (got -3)"),
         (["split.test_size=0.7"], "split.test_size: Input should be less than 0.5 (got 0.7)"),
         (["evaluation.deployment_threshold=1.5"], "deployment_threshold 1.5 is outside [0, 1]"),
@@ -58,7 +59,7 @@ def test_bad_config_values_name_the_key_and_what_is_allowed(overrides, message):
 
 def test_disabling_every_family_and_bad_set_syntax():
     off = [f"models.{f}.enabled=false" for f in ("logistic_regression", "linear", "random_forest", "lightgbm",
-                                                "xgboost")]
+                                                "xgboost", "catboost")]
     with pytest.raises(ConfigError, match="every family is disabled"):
         load_config(SMOKE, off)
     with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
@@ -80,9 +81,9 @@ def test_lower_is_better_metric_resolves_its_direction():
         rmse.for_task("binary")
     resolved = load_config(SMOKE).for_task("regression")
     assert resolved.evaluation.comparison_metric == "r2" and "logistic_regression" not in resolved.families()
-    assert resolved.families() == ["linear", "random_forest", "lightgbm", "xgboost"]
+    assert resolved.families() == ["linear", "random_forest", "lightgbm", "xgboost", "catboost"]
     assert load_config(SMOKE).for_task("binary").families() == ["logistic_regression", "random_forest", "lightgbm",
-                                                                "xgboost"]
+                                                                "xgboost", "catboost"]
 
 
 def test_config_hash_changes_with_content():
@@ -126,8 +127,8 @@ def test_train_parameters_map_onto_the_config(tmp_path, monkeypatch):
     "fields, message",
     [
         ({"n_trials": 0}, "n_trials\n  Input should be greater than or equal to 1"),
-        ({"models": ["catboost"]}, "Input should be 'logistic_regression', 'linear', 'random_forest', 'lightgbm' or "
-                                   "'xgboost'"),
+        ({"models": ["tabnet"]}, "Input should be 'logistic_regression', 'linear', 'random_forest', 'lightgbm', "
+                                 "'xgboost' or 'catboost'"),
         ({"deployment_threshold": -2}, "deployment_threshold\n  Input should be greater than or equal to 0"),
         ({"colour": "red"}, "colour\n  Extra inputs are not permitted"),
     ],

@@ -61,13 +61,13 @@ def test_the_synthetic_table_is_what_the_encoders_are_tested_on(shop):
 
 
 @pytest.mark.parametrize("encoding", ["onehot", "ordinal", "target", "native"])
-@pytest.mark.parametrize("family", ["logistic_regression", "random_forest", "lightgbm", "xgboost"])
+@pytest.mark.parametrize("family", ["logistic_regression", "random_forest", "lightgbm", "xgboost", "catboost"])
 def test_every_encoding_and_family_fits_learns_and_takes_unseen_levels(shop, encoding, family):
     _, info, parts = shop
     spec = get_family(family)
     settings = DataSettings(options=PreprocessOptions(encoding=encoding))
     data = prepare_data(spec, info, parts["train"], parts["valid"], settings)
-    native = encoding == "native" and spec.native_categorical
+    native = (encoding == "native" and spec.native_categorical) or family == "catboost"  # its own, always
     assert isinstance(data.X_train, pd.DataFrame) == native
     study, kept = run_study(spec, data, SearchSettings(metric="roc_auc", direction="maximize", n_trials=2,
                                                        early_stopping_rounds=10))

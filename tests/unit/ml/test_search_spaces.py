@@ -27,6 +27,8 @@ FIXED = {
                  "colsample_bytree": 0.8, "reg_lambda": 1.0, "class_weight": None},
     "xgboost": {"learning_rate": 0.1, "max_depth": 3, "min_child_weight": 1.0, "subsample": 0.8,
                 "colsample_bytree": 0.8, "reg_lambda": 1.0, "class_weight": "balanced"},
+    "catboost": {"learning_rate": 0.1, "depth": 4, "l2_leaf_reg": 3.0, "random_strength": 1.0,
+                 "bagging_temperature": 0.5, "class_weight": "balanced"},
 }
 
 
@@ -44,6 +46,8 @@ REGRESSION_FIXED = {
                  "colsample_bytree": 0.8, "reg_lambda": 1.0},
     "xgboost": {"learning_rate": 0.1, "max_depth": 3, "min_child_weight": 1.0, "subsample": 0.8,
                 "colsample_bytree": 0.8, "reg_lambda": 1.0},
+    "catboost": {"learning_rate": 0.1, "depth": 4, "l2_leaf_reg": 3.0, "random_strength": 1.0,
+                 "bagging_temperature": 0.5},
 }
 
 
@@ -68,7 +72,7 @@ def test_regression_members_fit_and_learn(family, diabetes_parts):
     estimator, fit_info = fit_estimator(spec, data, params, settings)
     assert "Regressor" in type(estimator).__name__ or family == "linear"
     assert compute_regression_metrics(data.y_valid, estimator.predict(data.X_valid))["r2"] > 0.3
-    if family in ("lightgbm", "xgboost"):
+    if family in ("lightgbm", "xgboost", "catboost"):
         assert 0 < fit_info["best_iteration"] < 2000
 
 
@@ -95,7 +99,7 @@ def test_fixed_trial_builds_and_fits(family, prepared_parts):
     assert np.allclose(proba.sum(axis=1), 1.0)
     # The models learn something on this easy table: far better than the majority class.
     assert ((proba[:, 1] >= 0.5) == data.y_valid).mean() > 0.85
-    if family in ("lightgbm", "xgboost"):
+    if family in ("lightgbm", "xgboost", "catboost"):
         assert 0 < fit_info["best_iteration"] < 2000  # early stopping on the validation split worked
 
 
@@ -111,8 +115,8 @@ def test_space_values_stay_in_declared_ranges(family):
 
 
 def test_unknown_family_is_named():
-    with pytest.raises(KeyError, match="unknown model family 'catboost'"):
-        get_family("catboost")
+    with pytest.raises(KeyError, match="unknown model family 'tabnet'"):
+        get_family("tabnet")
 
 
 def test_study_resumes_from_a_journal_file(tmp_path, prepared_parts):
