@@ -405,10 +405,18 @@ class TrackingConfig(_Section):
 
 
 class EnsembleConfig(_Section):
-    """A soft-voting ensemble competing as one more candidate."""
+    """An ensemble of the family bests, competing as one more candidate: it wins only when it is better on
+    valid than every single family."""
 
-    enabled: bool = Field(False, description="Add a soft-voting ensemble of the top-k candidates as a candidate.")
-    top_k: int = Field(3, ge=2, le=4, description="Candidates (best validation metric first) in the ensemble.")
+    enabled: bool = Field(True, description="Build an ensemble of the candidates and let it compete.")
+    method: Literal["greedy", "vote"] = Field(
+        "greedy", description="greedy: greedy ensemble selection with replacement over every candidate's "
+        "validation predictions (Caruana et al. 2004, as AutoGluon's WeightedEnsemble), weights from the picks; "
+        "it competes only when it has 2+ members and beats the best single candidate on valid. vote: the "
+        "plain mean of the top_k candidates (soft voting).",
+    )
+    rounds: int = Field(25, ge=1, le=1000, description="greedy: picks (with replacement) that set the weights.")
+    top_k: int = Field(3, ge=2, le=5, description="vote: candidates (best validation metric first) in the ensemble.")
 
 
 class EvaluationConfig(_Section):

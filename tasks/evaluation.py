@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
@@ -180,7 +181,7 @@ def choose_champion(run: EvaluationInputs) -> Champion:
 
 
 def _build_ensemble(run: EvaluationInputs, logger: Any) -> tuple[Candidate | None, Any]:
-    """Soft voting over the top-k candidates by validation metric, scored on the valid split."""
+    """The ensemble of the candidates (greedy selection, or soft voting over the top k), scored on valid."""
     ev = run.config.evaluation
     ok = [c for c in run.candidates if c.status == "ok"]
     if any("train+valid" in c.selection for c in ok):
@@ -188,30 +189,96 @@ def _build_ensemble(run: EvaluationInputs, logger: Any) -> tuple[Candidate | Non
                        "valid split cannot score their ensemble")
         return None, None
     ok.sort(key=lambda c: c.valid_metrics[ev.comparison_metric], reverse=ev.resolved_direction == "maximize")
-    members = ok[: ev.ensemble.top_k]
+    members = ok if ev.ensemble.method == "greedy" else ok[: ev.ensemble.top_k]
     if len(members) < 2:
         logger.warning("ensemble skipped: %d candidate(s) succeeded, it needs 2", len(members))
         return None, None
-    pipelines = [load_pipeline(c.pipeline_path, c.pipeline_sha256) for c in members]
-    if run.info.is_regression:  # the mean of the members' predictions
-        ensemble = AveragingEnsemble(pipelines, [c.family for c in members])
-        valid_metrics = compute_regression_metrics(run.y_valid, ensemble.predict(run.X_valid),
-                                                   with_mape=True if ev.comparison_metric == "mape" else None)
+    pipelines = {c.family: load_pipeline(c.pipeline_path, c.pipeline_sha256) for c in members}
+    if ev.ensemble.method == "greedy":
+        built = _greedy_ensemble(run, pipelines, logger)
+        if built is None:
+            return None, None
+        ensemble, params, valid_metrics = built
+    elif run.info.is_regression:  # the mean of the members' predictions
+        ensemble = AveragingEnsemble(list(pipelines.values()), list(pipelines))
+        params = {"members": ensemble.names, "voting": "mean"}
     else:
-        ensemble = ev_ml.SoftVoteEnsemble(pipelines, [c.family for c in members])
-        valid_metrics = compute_metrics(run.y_valid, ensemble.predict_proba(run.X_valid),
-                                        n_classes=len(run.info.classes), beta=ev.beta, average=ev.average)
+        ensemble = ev_ml.SoftVoteEnsemble(list(pipelines.values()), list(pipelines))
+        params = {"members": ensemble.names, "voting": "soft"}
+    if ev.ensemble.method != "greedy":
+        valid_metrics = _valid_metrics(run, ensemble)
     path = run.paths.candidates / "ensemble.pkl"
     sha = save_pipeline(ensemble, path)
+    chosen = [c for c in members if c.family in ensemble.names]
     candidate = Candidate(
-        family="ensemble", metric=ev.comparison_metric,
-        best_params={"members": ensemble.names, "voting": "mean" if run.info.is_regression else "soft"},
-        valid_metrics=valid_metrics, pipeline_path=str(path), pipeline_sha256=sha, selection="the valid split",
-        search_seconds=round(sum(c.search_seconds for c in members), 3),
+        family="ensemble", metric=ev.comparison_metric, best_params=params, valid_metrics=valid_metrics,
+        pipeline_path=str(path), pipeline_sha256=sha, selection="the valid split",
+        search_seconds=round(sum(c.search_seconds for c in chosen), 3),
     )
-    logger.info("ensemble of %s: valid %s %.4f", ensemble.names, ev.comparison_metric,
-                valid_metrics[ev.comparison_metric])
+    logger.info("ensemble of %s: valid %s %.4f", ensemble.describe() if hasattr(ensemble, "describe")
+                else ensemble.names, ev.comparison_metric, valid_metrics[ev.comparison_metric])
     return candidate, ensemble
+
+
+def _valid_metrics(run: EvaluationInputs, model: Any) -> dict[str, float]:
+    return _metrics_of(run, model.predict(run.X_valid) if run.info.is_regression else model.predict_proba(run.X_valid))
+
+
+def _greedy_ensemble(run: EvaluationInputs, pipelines: dict[str, Any], logger: Any
+                     ) -> tuple[Any, dict[str, Any], dict[str, float]] | None:
+    """Greedy selection over the candidates' validation predictions: (ensemble, its record, its cross-fitted
+    validation metrics), or None when it has one member or does not beat the best single candidate."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    from tasks.ml.ensemble import WeightedEnsemble, WeightedSoftVote, cross_fitted_blend, greedy_selection
+
+    ev, info = run.config.evaluation, run.info
+    metric, sign = ev.comparison_metric, 1.0 if ev.resolved_direction == "maximize" else -1.0
+    tie = "rmse" if info.is_regression else "log_loss"  # breaks ties of a step metric (F-beta) on the same rows
+    y = np.asarray(run.y_valid)
+
+    def score_on(blend: np.ndarray, rows: Any = slice(None)) -> tuple[float, float]:
+        if info.is_regression:
+            values = compute_regression_metrics(y[rows], blend, with_mape=True if metric == "mape" else None)
+            return sign * values[metric], -values[tie]
+        first = compute_metrics(y[rows], blend, n_classes=len(info.classes), beta=ev.beta, average=ev.average,
+                                only=metric)[metric]
+        return sign * first, -compute_metrics(y[rows], blend, n_classes=len(info.classes), only=tie)[tie]
+
+    outputs = {}
+    for name, pipeline in pipelines.items():
+        with ev_ml.on_every_core(pipeline):
+            outputs[name] = pipeline.predict(run.X_valid) if info.is_regression else pipeline.predict_proba(run.X_valid)
+    selection = greedy_selection(outputs, score_on, rounds=ev.ensemble.rounds)
+    best = next(iter(outputs))
+    if len(selection.weights) < 2:
+        logger.info("ensemble not built: greedy selection over %s kept %s alone", ", ".join(outputs), best)
+        return None
+    splitter = (KFold(2, shuffle=True, random_state=ev.seed) if info.is_regression
+                else StratifiedKFold(2, shuffle=True, random_state=ev.seed))
+    folds = [held for _, held in splitter.split(np.zeros(len(y)), y)]
+    crossed = cross_fitted_blend(outputs, score_on, folds, rounds=ev.ensemble.rounds)
+    honest, single = score_on(crossed), score_on(outputs[best])
+    if not honest > single:
+        logger.info("ensemble not built: its cross-fitted valid %s %.4f does not beat %s alone (%.4f)", metric,
+                    sign * honest[0], best, sign * single[0])
+        return None
+    names = list(selection.weights)
+    kind = WeightedEnsemble if info.is_regression else WeightedSoftVote
+    ensemble = kind([pipelines[n] for n in names], names, [selection.weights[n] for n in names])
+    params = {"members": names, "method": "greedy", "rounds": selection.rounds,
+              "weights": {n: round(w, 4) for n, w in selection.weights.items()},
+              "valid_scores": "cross-fitted: each half of valid blended with the weights chosen on the other"}
+    return ensemble, params, _metrics_of(run, crossed)
+
+
+def _metrics_of(run: EvaluationInputs, output: np.ndarray) -> dict[str, float]:
+    """Every validation metric of a model's output (probabilities, or a regression's predictions)."""
+    ev = run.config.evaluation
+    if run.info.is_regression:
+        return compute_regression_metrics(run.y_valid, output, with_mape=True if ev.comparison_metric == "mape"
+                                          else None)
+    return compute_metrics(run.y_valid, output, n_classes=len(run.info.classes), beta=ev.beta, average=ev.average)
 
 
 @task(name="calibrate_and_set_threshold", cache_policy=NO_CACHE)

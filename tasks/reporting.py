@@ -287,7 +287,10 @@ def format_leaderboard(report: EvalReport) -> str:
         row["peak_mb"] = f"{row['peak_mb']:,.0f}" if row["peak_mb"] is not None else "-"
         if row["status"] != "ok" and row["error"]:
             row["state"] = f"failed: {row['error'][:70]}"
+        row["weight"] = f"{row['ensemble_weight']:.2f}" if row["ensemble_weight"] is not None else "-"
     cols = ["family", f"valid_{report.metric}", "trials", "pruned", "seconds", "cpu_s", "peak_mb", "champion", "state"]
+    if any(row["ensemble_weight"] is not None for row in rows):  # a greedy ensemble: each family's share
+        cols.insert(cols.index("champion"), "weight")
     return format_table(rows, cols)
 
 
@@ -378,9 +381,13 @@ def model_card(f: dict[str, Any]) -> str:
         output = f"Probabilities: {calibration}; decision: {f.get('decision', 'the most probable class')}"
         use = ("model.predict(frame)          # original labels (the tuned threshold applied)\n"
                "model.predict_proba(frame)    # one column per class (calibrated when calibration is set)")
+    weights = f["params"].get("weights") if f["family"] == "ensemble" else None
+    blend = ("\n- Ensemble weights (greedy selection on validation): " + ", ".join(
+        f"{name} {weight:.2f}" for name, weight in sorted(weights.items(), key=lambda item: -item[1]))
+        if weights else "")
     return f"""# {f['model_name']} version {{version}}
 
-- Family: **{f['family']}**, chosen on validation {f['metric']} = {_fmt(f['valid_value'])}
+- Family: **{f['family']}**, chosen on validation {f['metric']} = {_fmt(f['valid_value'])}{blend}
 - {what}
 - Trained on run `{f['run_id']}` (data sha256 `{f['data_sha256'][:16]}...`, config hash
   `{f.get('config_hash', '')[:16]}...`), {f['n_features']} input columns

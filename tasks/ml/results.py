@@ -93,6 +93,8 @@ class EvalReport(BaseModel):
         ok = [c for c in self.candidates if c.status == "ok"]
         ok.sort(key=lambda c: c.valid_metrics.get(self.metric, float("nan")), reverse=direction == "maximize")
         ok.sort(key=lambda c: c.family != self.champion)  # stable: the champion first, even on a tie
+        ensemble = next((c for c in ok if c.family == "ensemble"), None)
+        weights = ensemble.best_params.get("weights", {}) if ensemble is not None else {}
         rows = []
         for cand in ok + [c for c in self.candidates if c.status != "ok"]:
             rows.append(
@@ -107,6 +109,9 @@ class EvalReport(BaseModel):
                     "cpu_s": cand.resources.get("cpu_s"),
                     "peak_mb": cand.resources.get("peak_rss_mb"),
                     "champion": cand.family == self.champion,
+                    # its share of the greedy ensemble (None: no such ensemble, or the ensemble's own row)
+                    "ensemble_weight": weights.get(cand.family, 0.0 if weights else None) if cand is not ensemble
+                    else None,
                     "error": cand.error,
                 }
             )

@@ -168,21 +168,28 @@ def test_rerunning_or_reevaluating_never_adds_a_version(tmp_path):
     assert registry.list_versions(root, name) == [1]
 
 
-def test_a_soft_voting_ensemble_competes_and_can_win(tmp_path):
-    from flows.train import train
-
+def _mix_table(path, n=3000):
+    """A logit with a product term: linear models miss it, trees approximate it, and their errors differ."""
     rng = np.random.default_rng(0)
-    n = 3000
     X = rng.normal(size=(n, 6))
     logit = 1.2 * X[:, 0] - X[:, 1] + 0.8 * X[:, 2] + 1.5 * (X[:, 3] * X[:, 4] > 0) - 0.75
     frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(6)])
     frame["y"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    frame.to_csv(tmp_path / "mix.csv", index=False)
-    report = train(params=smoke_params(tmp_path, **{
-        "data.path": str(tmp_path / "mix.csv"), "data.target": "y", "evaluation.ensemble.enabled": True,
-        "evaluation.comparison_metric": "log_loss", "evaluation.deployment_threshold": 1.0,
-        "tracking.backend": "none", "models.xgboost.enabled": False,  # its defaults' trial alone comes close
-    }))
+    frame.to_csv(path, index=False)
+    return frame
+
+
+MIX = {"data.target": "y", "evaluation.ensemble.enabled": True, "evaluation.comparison_metric": "log_loss",
+       "evaluation.deployment_threshold": 1.0, "tracking.backend": "none", "models.catboost.enabled": False,
+       "models.xgboost.enabled": False}  # their defaults' trials alone come close
+
+
+def test_a_soft_voting_ensemble_competes_and_can_win(tmp_path):
+    from flows.train import train
+
+    frame = _mix_table(tmp_path / "mix.csv")
+    report = train(params=smoke_params(tmp_path, **MIX, **{"data.path": str(tmp_path / "mix.csv"),
+                                                           "evaluation.ensemble.method": "vote"}))
     board = {row["family"]: row for row in report.leaderboard()}
     assert "ensemble" in board
     ensemble = next(c for c in report.candidates if c.family == "ensemble")
@@ -191,6 +198,46 @@ def test_a_soft_voting_ensemble_competes_and_can_win(tmp_path):
     model = registry.load_model(tmp_path / "registry", "mix-y")
     assert type(model.pipeline.model).__name__ == "SoftVoteEnsemble"
     assert set(model.predict(frame.head(20))) <= {0, 1}
+
+
+def test_the_greedy_ensemble_wins_where_it_helps_and_records_its_weights(tmp_path):
+    from flows.train import train
+
+    frame = _mix_table(tmp_path / "mix.csv")
+    report = train(params=smoke_params(tmp_path, **MIX, **{"data.path": str(tmp_path / "mix.csv")}))
+    ensemble = next(c for c in report.candidates if c.family == "ensemble")
+    weights = ensemble.best_params["weights"]
+    assert ensemble.best_params["method"] == "greedy" and len(weights) >= 2
+    assert sum(weights.values()) == pytest.approx(1.0, abs=1e-3)
+    singles = [c.valid_metrics["log_loss"] for c in report.candidates if c.family != "ensemble"]
+    assert ensemble.valid_metrics["log_loss"] < min(singles)  # better on valid than every family alone
+    assert report.champion == "ensemble" and report.registered
+    board = {row["family"]: row for row in report.leaderboard()}
+    assert {f: board[f]["ensemble_weight"] for f in weights} == weights and board["ensemble"]["ensemble_weight"] is None
+    assert all(board[f]["ensemble_weight"] == 0.0 for f in board if f not in weights and f != "ensemble")
+    model = registry.load_model(tmp_path / "registry", "mix-y")
+    assert type(model.pipeline.model).__name__ == "WeightedSoftVote"
+    assert np.allclose(model.predict_proba(frame.head(50)).sum(axis=1), 1.0)
+    card = (tmp_path / "registry" / "mix-y" / str(report.registry_version) / "MODEL_CARD.md").read_text()
+    assert "Ensemble weights (greedy selection on validation): " in card
+    assert all(f"{f} {w:.2f}" in card for f, w in weights.items())
+
+
+def test_the_greedy_ensemble_is_not_chosen_where_one_family_is_best_alone(tmp_path):
+    """A label that is a line through x0: logistic regression is all but exact and sure of it; blending in
+    the forest's coarser probabilities only costs log loss, so no ensemble competes and a family wins."""
+    from flows.train import train
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(1500, 4))
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(4)]).assign(y=(X[:, 0] + 0.5 * X[:, 1] > 0).astype(int))
+    frame.to_csv(tmp_path / "line.csv", index=False)
+    report = train(params=smoke_params(tmp_path, **MIX, **{
+        "data.path": str(tmp_path / "line.csv"), "models.lightgbm.enabled": False,
+        "models.logistic_regression.n_trials": 4}))
+    assert {c.family for c in report.candidates} == {"logistic_regression", "random_forest"}
+    assert report.champion == "logistic_regression"
+    assert all(row["ensemble_weight"] is None for row in report.leaderboard())
 
 
 @pytest.mark.datasets
