@@ -30,7 +30,7 @@ def test_train_on_a_dataframe_returns_a_leaderboard_frame(api_run):
     report, artifacts = api_run
     board = report.leaderboard
     assert isinstance(board, pd.DataFrame)
-    assert sorted(board["family"]) == ["lightgbm", "logistic_regression", "xgboost"]
+    assert sorted(board["family"]) == ["catboost", "lightgbm", "logistic_regression", "xgboost"]
     assert board.iloc[0]["family"] == report.champion and bool(board.iloc[0]["champion"])
     assert report.registered and report.registry_version == 1
     assert 0 < report.test_metrics["fbeta"] <= 1
@@ -114,7 +114,7 @@ def test_a_family_registered_in_a_test_trains_end_to_end(prefect_harness, tmp_pa
     register_family(FamilySpec("extra_trees", scale=False, native_categorical=False, space=space, make=make,
                                cost=2.0, enabled_by_default=False))
     try:
-        off = {f"models.{f}.enabled": False for f in ("random_forest", "lightgbm", "xgboost")}
+        off = {f"models.{f}.enabled": False for f in ("random_forest", "lightgbm", "xgboost", "catboost")}
         report = train(params=smoke_params(tmp_path, **off, **{"models.extra_trees.enabled": True,
                                                                "models.extra_trees.n_trials": 3}))
     finally:

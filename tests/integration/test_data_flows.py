@@ -169,7 +169,7 @@ def test_data_sample_rows_trains_on_a_stratified_sample(tmp_path):
 
     report = train(params=smoke_params(tmp_path, **{"data.sample_rows": 300, "tracking.backend": "none",
                                                     "models.random_forest.enabled": False,
-                                                    "models.xgboost.enabled": False}))
+                                                    "models.xgboost.enabled": False, "models.catboost.enabled": False}))
     manifest = json.loads((Path(report.run_dir) / "manifest.json").read_text())
     rows = sum(manifest["splits"][s]["rows"] for s in ("train", "valid", "test"))
     assert rows == 300

@@ -45,7 +45,7 @@ def calibrated_run(tmp_path_factory):
         mp.setattr(evaluation, "tune_threshold", spy_threshold)
         report = train(params=smoke_params(artifacts, **{
             "evaluation.calibration": "sigmoid", "evaluation.tune_threshold": True, "evaluation.explain": True,
-            "models.random_forest.enabled": False, "models.xgboost.enabled": False,
+            "models.random_forest.enabled": False, "models.xgboost.enabled": False, "models.catboost.enabled": False,
         }))
     return report, artifacts, seen
 
@@ -121,7 +121,7 @@ def test_champion_vs_challenger_weak_then_strong_then_weak(tmp_path):
 
     mean_and_worst = [c for c in load_table("builtin:breast_cancer").columns if c.startswith(("mean ", "worst "))]
     weak = {"data.drop_columns": mean_and_worst, "evaluation.deployment_threshold": 0.3,
-            "models.random_forest.enabled": False, "models.xgboost.enabled": False,
+            "models.random_forest.enabled": False, "models.xgboost.enabled": False, "models.catboost.enabled": False,
             "models.lightgbm.enabled": False, "tracking.backend": "none", "evaluation.explain": False}
     strong = {**weak, "data.drop_columns": []}
 
@@ -147,7 +147,7 @@ def test_rerunning_or_reevaluating_never_adds_a_version(tmp_path):
     from flows.train import train
 
     settings = {"tracking.backend": "none", "models.random_forest.enabled": False,
-                "models.xgboost.enabled": False, "models.lightgbm.enabled": False}
+                "models.xgboost.enabled": False, "models.catboost.enabled": False, "models.lightgbm.enabled": False}
     first = train(params=smoke_params(tmp_path, **settings))
     second = train(params=smoke_params(tmp_path, **settings))
     root, name = tmp_path / "registry", "breast_cancer-diagnosis"
@@ -264,7 +264,7 @@ def test_fairness_on_adult_by_sex(tmp_path):
     limited = train(params=smoke_params(tmp_path / "limited", **{
         "data.path": str(adult), "data.target": "income", "evaluation.sensitive_columns": ["sex"],
         "evaluation.fairness_max_difference": 0.05, "models.random_forest.enabled": False,
-        "models.logistic_regression.enabled": False, "models.xgboost.enabled": False,
+        "models.logistic_regression.enabled": False, "models.xgboost.enabled": False, "models.catboost.enabled": False,
         "tracking.backend": "none", "evaluation.explain": False,
     }))
     assert not limited.registered and "demographic parity difference on 'sex'" in limited.gate.reason

@@ -180,7 +180,7 @@ def test_a_full_disk_while_registering_keeps_the_old_champion(workspace, monkeyp
     monkeypatch.setattr(reg, "save_pipeline", full_disk)
     before = snapshot(workspace / "registry")
     code, err = run_command(monkeypatch, capsys, f"artifacts_dir={workspace}", "tracking.backend=none",
-                            "models.random_forest.enabled=false", "models.xgboost.enabled=false",
+                            "models.random_forest.enabled=false", "models.xgboost.enabled=false", "models.catboost.enabled=false",
                             "models.lightgbm.enabled=false", "evaluation.deployment_threshold=0.5",
                             "evaluation.compare_with_champion=false")  # a tie with the champion registers nothing
     last = err.strip().splitlines()[-1]
@@ -335,7 +335,7 @@ def test_a_sensitive_column_named_like_a_path_gets_a_safe_report_file(tmp_path):
     frame.to_parquet(tmp_path / "cancer.parquet")
     report = train(params=smoke_params(tmp_path, **{
         "data.path": str(tmp_path / "cancer.parquet"), "evaluation.sensitive_columns": ["region/zone"],
-        "models.random_forest.enabled": False, "models.lightgbm.enabled": False, "models.xgboost.enabled": False,
+        "models.random_forest.enabled": False, "models.lightgbm.enabled": False, "models.xgboost.enabled": False, "models.catboost.enabled": False,
         "tracking.backend": "none"}))
     files = [p.name for p in (Path(report.run_dir) / "reports").glob("fairness_*.csv")]
     assert len(files) == 1 and files[0].startswith("fairness_region_zone-"), files
@@ -380,7 +380,7 @@ def test_integer_column_names_train_and_predict(tmp_path):
     frame = pd.DataFrame(rng.normal(size=(150, 3)))
     frame[3] = np.where(frame[0] + rng.normal(scale=0.5, size=150) > 0, "a", "b")
     overrides = {"artifacts_dir": str(tmp_path), "tracking.backend": "none", "search.storage": "none",
-                 "models.random_forest.enabled": False, "models.xgboost.enabled": False,
+                 "models.random_forest.enabled": False, "models.xgboost.enabled": False, "models.catboost.enabled": False,
                  "models.lightgbm.enabled": False, "models.logistic_regression.n_trials": 2,
                  "evaluation.deployment_threshold": 0.0, "evaluation.explain": False}
     report = gauntlet.train(frame, target=3, config=PROJECT_ROOT / "config" / "smoke.yaml", overrides=overrides)
@@ -421,7 +421,7 @@ def test_offset_datetimes_across_dst_train_batch_score_and_rest_agree(tmp_path):
     assert {"+01:00", "+02:00"} <= {t[-6:] for t in rows["at"]}
     (tmp_path / "rows.csv").write_text(rows.to_csv(index=False))
     overrides = {"artifacts_dir": str(tmp_path / "artifacts"), "tracking.backend": "none", "search.storage": "none",
-                 "models.random_forest.enabled": False, "models.xgboost.enabled": False,
+                 "models.random_forest.enabled": False, "models.xgboost.enabled": False, "models.catboost.enabled": False,
                  "models.lightgbm.enabled": False, "models.logistic_regression.n_trials": 2,
                  "evaluation.deployment_threshold": 0.0, "evaluation.explain": False}
     report = gauntlet.train(tmp_path / "rows.csv", target="y", config=PROJECT_ROOT / "config" / "smoke.yaml",
@@ -480,7 +480,8 @@ def _start(artifacts: Path, home: Path, quiet: bool, *extra: str, trials: int = 
            "--set", "search.storage=auto", "--set", "tracking.backend=none", *(["--quiet"] if quiet else []), *extra]
     for family in FAMILIES:
         cmd += ["--set", f"models.{family}.n_trials={trials}"]
-    cmd += ["--set", "models.random_forest.enabled=false", "--set", "models.xgboost.enabled=false"]
+    cmd += ["--set", "models.random_forest.enabled=false", "--set", "models.xgboost.enabled=false", "--set", "models.catboost.enabled=false",
+            "--set", "models.catboost.enabled=false"]
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "COMET_API_KEY")}
     return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env={**env, "PREFECT_HOME": str(home)}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # its own group: a terminal's
@@ -588,7 +589,7 @@ def test_two_concurrent_trainings_leave_the_alias_on_the_better_model(tmp_path, 
 
     mean_and_worst = [c for c in load_table("builtin:breast_cancer").columns if c.startswith(("mean ", "worst "))]
     weak = {"data.drop_columns": mean_and_worst, "evaluation.deployment_threshold": 0.3,
-            "models.random_forest.enabled": False, "models.xgboost.enabled": False,
+            "models.random_forest.enabled": False, "models.xgboost.enabled": False, "models.catboost.enabled": False,
             "models.lightgbm.enabled": False, "tracking.backend": "none", "evaluation.explain": False}
     strong = {**weak, "data.drop_columns": []}
     real, both_gated, first_done = registry.register_model, threading.Barrier(2), threading.Event()

@@ -122,7 +122,7 @@ def test_comet_failing_mid_run_keeps_every_experiment_offline_and_says_so(tmp_pa
     cloud, made = comet_cloud_stand_in(tmp_path / "cloud", fail_after=4)
     monkeypatch.setattr(comet_ml, "Experiment", cloud)
     report = train(params=smoke_params(tmp_path, **{"models.random_forest.enabled": False,
-                                                    "models.xgboost.enabled": False}))
+                                                    "models.xgboost.enabled": False, "models.catboost.enabled": False}))
     assert report.registered and len(made) == 3  # tracking failing did not fail the run
     archives = comet_archives(tmp_path / "comet")
     assert len(archives) == 3  # two family searches and the evaluation

@@ -15,7 +15,7 @@ from tasks.modeling import file_sha256
 from tests.helpers import comet_archives, smoke_params
 
 MODEL = "breast_cancer-diagnosis"  # the default registry name: <data>-<target>
-FAMILIES = ["logistic_regression", "random_forest", "lightgbm", "xgboost"]
+FAMILIES = ["logistic_regression", "random_forest", "lightgbm", "xgboost", "catboost"]
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -89,7 +89,7 @@ def test_run_directory_holds_splits_manifest_and_reports(smoke_run, breast_cance
 def test_comet_offline_archives_hold_what_was_logged(smoke_run):
     report, artifacts = smoke_run
     archives = comet_archives(artifacts / "comet")
-    assert len(archives) == 5  # one experiment per family search, one for the evaluation
+    assert len(archives) == 6  # one experiment per family search, one for the evaluation
     for cand in report.candidates:
         exp = next(a for a in archives.values() if a["params"].get("family") == cand.family)
         assert exp["file"] == Path(cand.tracking_archive) and exp["file"].stem.endswith(cand.tracking_key[:8])
@@ -226,7 +226,7 @@ def test_the_run_fails_only_when_no_family_survives(tmp_path, monkeypatch):
         spec = estimators.FAMILIES[family]
         monkeypatch.setitem(estimators.FAMILIES, family, dataclasses.replace(spec, fit=broken_fit))
     params = smoke_params(tmp_path, **{"tracking.backend": "none", "models.random_forest.enabled": False,
-                                       "models.xgboost.enabled": False})
+                                       "models.xgboost.enabled": False, "models.catboost.enabled": False})
     with pytest.raises(AllFamiliesFailed, match="search: every model family failed: logistic_regression: .*injected"):
         train(params=params)
     assert not (tmp_path / "registry").exists()  # nothing registered
@@ -261,7 +261,7 @@ def test_a_time_limit_that_ends_a_search_early_is_named_in_the_summary(tmp_path,
     from flows.train import train
     from gauntlet.cli import print_summary
 
-    only = {"models.lightgbm.enabled": False, "models.xgboost.enabled": False, "tracking.backend": "none"}
+    only = {"models.lightgbm.enabled": False, "models.xgboost.enabled": False, "models.catboost.enabled": False, "tracking.backend": "none"}
     report = train(params=smoke_params(tmp_path, **only, **{
         "models.random_forest.timeout_s": 1, "models.random_forest.n_trials": 50,
         "models.logistic_regression.n_trials": 6}))
@@ -439,7 +439,7 @@ def test_the_last_family_searching_fits_on_every_core(tmp_path, executor, monkey
         "search.executor": executor,
         "tracking.backend": "none", "models.random_forest.n_trials": 16,
         "models.lightgbm.enabled": False,
-        "models.xgboost.enabled": False, "models.logistic_regression.n_trials": 1}))
+        "models.xgboost.enabled": False, "models.catboost.enabled": False, "models.logistic_regression.n_trials": 1}))
     cores = os.cpu_count() or 1
     parallel = min(cores, 2)
     tables = {f: pd.read_csv(Path(report.run_dir) / "candidates" / f"{f}_trials.csv")

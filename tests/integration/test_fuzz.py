@@ -80,7 +80,7 @@ def run(frame: pd.DataFrame, suffix: str, folder: Path) -> tuple[int, str]:
         frame.to_parquet(data)
     argv = ["train", "--config", str(PROJECT_ROOT / "config" / "smoke.yaml")]
     for item in (f"artifacts_dir={folder / 'artifacts'}", f"data.path={data}", "data.target=y",
-                 "tracking.backend=none", "models.random_forest.enabled=false", "models.xgboost.enabled=false",
+                 "tracking.backend=none", "models.random_forest.enabled=false", "models.xgboost.enabled=false", "models.catboost.enabled=false",
                  "models.lightgbm.enabled=false", "models.logistic_regression.n_trials=1",
                  "evaluation.deployment_threshold=0", "evaluation.bootstrap_resamples=10"):
         argv += ["--set", item]

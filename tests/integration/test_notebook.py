@@ -37,7 +37,7 @@ def test_the_notebook_runs_on_a_smoke_runs_outputs(trained_smoke, monkeypatch):
     assert f"version {report.registry_version}" in shown and "problems: none" in shown
     assert "proba_" in shown  # rows scored by the registered champion
     plots = len(list(Path(report.run_dir, "reports").glob("*.png")))
-    assert plots >= 4 and images == 4 + plots  # one trials history per family, the evaluation's plots
+    assert plots >= 4 and images == 5 + plots  # one trials history per family, the evaluation's plots
 
 
 def test_with_two_models_predict_and_the_notebook_use_the_latest_run_s(tmp_path, monkeypatch):
@@ -48,7 +48,7 @@ def test_with_two_models_predict_and_the_notebook_use_the_latest_run_s(tmp_path,
     from flows.train import train
     from tests.helpers import run_cli, smoke_params
 
-    quick = {"tracking.backend": "none", "models.random_forest.enabled": False, "models.xgboost.enabled": False}
+    quick = {"tracking.backend": "none", "models.random_forest.enabled": False, "models.xgboost.enabled": False, "models.catboost.enabled": False}
     assert train(params=smoke_params(tmp_path, **quick)).registered
     wine = train(params=smoke_params(tmp_path, **quick, **{"data.path": "builtin:wine", "data.target": "cultivar",
                                                            "evaluation.deployment_threshold": 0.5}))

@@ -86,7 +86,7 @@ def test_with_a_refit_the_onnx_file_is_the_registered_refitted_model(tmp_path):
     report = train(params=smoke_params(tmp_path, **{
         "registry.export_onnx": True, "registry.refit_on_full_data": True, "tracking.backend": "none",
         "models.logistic_regression.enabled": False, "models.random_forest.enabled": False,
-        "models.xgboost.enabled": False}))
+        "models.xgboost.enabled": False, "models.catboost.enabled": False}))
     root, name = tmp_path / "registry", "breast_cancer-diagnosis"
     meta = registry.read_metadata(root, name, report.registry_version)
     assert meta["refit"]["refitted"] and meta["onnx"]["exported"]

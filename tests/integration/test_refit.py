@@ -15,7 +15,7 @@ from tests.helpers import smoke_params
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 MODEL = "breast_cancer-diagnosis"
-ONLY = {"models.random_forest.enabled": False, "models.xgboost.enabled": False, "tracking.backend": "none"}
+ONLY = {"models.random_forest.enabled": False, "models.xgboost.enabled": False, "models.catboost.enabled": False, "tracking.backend": "none"}
 
 
 def all_rows(run_dir: str) -> int:

@@ -147,8 +147,9 @@ def test_ensemble_and_a_lower_is_better_metric_follow_the_challenger_rule(diabet
     report, artifacts = diabetes_run
     second = train(params=smoke_params(artifacts, **{
         **DIABETES, "evaluation.comparison_metric": "rmse", "evaluation.deployment_threshold": 80.0,
-        "evaluation.ensemble.enabled": True, "evaluation.ensemble.top_k": 2, "tracking.backend": "none",
-        "search.seed": 7, "models.random_forest.enabled": False, "models.xgboost.enabled": False}))
+        "evaluation.ensemble.enabled": True, "evaluation.ensemble.method": "vote", "evaluation.ensemble.top_k": 2,
+        "tracking.backend": "none",
+        "search.seed": 7, "models.random_forest.enabled": False, "models.xgboost.enabled": False, "models.catboost.enabled": False}))
     assert second.metric == "rmse" and second.gate.direction == "minimize"
     ensemble = next(c for c in second.candidates if c.family == "ensemble")
     assert ensemble.best_params["voting"] == "mean" and len(ensemble.best_params["members"]) == 2
@@ -200,7 +201,7 @@ def test_bike_sharing_splits_on_time_and_predicts_counts(tmp_path):
     report = train(params=smoke_params(tmp_path, **{
         "data.path": str(shared("bike_sharing_hour")), "data.target": "cnt", "split.strategy": "time",
         "split.time_column": "dteday", "tracking.backend": "none", "evaluation.deployment_threshold": 0.5,
-        "models.random_forest.enabled": False, "models.xgboost.enabled": False, "data.sample_rows": 6000}))
+        "models.random_forest.enabled": False, "models.xgboost.enabled": False, "models.catboost.enabled": False, "data.sample_rows": 6000}))
     run = Path(report.run_dir)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["dataset"]["task"] == "regression" and "dteday" not in manifest["dataset"]["features"]

@@ -24,7 +24,7 @@ RF_TRIALS = 16
 def _command(artifacts: Path) -> list[str]:
     sets = {
         "artifacts_dir": artifacts, "search.storage": "auto", "tracking.backend": "comet",
-        "models.lightgbm.enabled": "false", "models.xgboost.enabled": "false",
+        "models.lightgbm.enabled": "false", "models.xgboost.enabled": "false", "models.catboost.enabled": "false",
         "models.logistic_regression.n_trials": 3, "models.random_forest.n_trials": RF_TRIALS,
         "search.parallelism": 2, "search.pruner": "none", "evaluation.bootstrap_resamples": 20,
     }

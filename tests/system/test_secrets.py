@@ -78,7 +78,7 @@ def secret_run(database, tmp_path_factory):
     mp.setenv("GAUNTLET_TEST_DB_PASSWORD", DB_PASSWORD)
     mp.setattr(comet_ml, "Experiment", LeakyCloud)
     mp.setattr(tracking, "ONLINE_RETRY_PAUSES_S", (0.01,))
-    overrides = {"models.random_forest.enabled": False, "models.xgboost.enabled": False}
+    overrides = {"models.random_forest.enabled": False, "models.xgboost.enabled": False, "models.catboost.enabled": False}
     if database:
         user_host_db = database.split("@", 1)
         overrides["search.storage"] = f"postgresql://{user_host_db[0]}:${{GAUNTLET_TEST_DB_PASSWORD}}@{user_host_db[1]}"

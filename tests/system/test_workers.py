@@ -39,7 +39,7 @@ def prepared_run(tmp_path_factory) -> Path:
     artifacts = tmp_path_factory.mktemp("workers")
     cmd = [sys.executable, "flows/train.py", "--config", "config/smoke.yaml", "--set", f"artifacts_dir={artifacts}",
            "--set", "tracking.backend=none", "--set", "models.random_forest.enabled=false",
-           "--set", "models.lightgbm.enabled=false", "--set", "models.xgboost.enabled=false",
+           "--set", "models.lightgbm.enabled=false", "--set", "models.xgboost.enabled=false", "--set", "models.catboost.enabled=false",
            "--set", "models.logistic_regression.n_trials=1"]
     out = subprocess.run(cmd, cwd=PROJECT_ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
