@@ -30,7 +30,7 @@ def test_train_on_a_dataframe_returns_a_leaderboard_frame(api_run):
     report, artifacts = api_run
     board = report.leaderboard
     assert isinstance(board, pd.DataFrame)
-    assert sorted(board["family"]) == ["catboost", "lightgbm", "logistic_regression", "xgboost"]
+    assert sorted(board["family"]) == ["lightgbm", "logistic_regression", "xgboost"]
     assert board.iloc[0]["family"] == report.champion and bool(board.iloc[0]["champion"])
     assert report.registered and report.registry_version == 1
     assert 0 < report.test_metrics["fbeta"] <= 1

@@ -15,7 +15,7 @@ from tasks.modeling import file_sha256
 from tests.helpers import comet_archives, smoke_params
 
 MODEL = "breast_cancer-diagnosis"  # the default registry name: <data>-<target>
-FAMILIES = ["logistic_regression", "random_forest", "lightgbm", "xgboost", "catboost"]
+FAMILIES = ["logistic_regression", "random_forest", "lightgbm", "xgboost"]  # smoke.yaml leaves CatBoost out
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -89,7 +89,7 @@ def test_run_directory_holds_splits_manifest_and_reports(smoke_run, breast_cance
 def test_comet_offline_archives_hold_what_was_logged(smoke_run):
     report, artifacts = smoke_run
     archives = comet_archives(artifacts / "comet")
-    assert len(archives) == 6  # one experiment per family search, one for the evaluation
+    assert len(archives) == 5  # one experiment per family search, one for the evaluation
     for cand in report.candidates:
         exp = next(a for a in archives.values() if a["params"].get("family") == cand.family)
         assert exp["file"] == Path(cand.tracking_archive) and exp["file"].stem.endswith(cand.tracking_key[:8])

@@ -37,7 +37,7 @@ def test_the_notebook_runs_on_a_smoke_runs_outputs(trained_smoke, monkeypatch):
     assert f"version {report.registry_version}" in shown and "problems: none" in shown
     assert "proba_" in shown  # rows scored by the registered champion
     plots = len(list(Path(report.run_dir, "reports").glob("*.png")))
-    assert plots >= 4 and images == 5 + plots  # one trials history per family, the evaluation's plots
+    assert plots >= 4 and images == 4 + plots  # one trials history per family, the evaluation's plots
 
 
 def test_with_two_models_predict_and_the_notebook_use_the_latest_run_s(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ def exported_run(tmp_path_factory):
     from flows.train import train
 
     artifacts = tmp_path_factory.mktemp("onnx")
-    report = train(params=smoke_params(artifacts, **{"registry.export_onnx": True}))
+    report = train(params=smoke_params(artifacts, **{"registry.export_onnx": True, "models.catboost.enabled": True}))
     assert report.registered
     return report, artifacts
 

@@ -14,8 +14,8 @@ def test_shipped_configs_load():
     assert train.evaluation.comparison_metric == "auto" and train.evaluation.beta == 0.5
     assert train.evaluation.metric_for("binary") == "fbeta"
     assert train.evaluation.deployment_threshold == 0.7
-    assert smoke.models.enabled() == ["logistic_regression", "linear", "random_forest", "lightgbm", "xgboost",
-                                     "catboost"]
+    assert smoke.models.enabled() == ["logistic_regression", "linear", "random_forest", "lightgbm", "xgboost"]
+    assert train.models.enabled()[-1] == "catboost" and not smoke.models.get("catboost").enabled
     assert {getattr(smoke.models, f).n_trials for f in smoke.models.enabled()} == {2}
 
 
@@ -81,9 +81,9 @@ def test_lower_is_better_metric_resolves_its_direction():
         rmse.for_task("binary")
     resolved = load_config(SMOKE).for_task("regression")
     assert resolved.evaluation.comparison_metric == "r2" and "logistic_regression" not in resolved.families()
-    assert resolved.families() == ["linear", "random_forest", "lightgbm", "xgboost", "catboost"]
-    assert load_config(SMOKE).for_task("binary").families() == ["logistic_regression", "random_forest", "lightgbm",
-                                                                "xgboost", "catboost"]
+    assert resolved.families() == ["linear", "random_forest", "lightgbm", "xgboost"]
+    assert load_config(SMOKE, ["models.catboost.enabled=true"]).for_task("binary").families() == [
+        "logistic_regression", "random_forest", "lightgbm", "xgboost", "catboost"]
 
 
 def test_config_hash_changes_with_content():
