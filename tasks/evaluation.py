@@ -220,8 +220,13 @@ def _build_ensemble(run: EvaluationInputs, logger: Any) -> tuple[Candidate | Non
     return candidate, ensemble
 
 
+def _valid_output(run: EvaluationInputs, model: Any) -> np.ndarray:
+    """A model's validation predictions: a regression's values, else class probabilities."""
+    return model.predict(run.X_valid) if run.info.is_regression else model.predict_proba(run.X_valid)
+
+
 def _valid_metrics(run: EvaluationInputs, model: Any) -> dict[str, float]:
-    return _metrics_of(run, model.predict(run.X_valid) if run.info.is_regression else model.predict_proba(run.X_valid))
+    return _metrics_of(run, _valid_output(run, model))
 
 
 def _greedy_ensemble(run: EvaluationInputs, pipelines: dict[str, Any], logger: Any
@@ -248,7 +253,7 @@ def _greedy_ensemble(run: EvaluationInputs, pipelines: dict[str, Any], logger: A
     outputs = {}
     for name, pipeline in pipelines.items():
         with ev_ml.on_every_core(pipeline):
-            outputs[name] = pipeline.predict(run.X_valid) if info.is_regression else pipeline.predict_proba(run.X_valid)
+            outputs[name] = _valid_output(run, pipeline)
     selection = greedy_selection(outputs, score_on, rounds=ev.ensemble.rounds)
     best = next(iter(outputs))
     if len(selection.weights) < 2:
@@ -258,10 +263,10 @@ def _greedy_ensemble(run: EvaluationInputs, pipelines: dict[str, Any], logger: A
                 else StratifiedKFold(2, shuffle=True, random_state=ev.seed))
     folds = [held for _, held in splitter.split(np.zeros(len(y)), y)]
     crossed = cross_fitted_blend(outputs, score_on, folds, rounds=ev.ensemble.rounds)
-    honest, single = score_on(crossed), score_on(outputs[best])
-    if not honest > single:
+    honest = score_on(crossed)
+    if not honest > selection.single:
         logger.info("ensemble not built: its cross-fitted valid %s %.4f does not beat %s alone (%.4f)", metric,
-                    sign * honest[0], best, sign * single[0])
+                    sign * honest[0], best, sign * selection.single[0])
         return None
     names = list(selection.weights)
     kind = WeightedEnsemble if info.is_regression else WeightedSoftVote

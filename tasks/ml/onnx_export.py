@@ -1,8 +1,8 @@
 """Optional ONNX export of a registered model (`registry.export_onnx: true`; extra `gauntlet[onnx]`).
 
-skl2onnx converts the scikit-learn pipeline, onnxmltools the LightGBM and XGBoost boosters, CatBoost its own
-(numeric inputs only); gauntlet's
-own transformers (column groups, median imputer, infinite-to-missing) get converters of their own.
+skl2onnx converts the scikit-learn pipeline, onnxmltools the LightGBM and XGBoost boosters, CatBoost's own
+converter its models; gauntlet's own transformers (column groups, median imputer, infinite-to-missing) get
+converters of their own.
 What has no converter (category levels as text, date parts, calibrators) is not exported, the reason
 recorded. An export is kept only when onnxruntime agrees with the original on every label and on every
 probability within `PARITY_TOLERANCE`; the figures go into the version's metadata.
@@ -161,8 +161,8 @@ def _register_converters() -> type:
 
 
 def convert_catboost(scope: Any, operator: Any, container: Any) -> None:
-    """CatBoost's own ONNX export (one tree-ensemble node) placed in the pipeline's graph. CatBoost exports
-    only models without categorical features: those with categories are refused with its reason."""
+    """CatBoost's own ONNX export (one tree-ensemble node) placed in the pipeline's graph. It takes no
+    categorical features, which `export` refuses before converting (only numeric inputs are exported)."""
     from catboost.utils import convert_to_onnx_object
     from onnx.helper import get_attribute_value
 
