@@ -327,6 +327,11 @@ class SearchConfig(_Section):
     early_stopping_rounds: int = Field(
         50, ge=1, description="Boosting rounds without validation improvement before stopping."
     )
+    refine_learning_rate: bool = Field(
+        True, description="After a booster's search, fit its best trial again with the learning rate up to 4x "
+        "lower (and up to 4x the rounds, under the 2,000-round cap), early-stopped on valid; kept only when "
+        "better on valid. Skipped when a time limit ended the search.",
+    )
     cv_folds: int = Field(
         0, ge=0, le=20,
         description="0: each trial is scored on the valid split. 2 or more: on K folds of the train "
@@ -460,6 +465,12 @@ class EvaluationConfig(_Section):
     tune_threshold: bool = Field(
         False, description="Binary tasks: pick the decision threshold that maximises the metric on validation."
     )
+    refit_on_train_valid: bool = Field(
+        True, description="Before the test split is read, fit the champion again (each member of an ensemble) "
+        "with its hyperparameters on train+valid, boosting rounds scaled by the rows; that model is the one "
+        "measured on test, gated and registered. Selection, weights, threshold and intervals stay those of the "
+        "train-split fits on valid. Not for calibrated champions or small-data (already train+valid) runs.",
+    )
     bootstrap_resamples: int = Field(
         200, ge=0, le=10_000, description="Bootstrap resamples of the test split for 95% intervals (0: none)."
     )
@@ -543,7 +554,7 @@ class RegistryConfig(_Section):
         False,
         description="Once the gate passes, refit the champion with the same hyperparameters on "
         "train+valid+test and register that as model.pkl; the gated model stays as gated_model.pkl and its "
-        "metrics are the version's. Not for ensembles or calibrated champions.",
+        "metrics are the version's. An ensemble's members are each refitted; not for calibrated champions.",
     )
     export_onnx: bool = Field(
         False,

@@ -33,6 +33,7 @@ from tasks.evaluation import (
     publish_report,
     read_run,
     refit_champion,
+    refit_on_train_valid,
     register_champion,
     score_test_split,
     write_reports,
@@ -71,14 +72,16 @@ def evaluate(
     run = read_run(run_dir, changes)
     champion = choose_champion(run)
     if run.info.is_regression:
-        decision = fit_prediction_interval(run, champion)  # split-conformal, on the validation residuals
+        gated = fit_prediction_interval(run, champion)  # split-conformal, on the validation residuals
     else:
-        decision = calibrate_and_set_threshold(run, champion)
+        gated = calibrate_and_set_threshold(run, champion)
+    measured, decision = refit_on_train_valid(run, champion, gated)  # the model that test measures
     scores = score_test_split(run, decision)
     intervals = bootstrap_test_intervals(run, scores)
     fairness = check_fairness(run, scores)
     gate = apply_gate(run, scores, fairness)
-    explanations = explain_champion(run, champion, decision, scores)
+    explanations = explain_champion(run, champion, gated, scores)  # the train-split fit: valid is held out from it
+    champion = measured
     files = write_reports(run, champion, decision, scores, intervals, fairness, gate, explanations)
 
     passed, registry = gate.decision.passed, run.config.registry

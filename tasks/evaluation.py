@@ -6,6 +6,7 @@ predicted on. Results pass between the steps as typed in-memory values (NO_CACHE
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ class Champion:
     candidate: Candidate
     model: Any  # its fitted pipeline (or the soft-voting ensemble)
     candidates: list[Candidate]  # every competitor, the ensemble included when built
+    train_valid: dict[str, Any] | None = None  # the train+valid refit's record, when `model` is that refit
 
 
 @dataclass(frozen=True)
@@ -330,6 +332,77 @@ def fit_prediction_interval(run: EvaluationInputs, champion: Champion) -> Regres
     return model
 
 
+@task(name="refit_on_train_valid", cache_policy=NO_CACHE)
+def refit_on_train_valid(run: EvaluationInputs, champion: Champion, gated: DecisionModel | RegressionModel
+                         ) -> tuple[Champion, DecisionModel | RegressionModel]:
+    """evaluation.refit_on_train_valid: the champion (each member of an ensemble) fitted again on train+valid
+    with its hyperparameters, keeping the threshold or interval chosen on valid; the test split then measures
+    this model. Returns the champion and decision model as they were when the refit does not apply."""
+    logger, cand = get_run_logger(), champion.candidate
+    if not run.config.evaluation.refit_on_train_valid:
+        return champion, gated
+    reason = _train_valid_refit_problem(champion, gated)
+    if reason:
+        logger.info("no train+valid refit: %s", reason)
+        return champion, gated
+    stopping.check()
+    with monitoring.measure("refit_on_train_valid"):
+        rows = pd.concat([read_parquet(run.paths.split("train")), read_parquet(run.paths.split("valid"))],
+                         ignore_index=True)
+        model, record = _refit_model(run, champion, rows)
+    logger.info("refitted %s on train+valid (%d rows, %.1fs)%s; the test split measures this refit", cand.family,
+                len(rows), record["fit_seconds"], _rounds_note(record))
+    if isinstance(gated, RegressionModel):  # the interval stays the one fitted on the train-split fit's residuals
+        decision = RegressionModel(model, gated.coverage, gated.half_width, gated.calibration_rows, gated.name)
+    else:
+        decision = DecisionModel(model=model, calibrator=None, threshold=gated.threshold, name=gated.name)
+    return Champion(cand, model, champion.candidates, train_valid=record), decision
+
+
+def _train_valid_refit_problem(champion: Champion, gated: DecisionModel | RegressionModel) -> str | None:
+    if "train+valid" in champion.candidate.selection:
+        return "the champion was already fitted on train+valid (small data)"
+    if getattr(gated, "calibrator", None) is not None:
+        return ("its calibration was fitted on valid, which a train+valid refit would have seen: set "
+                "evaluation.calibration: none to refit")
+    return None
+
+
+def _refit_model(run: EvaluationInputs, champion: Champion, rows: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
+    """The champion's model fitted again on `rows` with the same hyperparameters: a family's pipeline, or
+    an ensemble with each member refitted and the same weights. Returns (model, record)."""
+    cand = champion.candidate
+    if cand.family != "ensemble":
+        return _refit_candidate(run, cand, rows)
+    by_family = {c.family: c for c in champion.candidates if c.status == "ok" and c.family != "ensemble"}
+    members, records = [], {}
+    for name in champion.model.names:
+        stopping.check()  # a stop between two members' fits leaves nothing half-made
+        pipeline, records[name] = _refit_candidate(run, by_family[name], rows)
+        members.append(pipeline)
+    model = copy.copy(champion.model)  # same class, names and weights; new members
+    model.members = members
+    return model, {"rows": int(len(rows)), "fit_seconds": round(sum(r["fit_seconds"] for r in records.values()), 3),
+                   "members": records}
+
+
+def _refit_candidate(run: EvaluationInputs, cand: Candidate, rows: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
+    from tasks.search import search_settings
+
+    settings, data_settings = search_settings(run.config, cand.family, run.manifest, os.cpu_count() or 1)
+    train_rows = cand.train_rows or int(run.manifest["splits"]["train"]["rows"])
+    pipeline, record = refit_on_rows(get_family(cand.family), run.info, rows, cand.best_params, settings,
+                                     data_settings, cand.best_iteration, train_rows)
+    return pipeline, record
+
+
+def _rounds_note(record: dict[str, Any]) -> str:
+    parts = [(name, r["boosting_rounds"]) for name, r in record.get("members", {"": record}).items()
+             if r.get("boosting_rounds")]
+    return "".join(f", {name + ' ' if name else ''}{b['refit']} boosting rounds ({b['gated']} x {b['scale']})"
+                   for name, b in parts)
+
+
 @task(name="score_test_split", cache_policy=NO_CACHE)
 def score_test_split(run: EvaluationInputs, decision: DecisionModel | RegressionModel) -> TestScores:
     """The one read of the test split: predicted on, never fitted on."""
@@ -555,6 +628,7 @@ def _card_fields(run: EvaluationInputs, champion: Champion, scores: TestScores, 
         "params": cand.best_params, "registry_root": str(run.config.registry_dir), "calibration": ev.calibration,
         "decision": decision, "target_transform": info.target_transform,
         "fairness": fairness.summaries, "top_features": explanations.top_features,
+        "train_valid_rows": champion.train_valid["rows"] if champion.train_valid else None,
     }
 
 
@@ -606,38 +680,27 @@ def export_onnx(decision: DecisionModel, scores: TestScores) -> tuple[bytes | No
 
 @task(name="refit_champion", cache_policy=NO_CACHE)
 def refit_champion(run: EvaluationInputs, champion: Champion, decision: DecisionModel) -> Production:
-    """registry.refit_on_full_data: the gated pipeline and hyperparameters fitted again on every labelled
-    row (train+valid+test), with the gated threshold; or the gated model with the reason a refit does
-    not apply."""
-    cand, paths, config = champion.candidate, run.paths, run.config
+    """registry.refit_on_full_data: the gated pipeline (each member of an ensemble) and hyperparameters
+    fitted again on every labelled row (train+valid+test), with the gated threshold; or the gated model
+    with the reason a refit does not apply."""
+    cand, paths = champion.candidate, run.paths
     kept = {"refitted": False, "model_file": "model.pkl (the gated model)"}
-    if cand.family == "ensemble":
-        record = {**kept, "reason": "an ensemble's members are not refitted one by one: registered as gated"}
-        return Production(decision, record, {})
     if decision.calibrator is not None:
         record = {**kept, "reason": "the calibration is fitted on held-out rows, and a refit on every row leaves "
                                     "none: registered as gated (or set evaluation.calibration: none)"}
         return Production(decision, record, {})
-    from tasks.search import search_settings
-
     with monitoring.measure("refit") as usage:
-        settings, data_settings = search_settings(config, cand.family, run.manifest, os.cpu_count() or 1)
-        train = read_parquet(paths.split("train"))
-        rows = pd.concat([train, read_parquet(paths.split("valid")), read_parquet(paths.split("test"))],
-                         ignore_index=True)
-        pipeline, record = refit_on_rows(get_family(cand.family), run.info, rows, cand.best_params, settings,
-                                         data_settings, cand.best_iteration, cand.train_rows or len(train))
+        rows = pd.concat([read_parquet(paths.split(name)) for name in ("train", "valid", "test")], ignore_index=True)
+        pipeline, record = _refit_model(run, champion, rows)
     record.update(
         refitted=True, model_file="model.pkl (the refit: the version's production model)",
         gated_model_file="gated_model.pkl",
-        metrics_from="the held-out evaluation of gated_model.pkl, fitted on the train split before the refit: "
-                     "the refitted model has no held-out rows left to be measured on",
+        metrics_from="the held-out evaluation of gated_model.pkl"
+                     + (", fitted on train+valid" if champion.train_valid else ", fitted on the train split")
+                     + " before the refit: the refitted model has no held-out rows left to be measured on",
     )
-    rounds = record.get("boosting_rounds")
     get_run_logger().info("refitted %s on all %d rows%s (%.1fs); the version's metrics are the gated model's",
-                          cand.family, record["rows"],
-                          f", {rounds['refit']} boosting rounds ({rounds['gated']} x {rounds['scale']})"
-                          if rounds else "", record["fit_seconds"])
+                          cand.family, record["rows"], _rounds_note(record), record["fit_seconds"])
     if isinstance(decision, RegressionModel):  # the interval stays the gated model's (no held-out rows are left)
         production = RegressionModel(pipeline, decision.coverage, decision.half_width, decision.calibration_rows,
                                      decision.name)
@@ -683,6 +746,7 @@ def register_champion(run: EvaluationInputs, champion: Champion, decision: Decis
                         "input_schema": schema_metadata(scores.X_test, info, run.config.data.na_values),
                         "packages": manifest["packages"], "tracking_key": cand.tracking_key,
                         **({"onnx": onnx[1]} if onnx is not None else {}), **({"refit": refit} if refit else {}),
+                        **({"train_valid_refit": champion.train_valid} if champion.train_valid else {}),
                     })
             except (registry.IdenticalModel, registry.AliasMoved) as same:  # adds nothing; the champion stays
                 note = str(same)

@@ -385,6 +385,9 @@ def model_card(f: dict[str, Any]) -> str:
     blend = ("\n- Ensemble weights (greedy selection on validation): " + ", ".join(
         f"{name} {weight:.2f}" for name, weight in sorted(weights.items(), key=lambda item: -item[1]))
         if weights else "")
+    if f.get("train_valid_rows"):
+        blend += (f"\n- Measured and registered: the same hyperparameters{' and weights' if weights else ''} fitted "
+                  f"again on train+valid ({f['train_valid_rows']} rows) before the test split was read")
     return f"""# {f['model_name']} version {{version}}
 
 - Family: **{f['family']}**, chosen on validation {f['metric']} = {_fmt(f['valid_value'])}{blend}

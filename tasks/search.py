@@ -236,9 +236,11 @@ def search_hyperparameters(job: FamilySearch, data: PreparedData) -> Candidate:
             if job.cores is not None:
                 job.cores.end(family)  # no more trials here: the others' next trials take these cores
         candidate = _save_best(job, data, study, kept, tracker, _stopped(job, study, limits))
-        logger.info("[%s] best %s=%.4f (trial %d, %s in %.2fs)", family, settings.metric, study.best_value,
-                    study.best_trial.number, "refitted" if candidate.refitted else "model kept from the trial",
-                    candidate.fit_seconds)
+        refined = candidate.candidate.refined
+        logger.info("[%s] best %s=%.4f (trial %d%s, %s in %.2fs)", family, settings.metric,
+                    candidate.candidate.valid_metrics.get(settings.metric, study.best_value), study.best_trial.number,
+                    f" at learning rate {refined['learning_rate']:.4g}" if refined else "",
+                    "refitted" if candidate.refitted else "model kept from the trial", candidate.fit_seconds)
         resources = monitoring.stop(job.usage)
         tracker.log_metrics({f"stage_{k}": v for k, v in resources.items() if isinstance(v, int | float)})
         tracker.end()
@@ -314,14 +316,18 @@ def _save_best(job: FamilySearch, data: PreparedData, study: optuna.Study, kept:
     """The best trial's pipeline and the trials table saved in the run, and logged to the tracker."""
     family, settings, paths = job.family, job.settings, job.paths
     best = study.best_trial
-    pipeline, fit_info, fit_seconds, refitted, valid_metrics = best_pipeline(job.spec, data, study, kept, settings)
+    refine = job.config.search.refine_learning_rate and stopped is None  # a time limit leaves no time for it
+    pipeline, fit_info, fit_seconds, refitted, valid_metrics = best_pipeline(job.spec, data, study, kept, settings,
+                                                                             refine=refine)
+    refined = fit_info.pop("refined", None)
+    params = {**best.params, "learning_rate": refined["learning_rate"]} if refined else best.params
     model_path = paths.candidates / f"{family}.pkl"
     sha = save_pipeline(pipeline, model_path)
     table = trials_table(study)
     table.to_csv(paths.candidates / f"{family}_trials.csv", index=False)
     states = [t.state for t in study.trials]
     candidate = Candidate(
-        family=family, metric=settings.metric, best_params=best.params, valid_metrics=valid_metrics,
+        family=family, metric=settings.metric, best_params=params, valid_metrics=valid_metrics, refined=refined,
         n_trials=len(states), n_complete=states.count(optuna.trial.TrialState.COMPLETE),
         n_pruned=states.count(optuna.trial.TrialState.PRUNED), best_trial=best.number,
         best_iteration=fit_info.get("best_iteration"), fit_seconds=round(fit_seconds, 3),
@@ -329,7 +335,7 @@ def _save_best(job: FamilySearch, data: PreparedData, study: optuna.Study, kept:
         pipeline_sha256=sha, study_name=settings.study_name, tracking_key=tracker.key, selection=data.description,
         train_rows=data.n_train_rows, train_rows_fitted=int(len(data.y_train)), stopped=stopped,
     )
-    tracker.log_params({f"best_{k}": v for k, v in best.params.items()})
+    tracker.log_params({f"best_{k}": v for k, v in params.items()})
     tracker.log_metrics({f"best_valid_{k}": v for k, v in valid_metrics.items()})
     tracker.log_other("best_trial", best.number)
     tracker.log_table("trials.csv", table)

@@ -59,6 +59,7 @@ class FamilySpec:
     # Encodes categories itself whatever preprocessing.categorical.encoding says (CatBoost's ordered target
     # statistics are the reason to search it); SMOTE, which interpolates numbers, still gets onehot.
     own_categories: bool = False
+    max_rounds: int | None = None  # a booster's round cap (early stopping ends most fits well before it)
 
     def takes_categories(self, encoding: str, imbalance: str = "none") -> bool:
         """Whether its preprocessing hands it pandas category columns (native) rather than numbers."""
@@ -69,6 +70,8 @@ class FamilySpec:
     def fit_model(self, estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) -> dict[str, Any]:
         return (self.fit or _plain_fit)(estimator, X, y, ctx)
 
+
+MAX_ROUNDS = 2000  # boosters' round cap: early stopping on valid ends the fits
 
 # Boosting rounds at which the pruner is asked: 10, 20, 40, 80, 160... Each report is a storage
 # write and a read of the other trials (about 15 ms on a journal file, 50 ms on PostgreSQL): every
@@ -208,7 +211,7 @@ def _make_lightgbm(params: dict[str, Any], seed: int, n_jobs: int, n_classes: in
     # deterministic + a fixed histogram layout: the same data and seed give the same model, whatever
     # the thread count and timing (LightGBM otherwise picks row/col-wise by a timing test).
     return (LGBMClassifier if n_classes else LGBMRegressor)(
-        n_estimators=2000, subsample_freq=1, random_state=seed, n_jobs=n_jobs, verbose=-1,
+        n_estimators=MAX_ROUNDS, subsample_freq=1, random_state=seed, n_jobs=n_jobs, verbose=-1,
         deterministic=True, force_col_wise=True, **params,
     )
 
@@ -245,7 +248,7 @@ def _make_xgboost(params: dict[str, Any], seed: int, n_jobs: int, n_classes: int
 
     params = {k: v for k, v in params.items() if k != "class_weight"}  # applied by _fit_xgboost
     return (XGBClassifier if n_classes else XGBRegressor)(
-        n_estimators=2000,
+        n_estimators=MAX_ROUNDS,
         tree_method="hist",
         enable_categorical=True,  # pandas category columns (encoding native); no effect on arrays
         eval_metric=_xgb_metric(n_classes),
@@ -399,7 +402,7 @@ def _make_catboost(params: dict[str, Any], seed: int, n_jobs: int, n_classes: in
     loss = _catboost_loss(n_classes)
     # allow_writing_files=False: CatBoost otherwise writes catboost_info/ into the working directory.
     return (CatBoostClassifier if n_classes else CatBoostRegressor)(
-        iterations=2000, loss_function=loss, eval_metric=loss, random_seed=seed, thread_count=n_jobs or -1,
+        iterations=MAX_ROUNDS, loss_function=loss, eval_metric=loss, random_seed=seed, thread_count=n_jobs or -1,
         verbose=False, allow_writing_files=False, **params,
     )
 
@@ -502,13 +505,15 @@ register_family(FamilySpec("random_forest", False, False, SEARCH_SPACES["random_
                            _fit_random_forest, cost=4.0, tasks=ALL_TASKS, defaults=DEFAULTS["random_forest"],
                            parallel_trials=False))
 register_family(FamilySpec("lightgbm", False, True, SEARCH_SPACES["lightgbm"], _make_lightgbm, _fit_lightgbm,
-                           cost=1.5, tasks=ALL_TASKS, defaults=DEFAULTS["lightgbm"], reports_loss=True))
+                           cost=1.5, tasks=ALL_TASKS, defaults=DEFAULTS["lightgbm"], reports_loss=True,
+                           max_rounds=MAX_ROUNDS))
 register_family(FamilySpec("xgboost", False, True, SEARCH_SPACES["xgboost"], _make_xgboost, _fit_xgboost, cost=2.0,
-                           tasks=ALL_TASKS, defaults=DEFAULTS["xgboost"], reports_loss=True))
+                           tasks=ALL_TASKS, defaults=DEFAULTS["xgboost"], reports_loss=True,
+                           max_rounds=MAX_ROUNDS))
 # A CatBoost round costs 10-50x a LightGBM one on categorical tables (ordered target statistics per level).
 register_family(FamilySpec("catboost", False, True, SEARCH_SPACES["catboost"], _make_catboost, _fit_catboost,
                            cost=6.0, tasks=ALL_TASKS, defaults=DEFAULTS["catboost"], reports_loss=True,
-                           own_categories=True))
+                           own_categories=True, max_rounds=MAX_ROUNDS))
 
 
 def get_family(name: str) -> FamilySpec:

@@ -37,6 +37,9 @@ class Candidate(BaseModel):
     reused_from: str | None = None  # the earlier run whose identical finished search this reuses
     train_rows_fitted: int | None = None  # after resampling (more with smote/random_over, fewer with random_under)
     stopped: str | None = None  # a time limit ended the search early: "stopped: time budget, 10/50 trials"
+    # The best trial fitted again at a lower learning rate, kept as better on valid: both rates, both rounds,
+    # both validation scores (search.refine_learning_rate).
+    refined: dict[str, Any] | None = None
 
     @classmethod
     def failed(cls, family: str, error: str, **extra: Any) -> Candidate:

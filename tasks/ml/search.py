@@ -910,7 +910,7 @@ def wait_for_other_workers(
 
 def best_pipeline(
     spec: FamilySpec, data: PreparedData, study: optuna.Study, kept: BestModel | None,
-    settings: SearchSettings,
+    settings: SearchSettings, refine: bool = False,
 ) -> tuple[Pipeline, dict[str, Any], float, bool, dict[str, float]]:
     """The study's best model as a Pipeline on raw columns:
     (pipeline, fit info, fit seconds, refitted, validation metrics that rank it against other families).
@@ -920,6 +920,8 @@ def best_pipeline(
     trial's. cv: refitted on train, early-stopped on valid, and scored on the valid split.
     repeated_cv: refitted on train+valid with the folds' mean boosting rounds; its metrics are the
     cross-validated ones.
+    `refine`: a booster is fitted once more at a lower learning rate (refine_learning_rate); fit info's
+    `refined` says when that fit was kept.
     """
     best = study.best_trial
     if kept is not None and kept.trial == best.number and data.mode == "holdout":
@@ -936,10 +938,61 @@ def best_pipeline(
         valid_metrics = {k: float(v) for k, v in best.user_attrs.items()
                          if isinstance(v, int | float) and k not in TRIAL_FACTS}
     info = {k: v for k, v in info.items() if not k.startswith("_")}
+    if refine and data.mode != "repeated_cv":
+        start = time.perf_counter()
+        allowance = REFINE_COST_SHARE * len(study.get_trials(deepcopy=False, states=FINISHED))
+        refined = refine_learning_rate(spec, data, best.params, info, valid_metrics, settings, allowance)
+        if refined is not None:
+            estimator, info, valid_metrics = refined
+            seconds, refitted = time.perf_counter() - start, True
     if data.target_transform != "none":  # the pipeline predicts on the target's own scale
         estimator = TargetTransformed(estimator, data.target_transform)
     pipeline = Pipeline([("preprocess", data.preprocessor), ("model", estimator)])
     return pipeline, info, seconds, refitted, valid_metrics
+
+
+# A booster's best trial is fitted again with its learning rate divided by up to this, as long as the
+# rounds it should then take stay under REFINE_ROUNDS_SHARE of the round cap: the search's pruner favours
+# fast, high-rate trials (it compares trials at equal rounds), and a lower rate with proportionally more
+# rounds generalises better (on adult, LightGBM's test AUC went 0.9253 -> 0.9275 at a quarter of the rate).
+REFINE_MAX_FACTOR = 4.0
+REFINE_MIN_FACTOR = 1.5
+REFINE_ROUNDS_SHARE = 0.8
+# and its fit, about `factor` trials' worth, costs at most this share of the trials run (counted, not timed, so
+# that a seed gives the same result on any machine): no refinement under 5 trials, the full 4x from 14.
+REFINE_COST_SHARE = 0.3
+
+
+def refine_learning_rate(
+    spec: FamilySpec, data: PreparedData, params: dict[str, Any], info: dict[str, Any],
+    valid_metrics: dict[str, float], settings: SearchSettings, max_factor: float = REFINE_MAX_FACTOR,
+) -> tuple[Any, dict[str, Any], dict[str, float]] | None:
+    """The best trial's parameters at a lower learning rate, early-stopped on valid: (estimator, fit info
+    with `refined`, validation metrics) when that fit is better on the valid split than the trial's; else None.
+    `max_factor`: the most the rate may be divided by (what the fit may cost, in best-trial fits)."""
+    rounds, rate = info.get("best_iteration"), params.get("learning_rate")
+    cap = spec.max_rounds
+    if not spec.reports_loss or not rounds or not rate or not cap:
+        return None
+    factor = min(REFINE_MAX_FACTOR, max_factor, REFINE_ROUNDS_SHARE * cap / rounds)
+    if factor < REFINE_MIN_FACTOR:
+        return None  # near the round cap (a lower rate could not finish), or a cost out of proportion
+    lower = {**params, "learning_rate": rate / factor}
+    estimator, new_info = fit_estimator(spec, data, lower, settings, trial=None)
+    new_metrics = _score(estimator, data.X_valid, data.y_valid, data.n_classes, settings, data.target_transform)
+    sign = 1.0 if settings.direction == "maximize" else -1.0
+    if not sign * new_metrics[settings.metric] > sign * valid_metrics[settings.metric]:
+        log.info("%s: learning rate %.4g kept; %.4g gave valid %s %.4f against %.4f", spec.name, rate,
+                 rate / factor, settings.metric, new_metrics[settings.metric], valid_metrics[settings.metric])
+        return None
+    new_info = {k: v for k, v in new_info.items() if not k.startswith("_")}
+    new_info["refined"] = {"learning_rate": rate / factor, "from_learning_rate": rate, "from_rounds": int(rounds),
+                           "rounds": int(new_info.get("best_iteration") or 0), "metric": settings.metric,
+                           "valid": [valid_metrics[settings.metric], new_metrics[settings.metric]]}
+    log.info("%s: learning rate %.4g -> %.4g (%d -> %d rounds): valid %s %.4f -> %.4f", spec.name, rate,
+             rate / factor, rounds, new_info["refined"]["rounds"], settings.metric, valid_metrics[settings.metric],
+             new_metrics[settings.metric])
+    return estimator, new_info, new_metrics
 
 
 def refit_on_rows(

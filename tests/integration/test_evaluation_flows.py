@@ -221,6 +221,18 @@ def test_the_greedy_ensemble_wins_where_it_helps_and_records_its_weights(tmp_pat
     card = (tmp_path / "registry" / "mix-y" / str(report.registry_version) / "MODEL_CARD.md").read_text()
     assert "Ensemble weights (greedy selection on validation): " in card
     assert all(f"{f} {w:.2f}" in card for f, w in weights.items())
+    # Measured and registered: each member refitted on train+valid, with the weights chosen on valid.
+    refit = registry.read_metadata(tmp_path / "registry", "mix-y", report.registry_version)["train_valid_refit"]
+    assert refit["rows"] == 2400 and set(refit["members"]) == set(weights) == set(model.pipeline.model.names)
+    blend = model.pipeline.model
+    assert np.allclose(blend.weights, [weights[n] for n in blend.names], atol=1e-3)
+    test = pd.read_parquet(Path(report.run_dir) / "splits" / "test.parquet")
+    seen = pd.read_csv(Path(report.run_dir) / "reports" / "test_predictions.csv")
+    assert np.allclose(model.predict_proba(test).to_numpy(), seen[["proba_0", "proba_1"]].to_numpy())
+    from tasks.modeling import load_pipeline
+
+    searched = load_pipeline(ensemble.pipeline_path, ensemble.pipeline_sha256)  # the members fitted on train
+    assert not np.allclose(searched.predict_proba(test[model.features]), seen[["proba_0", "proba_1"]].to_numpy())
 
 
 def test_the_greedy_ensemble_is_not_chosen_where_one_family_is_best_alone(tmp_path):

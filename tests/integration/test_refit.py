@@ -42,8 +42,14 @@ def test_refit_registers_a_model_fitted_on_every_row_with_the_gated_hyperparamet
     champion = next(c for c in report.candidates if c.family == "lightgbm")
     assert refit["params"] == champion.best_params
     rounds = refit["boosting_rounds"]
-    assert rounds["gated"] == champion.best_iteration and gated_model.best_iteration_ == champion.best_iteration
+    assert rounds["gated"] == champion.best_iteration
     assert prod_model.n_estimators == rounds["refit"] == round(champion.best_iteration * 569 / refit["gated_rows"])
+    # The gated model: the same hyperparameters refitted on train+valid before the test split was read.
+    measured = meta["train_valid_refit"]
+    assert measured["rows"] == 569 - len(pd.read_parquet(Path(report.run_dir) / "splits" / "test.parquet"))
+    assert gated_model.n_estimators == measured["boosting_rounds"]["refit"] == round(
+        champion.best_iteration * measured["rows"] / refit["gated_rows"])
+    assert "fitted on train+valid before the refit" in refit["metrics_from"]
     assert production.pipeline.threshold == gated.pipeline.threshold
     # The gated model is the one the evaluation measured, byte for byte in behaviour.
     test = pd.read_parquet(Path(report.run_dir) / "splits" / "test.parquet")
@@ -54,16 +60,33 @@ def test_refit_registers_a_model_fitted_on_every_row_with_the_gated_hyperparamet
     assert registry.verify(root) == []
 
 
-def test_without_refit_the_registered_model_is_the_gated_one(tmp_path):
+@pytest.mark.parametrize("train_valid", [True, False])
+def test_without_refit_the_registered_model_is_the_measured_one(tmp_path, train_valid):
+    """The registered model is the one the test split measured: by default the champion refitted on
+    train+valid before that read; with evaluation.refit_on_train_valid off, the search's own train-split fit."""
     from flows.train import train
+    from tasks.modeling import load_pipeline
 
-    report = train(params=smoke_params(tmp_path, **ONLY, **{"models.lightgbm.enabled": False}))
+    report = train(params=smoke_params(tmp_path, **ONLY, **{"models.lightgbm.enabled": False,
+                                                            "evaluation.refit_on_train_valid": train_valid}))
     root = tmp_path / "registry"
     meta = registry.read_metadata(root, MODEL, report.registry_version)
     assert "refit" not in meta and not (root / MODEL / str(report.registry_version) / "gated_model.pkl").exists()
-    test = pd.read_parquet(Path(report.run_dir) / "splits" / "test.parquet")
+    splits = Path(report.run_dir) / "splits"
+    test = pd.read_parquet(splits / "test.parquet")
     seen = pd.read_csv(Path(report.run_dir) / "reports" / "test_predictions.csv")
-    assert list(registry.load_model(root, MODEL).predict(test)) == seen["predicted"].tolist()
+    model = registry.load_model(root, MODEL)
+    assert list(model.predict(test)) == seen["predicted"].tolist()
+    champion = next(c for c in report.candidates if c.family == report.champion)
+    searched = load_pipeline(champion.pipeline_path, champion.pipeline_sha256).predict_proba(test[model.features])
+    same = np.allclose(model.predict_proba(test).to_numpy(), searched)
+    if train_valid:
+        rows = sum(len(pd.read_parquet(splits / f"{s}.parquet")) for s in ("train", "valid"))
+        assert meta["train_valid_refit"]["rows"] == rows and not same  # more rows, another fit
+        card = (root / MODEL / str(report.registry_version) / "MODEL_CARD.md").read_text()
+        assert f"fitted again on train+valid ({rows} rows) before the test split was read" in card
+    else:
+        assert "train_valid_refit" not in meta and same
 
 
 def test_a_calibrated_champion_is_registered_as_gated_with_the_reason(tmp_path):

@@ -615,3 +615,59 @@ def test_a_five_trial_search_prunes_once_two_trials_completed():
     behind.report(0.45, 20)
     assert study.pruner.prune(study, study.get_trials(deepcopy=False)[-1])
     assert not make_pruner("median", min_resource=20, n_trials=20).prune(study, study.get_trials(deepcopy=False)[-1])
+
+
+
+@pytest.fixture(scope="module")
+def noisy_regression():
+    """2,000 rows of a smooth signal under noise: a 0.3 learning rate overfits it within 50 rounds."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 5))
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(5)])
+    frame["y"] = np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2] + rng.normal(scale=0.5, size=2000)
+    info = validate_dataset(frame, "y")
+    return info, split_dataset(frame, info, seed=0)
+
+
+def test_a_lower_learning_rate_is_kept_only_when_better_on_valid(noisy_regression):
+    from tasks.ml.search import _score, refine_learning_rate
+
+    info, parts = noisy_regression
+    spec = get_family("lightgbm")
+    data = prepare_data(spec, info, parts["train"], parts["valid"])
+    settings = SearchSettings(metric="rmse", direction="minimize", n_trials=1, early_stopping_rounds=20)
+    params = {**REGRESSION_FIXED["lightgbm"], "learning_rate": 0.3}
+    estimator, fit_info = fit_estimator(spec, data, params, settings)
+    before = _score(estimator, data.X_valid, data.y_valid, 0, settings)
+    refined = refine_learning_rate(spec, data, params, fit_info, before, settings)
+    assert refined is not None
+    model, info_after, after = refined
+    record = info_after["refined"]
+    assert record["learning_rate"] == pytest.approx(0.075) and record["from_learning_rate"] == 0.3
+    assert after["rmse"] < before["rmse"] and record["valid"] == [before["rmse"], after["rmse"]]
+    assert model.learning_rate == pytest.approx(0.075) and record["rounds"] == info_after["best_iteration"] > 0
+    assert record["rounds"] > fit_info["best_iteration"]
+    # Not kept when it is not better, nor tried where the factor would be under 1.5.
+    assert refine_learning_rate(spec, data, params, fit_info, {"rmse": 0.0}, settings) is None
+    assert refine_learning_rate(spec, data, params, fit_info, before, settings, max_factor=1.2) is None
+    assert refine_learning_rate(spec, data, params, {"best_iteration": 1900}, before, settings) is None
+    assert refine_learning_rate(get_family("random_forest"), data, REGRESSION_FIXED["random_forest"], {}, before,
+                                settings) is None
+
+
+@pytest.mark.parametrize("n_trials", [4, 8])
+def test_best_pipeline_refines_a_booster_after_enough_trials(noisy_regression, n_trials):
+    """Under 5 trials the refinement (about factor trials' worth of fitting) is not tried; from 5 it is."""
+    info, parts = noisy_regression
+    spec = get_family("xgboost")
+    data = prepare_data(spec, info, parts["train"], parts["valid"])
+    settings = SearchSettings(metric="rmse", direction="minimize", n_trials=n_trials, early_stopping_rounds=20)
+    study, kept = run_study(spec, data, settings)
+    pipeline, fit_info, _, refitted, valid_metrics = best_pipeline(spec, data, study, kept, settings, refine=True)
+    record = fit_info.get("refined")
+    if n_trials < 5:
+        assert record is None and not refitted and valid_metrics["rmse"] == pytest.approx(study.best_value)
+    else:
+        assert refitted and valid_metrics["rmse"] < study.best_value == record["valid"][0]
+        assert pipeline.named_steps["model"].learning_rate == pytest.approx(record["learning_rate"])
+        assert record["from_learning_rate"] == study.best_params["learning_rate"] > record["learning_rate"]
