@@ -153,6 +153,9 @@ class DatetimeFeatures(TransformerMixin, BaseEstimator):
 
     PARTS = ("year", "month", "day", "day_of_week", "day_of_year")
 
+    def __init__(self, reserved: tuple[str, ...] = ()) -> None:
+        self.reserved = reserved  # the table's other column names, which the parts' names must not repeat
+
     @staticmethod
     def _as_datetime(series: pd.Series) -> pd.Series:
         return as_datetimes(series)[0]  # offsets -> UTC; unparseable -> missing (scoring refuses them first)
@@ -178,9 +181,19 @@ class DatetimeFeatures(TransformerMixin, BaseEstimator):
         return np.column_stack(columns) if columns else np.empty((len(X), 0))
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return np.asarray(
-            [f"{c}_{part}" for c in self.feature_names_in_ for part in self.parts_[str(c)]], dtype=object
-        )
+        """`<column>_<part>`; where the table already has that name (hotel_bookings' arrival_date_year beside
+        arrival_date), `<column>__<part>`, so that named outputs (CatBoost's, pandas') stay unique."""
+        taken = {str(c) for c in getattr(self, "reserved", ())}
+        names = []
+        for c in self.feature_names_in_:
+            for part in self.parts_[str(c)]:
+                name, sep = f"{c}_{part}", "_"
+                while name in taken:
+                    sep += "_"
+                    name = f"{c}{sep}{part}"
+                taken.add(name)
+                names.append(name)
+        return np.asarray(names, dtype=object)
 
 
 FLOATS = (np.float64, np.float32)  # float32 stays float32; other numbers become float64
@@ -389,7 +402,8 @@ def build_preprocessor(
     if numeric:
         transformers.append(("numeric", Pipeline(numeric_steps), numeric))
     if datetime:
-        date_steps: list[tuple[str, Any]] = [("expand", DatetimeFeatures()), ("impute", _imputer(options, False))]
+        expand = DatetimeFeatures(reserved=tuple(map(str, [*numeric, *categorical])))
+        date_steps: list[tuple[str, Any]] = [("expand", expand), ("impute", _imputer(options, False))]
         if scale:
             date_steps.append(("scale", StandardScaler()))
         transformers.append(("datetime", Pipeline(date_steps), datetime))

@@ -149,6 +149,19 @@ def test_numbers_dates_infinities_and_missing_indicators():
     assert DatetimeFeatures().fit(X[["when"]].iloc[1:2]).parts_["when"][-1] == "day_of_year"  # no hour: all midnight
 
 
+def test_a_date_part_never_repeats_a_column_the_table_already_has():
+    """hotel_bookings has arrival_date and arrival_date_year: CatBoost refuses a table with one name twice."""
+    X = pd.DataFrame({"arrival_date": pd.to_datetime(["2016-01-03", "2017-05-20", "2015-07-01"]),
+                      "arrival_date_year": [2016, 2017, 2015], "hotel": ["a", "b", "a"]})
+    pre = build_preprocessor(["arrival_date_year"], ["hotel"], scale=False, datetime=["arrival_date"],
+                             native=True).fit(X)
+    out = pre.transform(X)
+    names = list(pre.get_feature_names_out())
+    assert len(set(names)) == len(names) == out.shape[1] and list(out.columns) == names
+    assert "arrival_date__year" in names and "arrival_date_month" in names
+    assert out["arrival_date__year"].tolist() == out["arrival_date_year"].tolist() == [2016, 2017, 2015]
+
+
 def test_resampling_changes_training_rows_only(shop):
     _, info, parts = shop
     spec = get_family("logistic_regression")
