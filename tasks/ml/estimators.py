@@ -127,6 +127,10 @@ def _plain_fit(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) ->
 # tree barely change the forest's accuracy but grow its time linearly: 600k training rows would
 # take minutes per trial. Tables under this size are untouched.
 RF_MAX_ROWS_PER_TREE = 100_000
+# Rows a tree's bootstrap draws at most (times the searched max_samples share). On a 30k-row table the
+# forest was the search's long pole (44 s of 45 s); a forest of 10k-row trees is about as accurate there
+# (it rarely wins or weighs in the ensemble) at a fraction of the time (bench/README.md, issue 31).
+RF_ROWS_PER_TREE = 10_000
 
 # Bytes a fitted forest may take on those large tables. A tree grown on 100k rows has up to tens of
 # thousands of leaves (about 80 bytes a node, two nodes a leaf): 300 such trees would hold 1.5 GB,
@@ -153,8 +157,8 @@ def _fit_random_forest(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitCon
         cap = rf_leaf_cap(estimator.n_estimators, ctx.n_classes)
         if estimator.max_leaf_nodes is None or estimator.max_leaf_nodes > cap:
             estimator.set_params(max_leaf_nodes=cap)
-        if estimator.bootstrap:  # the searched share, of the rows a tree may hold at most
-            estimator.set_params(max_samples=(estimator.max_samples or 1.0) * RF_MAX_ROWS_PER_TREE / len(y))
+    if len(y) > RF_ROWS_PER_TREE and estimator.bootstrap:  # the searched share, of the rows a tree may draw at most
+        estimator.set_params(max_samples=(estimator.max_samples or 1.0) * RF_ROWS_PER_TREE / len(y))
     trees = estimator.n_estimators
     steps = [n for n in RF_REPORT_TREES if n < trees] if ctx.trial is not None and ctx.score is not None else []
     with warnings.catch_warnings():

@@ -292,15 +292,15 @@ def test_random_forest_trees_grow_on_a_capped_bootstrap_sample_on_large_tables(m
 
     X, y = np.random.default_rng(0).normal(size=(400, 3)), np.arange(400) % 2
     spec = get_family("random_forest")
-    monkeypatch.setattr(estimators, "RF_MAX_ROWS_PER_TREE", 100)
+    monkeypatch.setattr(estimators, "RF_ROWS_PER_TREE", 100)
     model = spec.make({"n_estimators": 5}, 0, 1, 2)
     spec.fit(model, X, y, estimators.FitContext(None, None, 2))
     assert model.max_samples == 0.25  # 100 of 400 rows per tree
-    monkeypatch.setattr(estimators, "RF_MAX_ROWS_PER_TREE", 1000)
+    monkeypatch.setattr(estimators, "RF_ROWS_PER_TREE", 1000)
     model = spec.make({"n_estimators": 5}, 0, 1, 2)
     spec.fit(model, X, y, estimators.FitContext(None, None, 2))
     assert model.max_samples is None  # small tables: every tree sees a full bootstrap sample
-    monkeypatch.setattr(estimators, "RF_MAX_ROWS_PER_TREE", 100)
+    monkeypatch.setattr(estimators, "RF_ROWS_PER_TREE", 100)
     model = spec.make({"n_estimators": 5, "max_samples": 0.5}, 0, 1, 2)
     spec.fit(model, X, y, estimators.FitContext(None, None, 2))
     assert model.max_samples == 0.125  # the searched half, of the 100 rows a tree may hold
