@@ -417,8 +417,9 @@ class EnsembleConfig(_Section):
     method: Literal["greedy", "vote"] = Field(
         "greedy", description="greedy: greedy ensemble selection with replacement over every candidate's "
         "validation predictions (Caruana et al. 2004, as AutoGluon's WeightedEnsemble), weights from the picks; "
-        "it competes only when it has 2+ members and beats the best single candidate on valid. vote: the "
-        "plain mean of the top_k candidates (soft voting).",
+        "it competes only when it has 2+ members and beats the best single candidate on valid. With "
+        "search.cv_folds (or in small-data runs) the weights are chosen on out-of-fold predictions instead. "
+        "vote: the plain mean of the top_k candidates (soft voting).",
     )
     rounds: int = Field(25, ge=1, le=1000, description="greedy: picks (with replacement) that set the weights.")
     top_k: int = Field(3, ge=2, le=5, description="vote: candidates (best validation metric first) in the ensemble.")

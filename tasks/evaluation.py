@@ -186,9 +186,10 @@ def _build_ensemble(run: EvaluationInputs, logger: Any) -> tuple[Candidate | Non
     """The ensemble of the candidates (greedy selection, or soft voting over the top k), scored on valid."""
     ev = run.config.evaluation
     ok = [c for c in run.candidates if c.status == "ok"]
-    if any("train+valid" in c.selection for c in ok):
+    oof = _out_of_fold_outputs(run, ok) if ev.ensemble.method == "greedy" else None
+    if oof is None and any("train+valid" in c.selection for c in ok):
         logger.warning("ensemble skipped: the candidates were fitted on train+valid (small data), so the "
-                       "valid split cannot score their ensemble")
+                       "valid split cannot score their ensemble (method greedy weighs them out of fold)")
         return None, None
     ok.sort(key=lambda c: c.valid_metrics[ev.comparison_metric], reverse=ev.resolved_direction == "maximize")
     members = ok if ev.ensemble.method == "greedy" else ok[: ev.ensemble.top_k]
@@ -197,7 +198,7 @@ def _build_ensemble(run: EvaluationInputs, logger: Any) -> tuple[Candidate | Non
         return None, None
     pipelines = {c.family: load_pipeline(c.pipeline_path, c.pipeline_sha256) for c in members}
     if ev.ensemble.method == "greedy":
-        built = _greedy_ensemble(run, pipelines, logger)
+        built = _greedy_ensemble(run, pipelines, logger, oof)
         if built is None:
             return None, None
         ensemble, params, valid_metrics = built
@@ -214,12 +215,43 @@ def _build_ensemble(run: EvaluationInputs, logger: Any) -> tuple[Candidate | Non
     chosen = [c for c in members if c.family in ensemble.names]
     candidate = Candidate(
         family="ensemble", metric=ev.comparison_metric, best_params=params, valid_metrics=valid_metrics,
-        pipeline_path=str(path), pipeline_sha256=sha, selection="the valid split",
+        pipeline_path=str(path), pipeline_sha256=sha,
+        selection=_ensemble_selection(oof[2] if oof else None),
         search_seconds=round(sum(c.search_seconds for c in chosen), 3),
     )
     logger.info("ensemble of %s: valid %s %.4f", ensemble.describe() if hasattr(ensemble, "describe")
                 else ensemble.names, ev.comparison_metric, valid_metrics[ev.comparison_metric])
     return candidate, ensemble
+
+
+def _ensemble_selection(oof_rows: str | None) -> str:
+    """What the ensemble's validation metrics were measured on (Candidate.selection)."""
+    if oof_rows == "train":
+        return "the valid split; weights from out-of-fold predictions on train"
+    return f"out-of-fold predictions on {oof_rows}" if oof_rows else "the valid split"
+
+
+def _out_of_fold_outputs(run: EvaluationInputs, candidates: list[Candidate]
+                         ) -> tuple[dict[str, np.ndarray], np.ndarray, str] | None:
+    """CV runs: every candidate's out-of-fold predictions on the rows all of them share, those rows' target,
+    and which rows they are (train, or train+valid); None when a candidate has none (a holdout run)."""
+    kinds = {c.oof_rows for c in candidates}
+    if not candidates or len(kinds) != 1 or None in kinds or not all(Path(c.oof_path or "").is_file()
+                                                                    for c in candidates):
+        return None
+    (kind,) = kinds
+    parts = [read_parquet(run.paths.split("train"))] + ([read_parquet(run.paths.split("valid"))]
+                                                        if kind == "train+valid" else [])
+    _, y = features_and_target(pd.concat(parts, ignore_index=True), run.info)
+    loaded = {}
+    for c in candidates:
+        with np.load(c.oof_path) as saved:
+            loaded[c.family] = {"rows": saved["rows"], "predictions": saved["predictions"]}
+    common = loaded[candidates[0].family]["rows"]
+    for data in loaded.values():
+        common = np.intersect1d(common, data["rows"])
+    outputs = {name: data["predictions"][np.searchsorted(data["rows"], common)] for name, data in loaded.items()}
+    return outputs, np.asarray(y)[common], kind
 
 
 def _valid_output(run: EvaluationInputs, model: Any) -> np.ndarray:
@@ -231,10 +263,15 @@ def _valid_metrics(run: EvaluationInputs, model: Any) -> dict[str, float]:
     return _metrics_of(run, _valid_output(run, model))
 
 
-def _greedy_ensemble(run: EvaluationInputs, pipelines: dict[str, Any], logger: Any
+SMALL_VALID_ROWS = 1000  # fewer validation rows than this: the log suggests out-of-fold weights
+
+
+def _greedy_ensemble(run: EvaluationInputs, pipelines: dict[str, Any], logger: Any,
+                     oof: tuple[dict[str, np.ndarray], np.ndarray, str] | None = None,
                      ) -> tuple[Any, dict[str, Any], dict[str, float]] | None:
-    """Greedy selection over the candidates' validation predictions: (ensemble, its record, its cross-fitted
-    validation metrics), or None when it has one member or does not beat the best single candidate."""
+    """Greedy selection over the candidates' validation predictions (`oof`: their out-of-fold predictions,
+    target and rows instead): (ensemble, its record, its cross-fitted metrics on those rows), or None when it
+    has one member or does not beat the best single candidate."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
     from tasks.ml.ensemble import WeightedEnsemble, WeightedSoftVote, cross_fitted_blend, greedy_selection
@@ -242,7 +279,7 @@ def _greedy_ensemble(run: EvaluationInputs, pipelines: dict[str, Any], logger: A
     ev, info = run.config.evaluation, run.info
     metric, sign = ev.comparison_metric, 1.0 if ev.resolved_direction == "maximize" else -1.0
     tie = "rmse" if info.is_regression else "log_loss"  # breaks ties of a step metric (F-beta) on the same rows
-    y = np.asarray(run.y_valid)
+    y = np.asarray(run.y_valid if oof is None else oof[1])
 
     def score_on(blend: np.ndarray, rows: Any = slice(None)) -> tuple[float, float]:
         if info.is_regression:
@@ -252,10 +289,16 @@ def _greedy_ensemble(run: EvaluationInputs, pipelines: dict[str, Any], logger: A
                                 only=metric)[metric]
         return sign * first, -compute_metrics(y[rows], blend, n_classes=len(info.classes), only=tie)[tie]
 
-    outputs = {}
-    for name, pipeline in pipelines.items():
-        with ev_ml.on_every_core(pipeline):
-            outputs[name] = _valid_output(run, pipeline)
+    if oof is not None:
+        outputs = {name: oof[0][name] for name in pipelines}
+    else:
+        outputs = {}
+        for name, pipeline in pipelines.items():
+            with ev_ml.on_every_core(pipeline):
+                outputs[name] = _valid_output(run, pipeline)
+    if oof is None and len(y) < SMALL_VALID_ROWS:
+        logger.info("ensemble weights chosen on %d validation rows; search.cv_folds: 5 would choose them on "
+                    "out-of-fold predictions of every train row", len(y))
     selection = greedy_selection(outputs, score_on, rounds=ev.ensemble.rounds)
     best = next(iter(outputs))
     if len(selection.weights) < 2:
@@ -273,19 +316,24 @@ def _greedy_ensemble(run: EvaluationInputs, pipelines: dict[str, Any], logger: A
     names = list(selection.weights)
     kind = WeightedEnsemble if info.is_regression else WeightedSoftVote
     ensemble = kind([pipelines[n] for n in names], names, [selection.weights[n] for n in names])
+    rows = "valid" if oof is None else f"the out-of-fold predictions on {oof[2]}"
     params = {"members": names, "method": "greedy", "rounds": selection.rounds,
               "weights": {n: round(w, 4) for n, w in selection.weights.items()},
-              "valid_scores": "cross-fitted: each half of valid blended with the weights chosen on the other"}
-    return ensemble, params, _metrics_of(run, crossed)
+              "chosen_on": "validation" if oof is None else f"out-of-fold predictions on {oof[2]}",
+              "valid_scores": "the valid split, which the weights did not see" if oof is not None and oof[2] == "train"
+              else f"cross-fitted: each half of {rows} blended with the weights chosen on the other"}
+    if oof is not None and oof[2] == "train":  # search.cv_folds: valid is held out from the weights; score there
+        return ensemble, params, _valid_metrics(run, ensemble)
+    return ensemble, params, _metrics_of(run, crossed, None if oof is None else y)
 
 
-def _metrics_of(run: EvaluationInputs, output: np.ndarray) -> dict[str, float]:
-    """Every validation metric of a model's output (probabilities, or a regression's predictions)."""
-    ev = run.config.evaluation
+def _metrics_of(run: EvaluationInputs, output: np.ndarray, y: np.ndarray | None = None) -> dict[str, float]:
+    """Every metric of a model's output (probabilities, or a regression's predictions) against `y`
+    (default: the valid split's target)."""
+    ev, y = run.config.evaluation, run.y_valid if y is None else y
     if run.info.is_regression:
-        return compute_regression_metrics(run.y_valid, output, with_mape=True if ev.comparison_metric == "mape"
-                                          else None)
-    return compute_metrics(run.y_valid, output, n_classes=len(run.info.classes), beta=ev.beta, average=ev.average)
+        return compute_regression_metrics(y, output, with_mape=True if ev.comparison_metric == "mape" else None)
+    return compute_metrics(y, output, n_classes=len(run.info.classes), beta=ev.beta, average=ev.average)
 
 
 @task(name="calibrate_and_set_threshold", cache_policy=NO_CACHE)

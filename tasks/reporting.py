@@ -382,11 +382,12 @@ def model_card(f: dict[str, Any]) -> str:
         use = ("model.predict(frame)          # original labels (the tuned threshold applied)\n"
                "model.predict_proba(frame)    # one column per class (calibrated when calibration is set)")
     weights = f["params"].get("weights") if f["family"] == "ensemble" else None
-    blend = ("\n- Ensemble weights (greedy selection on validation): " + ", ".join(
+    chosen_on = f["params"].get("chosen_on", "validation") if weights else ""
+    blend = (f"\n- Ensemble weights (greedy selection on {chosen_on}): " + ", ".join(
         f"{name} {weight:.2f}" for name, weight in sorted(weights.items(), key=lambda item: -item[1]))
         if weights else "")
     if f.get("train_valid_rows"):
-        blend += (f"\n- Measured and registered: the same hyperparameters{' and weights' if weights else ''} fitted "
+        blend += (f"\n- Measured on test: the same hyperparameters{' and weights' if weights else ''} fitted "
                   f"again on train+valid ({f['train_valid_rows']} rows) before the test split was read")
     return f"""# {f['model_name']} version {{version}}
 

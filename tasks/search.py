@@ -40,6 +40,7 @@ from tasks.ml.search import (
     PreparedData,
     SearchSettings,
     best_pipeline,
+    out_of_fold,
     prepare_data,
     run_study,
     trials_table,
@@ -323,6 +324,7 @@ def _save_best(job: FamilySearch, data: PreparedData, study: optuna.Study, kept:
     params = {**best.params, "learning_rate": refined["learning_rate"]} if refined else best.params
     model_path = paths.candidates / f"{family}.pkl"
     sha = save_pipeline(pipeline, model_path)
+    oof_path = None if stopped else _save_out_of_fold(job, data, params, fit_info.get("best_iteration"), settings)
     table = trials_table(study)
     table.to_csv(paths.candidates / f"{family}_trials.csv", index=False)
     states = [t.state for t in study.trials]
@@ -334,6 +336,8 @@ def _save_best(job: FamilySearch, data: PreparedData, study: optuna.Study, kept:
         search_seconds=round(time.perf_counter() - job.started, 3), pipeline_path=str(model_path),
         pipeline_sha256=sha, study_name=settings.study_name, tracking_key=tracker.key, selection=data.description,
         train_rows=data.n_train_rows, train_rows_fitted=int(len(data.y_train)), stopped=stopped,
+        oof_path=str(oof_path) if oof_path else None,
+        oof_rows=("train+valid" if data.mode == "repeated_cv" else "train") if oof_path else None,
     )
     tracker.log_params({f"best_{k}": v for k, v in params.items()})
     tracker.log_metrics({f"best_valid_{k}": v for k, v in valid_metrics.items()})
@@ -342,6 +346,29 @@ def _save_best(job: FamilySearch, data: PreparedData, study: optuna.Study, kept:
     tracker.log_model(family, model_path)
     tracker.log_other("status", "ok")
     return _Best(candidate, refitted, fit_seconds)
+
+
+def _save_out_of_fold(job: FamilySearch, data: PreparedData, params: dict[str, Any], rounds: int | None,
+                      settings: SearchSettings) -> Path | None:
+    """CV modes, with the greedy ensemble on: the final parameters' out-of-fold predictions, saved for the
+    ensemble's weights (a holdout run chooses them on the valid split's predictions instead). A failure
+    here costs the out-of-fold weights only (the ensemble then weighs on valid, or is skipped), with a warning."""
+    ensemble = job.config.evaluation.ensemble
+    if not data.folds or not (ensemble.enabled and ensemble.method == "greedy"):
+        return None
+    if rounds and data.mode == "cv":  # the final model's rounds on train, for folds of (k - 1) / k of it
+        rounds = max(1, round(rounds * (len(data.folds) - 1) / len(data.folds)))
+    try:
+        rows, predictions = out_of_fold(job.spec, data, params, settings, rounds)
+    except (stopping.Stopped, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # the one step's failure, recorded in the log; the candidate stands
+        get_run_logger().warning("[%s] out-of-fold predictions failed (%s: %s): the ensemble will not weigh "
+                                 "this family out of fold", job.family, type(exc).__name__, exc)
+        return None
+    path = job.paths.candidates / f"{job.family}_oof.npz"
+    np.savez(path, rows=rows, predictions=predictions)
+    return path
 
 
 @task(name="contribute_to_study", cache_policy=NO_CACHE)
@@ -462,7 +489,9 @@ def _search_cache_key(context: Any, parameters: dict) -> str | None:
     manifest = read_manifest(RunPaths(parameters["run_dir"]))
     model_cfg = config.models.get(family)
     key = [study_name(config, family, manifest["data"]["sha256"]), model_cfg.n_trials, model_cfg.timeout_s,
-           config.search.time_budget_s, config.study_storage, config.tracking.backend]
+           config.search.time_budget_s, config.study_storage, config.tracking.backend,
+           # what the candidate holds besides the study's best trial: a refined rate, out-of-fold predictions
+           config.search.refine_learning_rate, config.evaluation.ensemble.enabled, config.evaluation.ensemble.method]
     return "search-" + hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:24]
 
 
@@ -539,7 +568,13 @@ def _adopt(candidate: Candidate, paths: RunPaths) -> Candidate | None:
     trials = source.with_name(f"{candidate.family}_trials.csv")
     if trials.is_file():
         shutil.copy2(trials, paths.candidates / trials.name)
-    adopted = candidate.model_copy(update={"pipeline_path": str(target), "reused_from": str(source.parents[1])})
+    update = {"pipeline_path": str(target), "reused_from": str(source.parents[1])}
+    if getattr(candidate, "oof_path", None):  # a candidate cached before out-of-fold predictions has none
+        oof = Path(candidate.oof_path)
+        update["oof_path"] = str(paths.candidates / oof.name) if oof.is_file() else None
+        if oof.is_file():
+            shutil.copy2(oof, paths.candidates / oof.name)
+    adopted = candidate.model_copy(update=update)
     write_candidate(paths, adopted)
     return adopted
 

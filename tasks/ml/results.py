@@ -40,6 +40,10 @@ class Candidate(BaseModel):
     # The best trial fitted again at a lower learning rate, kept as better on valid: both rates, both rounds,
     # both validation scores (search.refine_learning_rate).
     refined: dict[str, Any] | None = None
+    # CV modes: the best parameters' out-of-fold predictions (an .npz of rows and predictions), on which
+    # the greedy ensemble's weights are chosen; oof_rows: the rows the folds split (train, or train+valid).
+    oof_path: str | None = None
+    oof_rows: str | None = None
 
     @classmethod
     def failed(cls, family: str, error: str, **extra: Any) -> Candidate:

@@ -50,6 +50,7 @@ class Fold:
     y_train: np.ndarray
     X_valid: Any
     y_valid: np.ndarray
+    rows: np.ndarray | None = None  # positions of the scoring rows among the rows the folds split
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ def prepare_data(
                 f"{sorted(str(info.classes[i]) for i in missing)}; lower search.cv_folds or set it to 0"
             )
         _, Xf, yf, Xs = _encode(spec, info, settings, X_src.iloc[fit_idx], y_src[fit_idx], X_src.iloc[score_idx])
-        folds.append(Fold(Xf, yf, Xs, forward(y_src[score_idx], settings.target_transform)))
+        folds.append(Fold(Xf, yf, Xs, forward(y_src[score_idx], settings.target_transform), np.asarray(score_idx)))
     n_rows = len(train) + (len(valid) if mode == "repeated_cv" else 0)
     if y_valid is not None:
         y_valid = forward(y_valid, settings.target_transform)
@@ -993,6 +994,33 @@ def refine_learning_rate(
              rate / factor, rounds, new_info["refined"]["rounds"], settings.metric, valid_metrics[settings.metric],
              new_metrics[settings.metric])
     return estimator, new_info, new_metrics
+
+
+def out_of_fold(spec: FamilySpec, data: PreparedData, params: dict[str, Any], settings: SearchSettings,
+                rounds: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`params` fitted on each CV fold's training rows and predicted on its scoring rows: (row positions among
+    the rows the folds split, predictions: class probabilities, or a regression's values on the target's own
+    scale). Repeated CV: the first repeat only, each row predicted once (a mean over repeats would be a small
+    ensemble of its own, flattering the family). Boosters train `rounds`."""
+    size = max(int(f.rows.max()) for f in data.folds) + 1
+    total, counts = None, np.zeros(size)
+    for fold in data.folds:
+        if counts.min() > 0:
+            break  # every row predicted once: a repeat starts
+        stopping.check()
+        estimator, _ = fit_estimator(spec, Fold(fold.X_train, fold.y_train, None, None), params, settings,
+                                     n_classes=data.n_classes, rounds=rounds)
+        if data.n_classes:
+            pred = np.asarray(estimator.predict_proba(fold.X_valid), dtype=np.float64)
+        else:
+            pred = inverse(np.asarray(estimator.predict(fold.X_valid), dtype=np.float64), data.target_transform)
+        if total is None:
+            total = np.zeros((size, *pred.shape[1:]))
+        total[fold.rows] += pred
+        counts[fold.rows] += 1
+    seen = np.flatnonzero(counts)  # a time-ordered split never scores its first block
+    mean = total[seen] / (counts[seen][:, None] if total.ndim > 1 else counts[seen])
+    return seen, mean
 
 
 def refit_on_rows(

@@ -221,7 +221,7 @@ def test_the_greedy_ensemble_wins_where_it_helps_and_records_its_weights(tmp_pat
     card = (tmp_path / "registry" / "mix-y" / str(report.registry_version) / "MODEL_CARD.md").read_text()
     assert "Ensemble weights (greedy selection on validation): " in card
     assert all(f"{f} {w:.2f}" in card for f, w in weights.items())
-    # Measured and registered: each member refitted on train+valid, with the weights chosen on valid.
+    # Measured on test and registered: each member refitted on train+valid, with the weights chosen on valid.
     refit = registry.read_metadata(tmp_path / "registry", "mix-y", report.registry_version)["train_valid_refit"]
     assert refit["rows"] == 2400 and set(refit["members"]) == set(weights) == set(model.pipeline.model.names)
     blend = model.pipeline.model
@@ -233,6 +233,41 @@ def test_the_greedy_ensemble_wins_where_it_helps_and_records_its_weights(tmp_pat
 
     searched = load_pipeline(ensemble.pipeline_path, ensemble.pipeline_sha256)  # the members fitted on train
     assert not np.allclose(searched.predict_proba(test[model.features]), seen[["proba_0", "proba_1"]].to_numpy())
+
+
+@pytest.mark.parametrize(("overrides", "rows", "kind"), [
+    ({"search.cv_folds": 3}, 1800, "train"),  # K folds of train: the weights see 1,800 rows, not valid's 600
+    ({"search.small_data_rows": 2000}, 2400, "train+valid"),  # small-data mode: no valid split is held out
+])
+def test_in_cv_runs_the_greedy_weights_are_chosen_out_of_fold(tmp_path, overrides, rows, kind):
+    from flows.train import train
+
+    _mix_table(tmp_path / "mix.csv")
+    report = train(params=smoke_params(tmp_path, **MIX, **overrides, **{
+        "data.path": str(tmp_path / "mix.csv"), "models.random_forest.enabled": False}))
+    singles = [c for c in report.candidates if c.family != "ensemble"]
+    assert {c.oof_rows for c in singles} == {kind}
+    for c in singles:
+        saved = np.load(c.oof_path)
+        assert len(saved["rows"]) == rows and saved["predictions"].shape == (rows, 2)
+        assert np.allclose(saved["predictions"].sum(axis=1), 1.0)
+    ensemble = next(c for c in report.candidates if c.family == "ensemble")
+    assert f"out-of-fold predictions on {kind}" in ensemble.selection
+    assert ensemble.best_params["chosen_on"] == f"out-of-fold predictions on {kind}"
+    assert len(ensemble.best_params["weights"]) >= 2
+    if kind == "train":  # the blend is scored on valid, which the weights never saw, like every family
+        from sklearn.metrics import log_loss
+
+        from tasks.modeling import load_pipeline
+
+        valid = pd.read_parquet(Path(report.run_dir) / "splits" / "valid.parquet")
+        blend = load_pipeline(ensemble.pipeline_path, ensemble.pipeline_sha256)
+        proba = blend.predict_proba(valid.drop(columns="y"))
+        assert ensemble.valid_metrics["log_loss"] == pytest.approx(log_loss(valid["y"], proba), rel=1e-6)
+    else:  # small data: every candidate was scored out of fold; the blend of three beats each
+        assert report.champion == "ensemble"
+        card = (Path(report.run_dir) / "reports" / "model_card.md").read_text()
+        assert f"Ensemble weights (greedy selection on out-of-fold predictions on {kind}): " in card
 
 
 def test_the_greedy_ensemble_is_not_chosen_where_one_family_is_best_alone(tmp_path):
