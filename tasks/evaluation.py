@@ -316,15 +316,19 @@ def _greedy_ensemble(run: EvaluationInputs, pipelines: dict[str, Any], logger: A
     names = list(selection.weights)
     kind = WeightedEnsemble if info.is_regression else WeightedSoftVote
     ensemble = kind([pipelines[n] for n in names], names, [selection.weights[n] for n in names])
-    rows = "valid" if oof is None else f"the out-of-fold predictions on {oof[2]}"
+    crossed_on = "cross-fitted: each half of {} blended with the weights chosen on the other"
+    if oof is None:
+        chosen_on, scored, metrics = "validation", crossed_on.format("valid"), _metrics_of(run, crossed)
+    elif oof[2] == "train":  # search.cv_folds: valid is held out from the weights, so the blend is scored there
+        chosen_on, scored = f"out-of-fold predictions on {oof[2]}", "the valid split, which the weights did not see"
+        metrics = _valid_metrics(run, ensemble)
+    else:
+        chosen_on = f"out-of-fold predictions on {oof[2]}"
+        scored, metrics = crossed_on.format(f"the {chosen_on}"), _metrics_of(run, crossed, y)
     params = {"members": names, "method": "greedy", "rounds": selection.rounds,
               "weights": {n: round(w, 4) for n, w in selection.weights.items()},
-              "chosen_on": "validation" if oof is None else f"out-of-fold predictions on {oof[2]}",
-              "valid_scores": "the valid split, which the weights did not see" if oof is not None and oof[2] == "train"
-              else f"cross-fitted: each half of {rows} blended with the weights chosen on the other"}
-    if oof is not None and oof[2] == "train":  # search.cv_folds: valid is held out from the weights; score there
-        return ensemble, params, _valid_metrics(run, ensemble)
-    return ensemble, params, _metrics_of(run, crossed, None if oof is None else y)
+              "chosen_on": chosen_on, "valid_scores": scored}
+    return ensemble, params, metrics
 
 
 def _metrics_of(run: EvaluationInputs, output: np.ndarray, y: np.ndarray | None = None) -> dict[str, float]:
