@@ -51,7 +51,9 @@ def run_gauntlet(data: str, target: str, trials: int, artifacts: Path, metric: s
         raise SystemExit(f"gauntlet failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
     run = max((Path(artifacts) / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
     report = json.loads((run / "report.json").read_text())
+    stages = json.loads((run / "manifest.json").read_text()).get("stages", {})
     return {"wall": wall, "run_dir": run, "champion": report["champion"],
+            "stages": {name: round(figures.get("wall_s", 0.0), 1) for name, figures in stages.items()},
             "test_roc_auc": report["test_metrics"].get("roc_auc"), "test_fbeta": report["test_metrics"].get("fbeta"),
             "registered": report.get("registered"),
             "search_seconds": {c["family"]: c.get("search_seconds") for c in report["candidates"]}}

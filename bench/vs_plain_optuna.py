@@ -67,7 +67,8 @@ def main() -> int:
         ours.append(g)
         plain.append(p)
         print(f"round {i + 1} gauntlet: {g['wall']:6.1f} s, champion {g['champion']}, test ROC-AUC "
-              f"{g['test_roc_auc']:.4f}, registered {g['registered']}; search s {g['search_seconds']}", flush=True)
+              f"{g['test_roc_auc']:.4f}, registered {g['registered']}; search s {g['search_seconds']}; "
+              f"stages s {g['stages']}", flush=True)
         print(f"round {i + 1} plain   : {p['wall']:6.1f} s, champion {p['champion']}, test ROC-AUC "
               f"{p['test_roc_auc']:.4f}; search s {p['search_seconds']}", flush=True)
     mp = statistics.median(r["wall"] for r in plain)

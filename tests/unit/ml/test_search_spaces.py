@@ -309,8 +309,8 @@ def test_random_forest_trees_grow_on_a_capped_bootstrap_sample_on_large_tables(m
 def test_random_forest_trees_are_fewer_on_large_tables_and_the_search_is_told_the_rows():
     from tasks.ml.search_spaces import rf_max_trees
 
-    assert rf_max_trees(None) == rf_max_trees(50_000) == 300
-    assert rf_max_trees(112_500) == 200 and rf_max_trees(1_000_000) == 100
+    assert rf_max_trees(None) == rf_max_trees(10_000) == 300
+    assert rf_max_trees(10_001) == rf_max_trees(112_500) == 150 and rf_max_trees(1_000_000) == 100
     sampler = optuna.samplers.RandomSampler(seed=0)
     study = optuna.create_study(sampler=sampler)
     for _ in range(30):
