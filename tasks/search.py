@@ -320,7 +320,7 @@ def _save_best(job: FamilySearch, data: PreparedData, study: optuna.Study, kept:
     refine = job.config.search.refine_learning_rate and stopped is None  # a time limit leaves no time for it
     pipeline, fit_info, fit_seconds, refitted, valid_metrics = best_pipeline(job.spec, data, study, kept, settings,
                                                                              refine=refine)
-    refined = fit_info.pop("refined", None)
+    refined, trial_rows = fit_info.pop("refined", None), fit_info.pop("trial_rows", None)
     params = {**best.params, "learning_rate": refined["learning_rate"]} if refined else best.params
     model_path = paths.candidates / f"{family}.pkl"
     sha = save_pipeline(pipeline, model_path)
@@ -338,6 +338,7 @@ def _save_best(job: FamilySearch, data: PreparedData, study: optuna.Study, kept:
         train_rows=data.n_train_rows, train_rows_fitted=int(len(data.y_train)), stopped=stopped,
         oof_path=str(oof_path) if oof_path else None,
         oof_rows=("train+valid" if data.mode == "repeated_cv" else "train") if oof_path else None,
+        trial_rows=trial_rows,
     )
     tracker.log_params({f"best_{k}": v for k, v in params.items()})
     tracker.log_metrics({f"best_valid_{k}": v for k, v in valid_metrics.items()})

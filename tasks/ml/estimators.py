@@ -60,6 +60,10 @@ class FamilySpec:
     # statistics are the reason to search it); SMOTE, which interpolates numbers, still gets onehot.
     own_categories: bool = False
     max_rounds: int | None = None  # a booster's round cap (early stopping ends most fits well before it)
+    # On larger training sets (holdout scoring) its trials fit a stratified sample of this many rows and the
+    # best parameters are fitted once on all of them, early-stopped on valid: a cheaper fidelity first, as
+    # FLAML's sample sizes. None: every trial fits every row.
+    trial_rows: int | None = None
 
     def takes_categories(self, encoding: str, imbalance: str = "none") -> bool:
         """Whether its preprocessing hands it pandas category columns (native) rather than numbers."""
@@ -390,7 +394,8 @@ def _fit_xgboost(estimator: Any, X: np.ndarray, y: np.ndarray, ctx: FitContext) 
         from tasks.ml.data import release_memory
 
         release_memory()
-    return {"best_iteration": int(estimator.best_iteration)}
+    # The rounds it predicts with, as LightGBM and CatBoost count them (XGBoost's best_iteration counts from 0).
+    return {"best_iteration": int(estimator.best_iteration) + 1}
 
 
 def _catboost_loss(n_classes: int) -> str:
@@ -515,9 +520,13 @@ register_family(FamilySpec("xgboost", False, True, SEARCH_SPACES["xgboost"], _ma
                            tasks=ALL_TASKS, defaults=DEFAULTS["xgboost"], reports_loss=True,
                            max_rounds=MAX_ROUNDS))
 # A CatBoost round costs 10-50x a LightGBM one on categorical tables (ordered target statistics per level).
+# CatBoost's trials on more rows fit a sample: on hotel_bookings (71,634 train rows, a 178-level column)
+# one round took 134 ms on one thread, its trials ran to the 2,000-round cap (4-5 min each), and its 15
+# trials took most of an hour while the other families had ended (bench/README.md, issue 31).
+CATBOOST_TRIAL_ROWS = 20_000
 register_family(FamilySpec("catboost", False, True, SEARCH_SPACES["catboost"], _make_catboost, _fit_catboost,
                            cost=6.0, tasks=ALL_TASKS, defaults=DEFAULTS["catboost"], reports_loss=True,
-                           own_categories=True, max_rounds=MAX_ROUNDS))
+                           own_categories=True, max_rounds=MAX_ROUNDS, trial_rows=CATBOOST_TRIAL_ROWS))
 
 
 def get_family(name: str) -> FamilySpec:

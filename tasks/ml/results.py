@@ -44,6 +44,7 @@ class Candidate(BaseModel):
     # the greedy ensemble's weights are chosen; oof_rows: the rows the folds split (train, or train+valid).
     oof_path: str | None = None
     oof_rows: str | None = None
+    trial_rows: int | None = None  # its trials fitted this many sampled train rows (FamilySpec.trial_rows)
 
     @classmethod
     def failed(cls, family: str, error: str, **extra: Any) -> Candidate:

@@ -490,6 +490,28 @@ def fit_estimator(
     return estimator, info
 
 
+def sampled_trial_rows(spec: FamilySpec, data: PreparedData) -> int | None:
+    """The rows each trial of the family fits when it fits a sample of train (FamilySpec.trial_rows), else None."""
+    if spec.trial_rows is None or data.mode != "holdout" or len(data.y_train) <= spec.trial_rows:
+        return None
+    return spec.trial_rows
+
+
+def trial_sample(data: PreparedData, rows: int, seed: int) -> PreparedData:
+    """`data` with a seeded sample of `rows` training rows (stratified by class, in their order)."""
+    from sklearn.model_selection import train_test_split
+
+    positions = np.arange(len(data.y_train))
+    try:
+        keep, _ = train_test_split(positions, train_size=rows, random_state=seed,
+                                   stratify=data.y_train if data.n_classes else None)
+    except ValueError:  # a class with a single row cannot be split by class
+        keep, _ = train_test_split(positions, train_size=rows, random_state=seed)
+    keep = np.sort(keep)
+    X = data.X_train.iloc[keep] if isinstance(data.X_train, pd.DataFrame) else data.X_train[keep]
+    return replace(data, X_train=X, y_train=data.y_train[keep])
+
+
 def _score(estimator: Any, X: Any, y: np.ndarray, n_classes: int, settings: SearchSettings,
            transform: str = "none") -> dict[str, float]:
     """Validation metrics; a regression's on the target's own scale (`y` and the fit are in `transform`'s)."""
@@ -593,6 +615,12 @@ def _run_study(spec: FamilySpec, data: PreparedData, settings: SearchSettings, s
     kept_lock = threading.Lock()
     cache = MatrixCache()  # this search's arrays, binned once for XGBoost
     spill = _nbytes(data.X_train) >= SPILL_ABOVE_BYTES
+    sample = sampled_trial_rows(spec, data)
+    # A sampled search's trials fit fewer rows: none of their models is the family's (best_pipeline refits).
+    trial_data = data if sample is None else trial_sample(data, sample, settings.seed)
+    if sample is not None:
+        log.info("%s: its trials fit %d of the %d train rows; the best parameters are then fitted on all",
+                 spec.name, sample, len(data.y_train))
     weighted = settings.imbalance == "auto"
     space_args = {"n_rows": data.n_train_rows} if "n_rows" in inspect.signature(spec.space).parameters else {}
 
@@ -632,7 +660,7 @@ def _run_study(spec: FamilySpec, data: PreparedData, settings: SearchSettings, s
             if data.folds:
                 scores, info = cross_validate(trial, params, trial_settings)
             else:
-                estimator, info = fit_estimator(spec, data, params, trial_settings, trial, cache=cache,
+                estimator, info = fit_estimator(spec, trial_data, params, trial_settings, trial, cache=cache,
                                                 score=valid_metric,
                                                 threads_now=slot.threads_now if slot is not None else None)
                 scores = _score(estimator, data.X_valid, data.y_valid, data.n_classes, settings, data.target_transform)
@@ -647,7 +675,8 @@ def _run_study(spec: FamilySpec, data: PreparedData, settings: SearchSettings, s
             trial.set_user_attr(key, value)
         value = scores[settings.metric]
         with kept_lock:  # trials may end at once (parallel trials)
-            if estimator is not None and (not kept or is_better(value, kept[0].info["_value"], settings.direction)):
+            if (estimator is not None and sample is None
+                    and (not kept or is_better(value, kept[0].info["_value"], settings.direction))):
                 kept[:] = []  # the previous best goes before the new one is written
                 kept[:] = [BestModel(trial.number, estimator, {**info, "_value": value}, seconds, spill=spill)]
         return value
@@ -918,27 +947,33 @@ def best_pipeline(
 
     holdout: the estimator fitted during the best trial is reused (refitted on train, early-stopped
     on valid, same seed, only when the best trial ran in an earlier process); its metrics are the
-    trial's. cv: refitted on train, early-stopped on valid, and scored on the valid split.
+    trial's; when its trials fit a sample (FamilySpec.trial_rows), the best parameters are fitted on
+    all train rows, early-stopped on valid, and scored there. cv: refitted on train, early-stopped on
+    valid, and scored on the valid split.
     repeated_cv: refitted on train+valid with the folds' mean boosting rounds; its metrics are the
     cross-validated ones.
     `refine`: a booster is fitted once more at a lower learning rate (refine_learning_rate); fit info's
     `refined` says when that fit was kept.
     """
     best = study.best_trial
-    if kept is not None and kept.trial == best.number and data.mode == "holdout":
+    sample = sampled_trial_rows(spec, data)
+    if kept is not None and kept.trial == best.number and data.mode == "holdout" and sample is None:
         estimator, info, seconds, refitted = kept.load(), kept.info, kept.fit_seconds, False
     else:
         start = time.perf_counter()
         estimator, info = fit_estimator(
-            spec, data, best.params, settings, trial=None, rounds=best.user_attrs.get("best_iteration"),
+            spec, data, best.params, settings, trial=None,
+            rounds=None if sample is not None else best.user_attrs.get("best_iteration"),  # a sample's: not these rows'
         )
         seconds, refitted = time.perf_counter() - start, True
-    if data.mode == "cv":
+    if data.mode == "cv" or sample is not None:  # the trials' scores are of other fits
         valid_metrics = _score(estimator, data.X_valid, data.y_valid, data.n_classes, settings, data.target_transform)
     else:
         valid_metrics = {k: float(v) for k, v in best.user_attrs.items()
                          if isinstance(v, int | float) and k not in TRIAL_FACTS}
     info = {k: v for k, v in info.items() if not k.startswith("_")}
+    if sample is not None:
+        info["trial_rows"] = sample
     if refine and data.mode != "repeated_cv":
         start = time.perf_counter()
         allowance = REFINE_COST_SHARE * len(study.get_trials(deepcopy=False, states=FINISHED))

@@ -458,7 +458,8 @@ def test_early_stopped_xgboost_is_the_model_xgboosts_own_fit_gives(case):
     reference = XGBClassifier(**ours.get_params())
     reference.fit(X_train, y_train, eval_set=[(X_valid, y_valid)], verbose=False,
                   sample_weight=compute_sample_weight("balanced", y_train) if weight else None)
-    assert info["best_iteration"] == ours.best_iteration == reference.best_iteration
+    assert ours.best_iteration == reference.best_iteration
+    assert info["best_iteration"] == ours.best_iteration + 1  # rounds, as the refits count them
     assert ours.best_iteration < 1999  # it did stop early
     assert repr(ours.get_params()) == repr(reference.get_params())
     assert json.loads(ours.get_booster().save_config()) == json.loads(reference.get_booster().save_config())
@@ -671,3 +672,33 @@ def test_best_pipeline_refines_a_booster_after_enough_trials(noisy_regression, n
         assert refitted and valid_metrics["rmse"] < study.best_value == record["valid"][0]
         assert pipeline.named_steps["model"].learning_rate == pytest.approx(record["learning_rate"])
         assert record["from_learning_rate"] == study.best_params["learning_rate"] > record["learning_rate"]
+
+
+def test_a_family_whose_trials_fit_a_sample_is_refitted_on_every_train_row(noisy_regression):
+    """FamilySpec.trial_rows (CatBoost's on large tables): each trial fits that many sampled train rows, the best
+    parameters are then fitted once on all of them, early-stopped on valid, and scored there."""
+    info, parts = noisy_regression
+    base = get_family("lightgbm")
+    rows_fitted: list[int] = []
+
+    def recording_fit(estimator, X, y, ctx):
+        rows_fitted.append(len(y))
+        return base.fit(estimator, X, y, ctx)
+
+    spec = replace(base, fit=recording_fit, trial_rows=300)
+    data = prepare_data(spec, info, parts["train"], parts["valid"])
+    n_train = len(data.y_train)
+    assert n_train > 300
+    settings = SearchSettings(metric="rmse", direction="minimize", n_trials=3, early_stopping_rounds=20)
+    study, kept = run_study(spec, data, settings)
+    assert rows_fitted == [300, 300, 300] and kept is None  # no trial's model is the family's
+    pipeline, fit_info, _, refitted, valid_metrics = best_pipeline(spec, data, study, kept, settings)
+    assert rows_fitted[-1] == n_train and refitted and fit_info["trial_rows"] == 300
+    model = pipeline.named_steps["model"]
+    assert 0 < fit_info["best_iteration"] == model.best_iteration_ < 2000  # early-stopped on valid
+    from tasks.ml.search import _score
+    assert valid_metrics == _score(model, data.X_valid, data.y_valid, 0, settings)
+    # Scoring folds (cv modes), or a train set within the bound, fit every row in every trial.
+    from tasks.ml.search import sampled_trial_rows
+    assert sampled_trial_rows(spec, replace(data, mode="cv")) is None
+    assert sampled_trial_rows(replace(spec, trial_rows=n_train), data) is None
