@@ -237,11 +237,13 @@ def search_hyperparameters(job: FamilySearch, data: PreparedData) -> Candidate:
             if job.cores is not None:
                 job.cores.end(family)  # no more trials here: the others' next trials take these cores
         candidate = _save_best(job, data, study, kept, tracker, _stopped(job, study, limits))
-        refined = candidate.candidate.refined
+        refined, sample = candidate.candidate.refined, candidate.candidate.trial_rows
+        fitted = (f"refitted on all {len(data.y_train):,} train rows (its trials fit {sample:,})" if sample
+                  else "refitted" if candidate.refitted else "model kept from the trial")
         logger.info("[%s] best %s=%.4f (trial %d%s, %s in %.2fs)", family, settings.metric,
                     candidate.candidate.valid_metrics.get(settings.metric, study.best_value), study.best_trial.number,
-                    f" at learning rate {refined['learning_rate']:.4g}" if refined else "",
-                    "refitted" if candidate.refitted else "model kept from the trial", candidate.fit_seconds)
+                    f" at learning rate {refined['learning_rate']:.4g}" if refined else "", fitted,
+                    candidate.fit_seconds)
         resources = monitoring.stop(job.usage)
         tracker.log_metrics({f"stage_{k}": v for k, v in resources.items() if isinstance(v, int | float)})
         tracker.end()
