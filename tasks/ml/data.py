@@ -603,15 +603,19 @@ def sample_rows(frame: pd.DataFrame, target: str, n: int, seed: int, stratify: b
     """
     if len(frame) <= n:
         return frame
+    labels = None
     if stratify:
-        labels = frame[target].astype(object).where(frame[target].notna(), "__missing__").astype(str)
-        counts = labels.value_counts()
-        if (counts >= 2).all():
-            rows, _ = train_test_split(np.arange(len(frame)), train_size=n, stratify=labels.to_numpy(),
-                                       random_state=seed)
-            return frame.iloc[np.sort(rows)].reset_index(drop=True)
-    rows = np.random.default_rng(seed).choice(len(frame), size=n, replace=False)
-    return frame.iloc[np.sort(rows)].reset_index(drop=True)
+        labels = frame[target].astype(object).where(frame[target].notna(), "__missing__").astype(str).to_numpy()
+    return frame.iloc[sample_positions(len(frame), n, seed, labels)].reset_index(drop=True)
+
+
+def sample_positions(total: int, n: int, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
+    """`n` of `total` row positions drawn with `seed`, in order; keeping `labels`' class shares when every
+    class has 2 rows or more."""
+    if labels is not None and (np.unique(labels, return_counts=True)[1] >= 2).all():
+        rows, _ = train_test_split(np.arange(total), train_size=n, stratify=labels, random_state=seed)
+        return np.sort(rows)
+    return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
 
 
 def check_numbers_as_text(series: pd.Series, name: str, sample: int = 1000) -> None:

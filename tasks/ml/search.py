@@ -29,7 +29,7 @@ from config.errors import ConfigError
 from config.schema import hide_password
 from tasks import stopping
 from tasks.ml.budget import TimeLimits
-from tasks.ml.data import DatasetInfo, features_and_target
+from tasks.ml.data import DatasetInfo, features_and_target, sample_positions
 from tasks.ml.estimators import FamilySpec, FitContext, MatrixCache
 from tasks.ml.metrics import compute_metrics, compute_regression_metrics, is_better
 from tasks.ml.preprocessing import PreprocessOptions, build_preprocessor
@@ -499,15 +499,7 @@ def sampled_trial_rows(spec: FamilySpec, data: PreparedData) -> int | None:
 
 def trial_sample(data: PreparedData, rows: int, seed: int) -> PreparedData:
     """`data` with a seeded sample of `rows` training rows (stratified by class, in their order)."""
-    from sklearn.model_selection import train_test_split
-
-    positions = np.arange(len(data.y_train))
-    try:
-        keep, _ = train_test_split(positions, train_size=rows, random_state=seed,
-                                   stratify=data.y_train if data.n_classes else None)
-    except ValueError:  # a class with a single row cannot be split by class
-        keep, _ = train_test_split(positions, train_size=rows, random_state=seed)
-    keep = np.sort(keep)
+    keep = sample_positions(len(data.y_train), rows, seed, data.y_train if data.n_classes else None)
     X = data.X_train.iloc[keep] if isinstance(data.X_train, pd.DataFrame) else data.X_train[keep]
     return replace(data, X_train=X, y_train=data.y_train[keep])
 
@@ -962,8 +954,7 @@ def best_pipeline(
     else:
         start = time.perf_counter()
         estimator, info = fit_estimator(
-            spec, data, best.params, settings, trial=None,
-            rounds=None if sample is not None else best.user_attrs.get("best_iteration"),  # a sample's: not these rows'
+            spec, data, best.params, settings, trial=None, rounds=best.user_attrs.get("best_iteration"),
         )
         seconds, refitted = time.perf_counter() - start, True
     if data.mode == "cv" or sample is not None:  # the trials' scores are of other fits

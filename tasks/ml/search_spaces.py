@@ -36,12 +36,13 @@ def linear_space(trial: optuna.Trial, weighted: bool = False) -> dict[str, Any]:
 # square root of the rows (100 from 450k): a trial's cost grows with rows x trees.
 RF_FULL_TREES_ROWS = 10_000
 RF_MANY_TREES = 150
+RF_SQRT_FROM_ROWS = 50_000  # 300 trees x sqrt(this / rows): 150 at 200k rows
 
 
 def rf_max_trees(n_rows: int | None) -> int:
     if not n_rows or n_rows <= RF_FULL_TREES_ROWS:
         return 300
-    return max(100, min(RF_MANY_TREES, int(300 * (50_000 / n_rows) ** 0.5) // 50 * 50))
+    return max(100, min(RF_MANY_TREES, int(300 * (RF_SQRT_FROM_ROWS / n_rows) ** 0.5) // 50 * 50))
 
 
 def random_forest_space(trial: optuna.Trial, weighted: bool = True, n_rows: int | None = None) -> dict[str, Any]:
